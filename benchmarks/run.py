@@ -1,0 +1,358 @@
+#!/usr/bin/env python
+"""Time the same workloads on miniray and on Ray, and print a comparison table.
+
+The parent process never imports a backend: each backend runs in fresh child
+processes (``run.py --backend NAME --json ...``) that print one result line per
+workload; the parent merges them and prints medians.  See benchmarks/README.md.
+"""
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Callable
+
+import numpy as np
+
+MiB = 1 << 20
+GB = 1e9
+BACKENDS = ("miniray", "ray")
+INIT_KWARGS = dict(num_cpus=os.cpu_count(), object_store_memory=2 << 30)
+RESULT, SKIP = "@@RESULT ", "@@SKIP "  # prefixes of the child's machine-readable lines
+
+
+@dataclass(frozen=True)
+class Config:
+    budget: float  # seconds of timed work per measurement per repetition
+    warmup: int  # untimed tasks run before timing task workloads
+    batch: int  # tasks submitted at once in tasks_async
+    large: int  # bytes of the big array (put_large, get_large)
+    medium: int  # bytes of the smaller array (get_large)
+    repeat: int  # default repetitions per workload
+
+
+FULL = Config(budget=0.5, warmup=100, batch=1000, large=100 * MiB, medium=10 * MiB, repeat=5)
+QUICK = Config(budget=0.1, warmup=20, batch=100, large=10 * MiB, medium=1 * MiB, repeat=1)
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass
+class Workload:
+    fn: Callable  # fn(backend, cfg) -> {metric: (value, unit)} for one repetition
+    fresh_process: bool  # run without a shared cluster, in one new process per repetition
+
+
+WORKLOADS: dict[str, Workload] = {}
+
+
+def workload(name, fresh_process=False):
+    """Register a workload.  Its metrics with unit "s" are lower-is-better; all others
+    (rates: ops/s, GB/s, ...) are higher-is-better.  Unless fresh_process is set, the
+    backend is already initialised (INIT_KWARGS) when fn is called."""
+
+    def register(fn):
+        WORKLOADS[name] = Workload(fn, fresh_process)
+        return fn
+
+    return register
+
+
+def mean_time(op, budget):
+    """Mean seconds per op() call, timing calls one at a time until `budget` seconds of
+    timed work have accumulated.  Each call's result is dropped, untimed, before the next."""
+    total, calls = 0.0, 0
+    while total < budget:
+        start = time.perf_counter()
+        result = op()
+        total += time.perf_counter() - start
+        calls += 1
+        del result
+    return total / calls
+
+
+def noop():
+    return None
+
+
+def warm_noop(backend, cfg):
+    """Return backend.remote(noop) after running cfg.warmup of it, so workers are up."""
+    f = backend.remote(noop)
+    backend.get([f.remote() for _ in range(cfg.warmup)])
+    return f
+
+
+# --------------------------------------------------------------------------- workloads
+@workload("init", fresh_process=True)
+def init(backend, cfg):
+    start = time.perf_counter()
+    backend.init(**INIT_KWARGS)
+    started = time.perf_counter()
+    backend.shutdown()
+    return {"init": (started - start, "s"), "shutdown": (time.perf_counter() - started, "s")}
+
+
+@workload("tasks_sync")
+def tasks_sync(backend, cfg):
+    f = warm_noop(backend, cfg)
+    return {"get(f.remote())": (1 / mean_time(lambda: backend.get(f.remote()), cfg.budget), "tasks/s")}
+
+
+@workload("tasks_async")
+def tasks_async(backend, cfg):
+    f = warm_noop(backend, cfg)
+    t = mean_time(lambda: backend.get([f.remote() for _ in range(cfg.batch)]), cfg.budget)
+    return {f"get([f.remote() x {cfg.batch}])": (cfg.batch / t, "tasks/s")}
+
+
+@workload("put_small")
+def put_small(backend, cfg):
+    return {"put(int)": (1 / mean_time(lambda: backend.put(42), cfg.budget), "ops/s")}
+
+
+@workload("get_small")
+def get_small(backend, cfg):
+    ref = backend.put(42)
+    return {"get(int)": (1 / mean_time(lambda: backend.get(ref), cfg.budget), "ops/s")}
+
+
+@workload("put_large")
+def put_large(backend, cfg):
+    arr = np.zeros(cfg.large, np.uint8) + 1
+    # Warm-up: cycle the whole store (twice, as frees are asynchronous) so that timed puts
+    # do not pay first-touch page faults of fresh shared memory (3-5x slower).
+    for _ in range(2 * INIT_KWARGS["object_store_memory"] // cfg.large):
+        backend.put(arr)
+    t = mean_time(lambda: backend.put(arr), cfg.budget)
+    return {f"put {cfg.large // MiB} MiB array": (cfg.large / t / GB, "GB/s")}
+
+
+@workload("get_large")
+def get_large(backend, cfg):
+    metrics = {}
+    for size in (cfg.large, cfg.medium):
+        ref = backend.put(np.zeros(size, np.uint8) + 1)
+        backend.get(ref)  # warm-up: the first get maps the object
+        t = mean_time(lambda: backend.get(ref), cfg.budget)
+        del ref
+        metrics[f"get {size // MiB} MiB array"] = (t, "s")
+        metrics[f"get {size // MiB} MiB array (implied)"] = (size / t / GB, "GB/s")
+    return metrics
+
+
+# --------------------------------------------------------------------------- child side
+def emit(prefix, payload):
+    print(prefix + json.dumps(payload), flush=True)
+
+
+def run_child(backend_name, names, cfg, repeat):
+    try:
+        backend = importlib.import_module(backend_name)
+    except ImportError as e:
+        return emit(SKIP, f"{backend_name} is not importable ({e})")
+    if not hasattr(backend, "init"):
+        return emit(SKIP, f"{backend_name}.init does not exist yet")
+    fresh = [n for n in names if WORKLOADS[n].fresh_process]
+    shared = [n for n in names if n not in fresh]
+    for name in fresh:
+        run_workload(backend, name, cfg, repeat)
+    if shared:
+        backend.init(**INIT_KWARGS)
+        try:
+            for name in shared:
+                run_workload(backend, name, cfg, repeat)
+        finally:
+            backend.shutdown()
+
+
+def run_workload(backend, name, cfg, repeat):
+    metrics = {}
+    try:
+        for _ in range(repeat):
+            for metric, (value, unit) in WORKLOADS[name].fn(backend, cfg).items():
+                metrics.setdefault(metric, {"unit": unit, "values": []})["values"].append(value)
+    except Exception as e:
+        traceback.print_exc()
+        return emit(RESULT, {"workload": name, "error": f"{type(e).__name__}: {e}"})
+    emit(RESULT, {"workload": name, "metrics": metrics})
+
+
+# --------------------------------------------------------------------------- parent side
+def session_pids(sid):
+    """Live (not zombie) processes of session `sid`."""
+    pids = []
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state, _ppid, _pgrp, session = f.read().rsplit(")", 1)[1].split()[:4]
+        except OSError:  # it exited meanwhile
+            continue
+        if state != "Z" and int(session) == sid:
+            pids.append(pid)
+    return pids
+
+
+def reap_session(backend, sid, grace=5.0):
+    """Wait up to `grace` s for the processes the child started to exit; warn and kill if not."""
+    deadline = time.monotonic() + grace
+    while (pids := session_pids(sid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pids:
+        print(f"[{backend}] WARNING: killing {len(pids)} processes left behind by the child: {pids}",
+              file=sys.stderr)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def spawn(backend, names, repeat, args):
+    """Run one child; return (skip reason or None, {workload: result})."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--backend", backend,
+           "--only", ",".join(names), "--repeat", str(repeat)] + ["--quick"] * args.quick
+    print(f"[{backend}] {','.join(names)} x{repeat}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        # Own session (id = its pid), so that we can find and kill whatever it leaves behind.
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, start_new_session=True)
+        try:
+            failure = f"exit code {proc.wait(timeout=args.timeout)}"
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            failure = f"timed out after {args.timeout:g} s"
+        reap_session(backend, proc.pid)
+        out.seek(0), err.seek(0)
+        lines, log = out.read().splitlines(), err.read()
+    skips = [json.loads(l[len(SKIP):]) for l in lines if l.startswith(SKIP)]
+    results = {r["workload"]: r for r in (json.loads(l[len(RESULT):]) for l in lines if l.startswith(RESULT))}
+    if skips:
+        return skips[0], {}
+    if proc.returncode != 0 or any("error" in r for r in results.values()):
+        print(f"[{backend}] child {failure}; its stderr (tail):\n{log[-3000:]}", file=sys.stderr)
+    return None, {n: results.get(n, {"error": f"no result (child {failure})"}) for n in names}
+
+
+def collect(backend, names, repeat, args):
+    """Run `names` on `backend`; return (skip reason or None, {workload: merged result})."""
+    fresh = [n for n in names if WORKLOADS[n].fresh_process]
+    shared = [n for n in names if n not in fresh]
+    jobs = [([n], 1) for n in fresh for _ in range(repeat)] + ([(shared, repeat)] if shared else [])
+    merged = {}
+    for job_names, reps in jobs:
+        skip, results = spawn(backend, job_names, reps, args)
+        if skip:
+            return skip, {}
+        for name, res in results.items():
+            into = merged.setdefault(name, {"metrics": {}})
+            if "error" in res:
+                into["error"] = res["error"]
+            for metric, m in res.get("metrics", {}).items():
+                into["metrics"].setdefault(metric, {"unit": m["unit"], "values": []})["values"] += m["values"]
+    return None, merged
+
+
+def fmt(value, unit):
+    """3 significant digits (more for large numbers); seconds scaled to s / ms / us."""
+    if unit == "s":
+        scale, unit = next((x for x in ((1, "s"), (1e-3, "ms")) if value >= x[0]), (1e-6, "us"))
+        value /= scale
+    return f"{value:,.{2 if value < 10 else 1 if value < 100 else 0}f} {unit}"
+
+
+def machine_info():
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    ram_kib = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+
+    def version(pkg):
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"CPUs": f"{os.cpu_count()} x {model}", "RAM": f"{ram_kib / 2**20:.1f} GiB",
+            "Python": platform.python_version(), **{pkg: version(pkg) for pkg in BACKENDS}}
+
+
+def table_rows(names, backends, results):
+    rows, both = [], len(backends) == 2  # the ratio column only when both backends ran
+    for name in names:
+        metrics = {}  # metric -> unit, in order of first appearance across backends
+        for b in backends:
+            metrics.update({m: d["unit"] for m, d in results[b].get(name, {}).get("metrics", {}).items()})
+        for metric, unit in metrics.items():
+            medians = {b: statistics.median(results[b][name]["metrics"][metric]["values"])
+                       for b in backends if metric in results[b].get(name, {}).get("metrics", {})}
+            cells = [fmt(medians[b], unit) if b in medians else "error" for b in backends]
+            ratio = [f"{medians['miniray'] / medians['ray']:.2f}" if len(medians) == 2 else "-"]
+            rows.append([name, metric, "lower" if unit == "s" else "higher", *cells, *ratio * both])
+        if not metrics:
+            rows.append([name, "-", "-", *["error"] * len(backends), *["-"] * both])
+    return rows
+
+
+def print_table(header, rows, markdown):
+    if markdown:
+        for row in [header, ["---"] * len(header), *rows]:
+            print("| " + " | ".join(row) + " |")
+        return
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, default: %(default)s")
+    p.add_argument("--repeat", type=int, help=f"repetitions per workload (median is reported; "
+                                              f"default {FULL.repeat}, or {QUICK.repeat} with --quick)")
+    p.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads, default: all")
+    p.add_argument("--quick", action="store_true", help="small sizes and short timings, for a smoke test")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--timeout", type=float, default=300, help="seconds before a child is killed")
+    # Child mode (used by the parent): run on this backend, print JSON lines instead of a table.
+    p.add_argument("--backend", choices=BACKENDS, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    cfg = QUICK if args.quick else FULL
+    repeat = args.repeat or cfg.repeat
+    names = args.only.split(",")
+    backends = args.backends.split(",")
+    for bad in [n for n in names if n not in WORKLOADS] + [b for b in backends if b not in BACKENDS]:
+        p.error(f"unknown workload or backend {bad!r}; workloads: {', '.join(WORKLOADS)}")
+
+    if args.backend:
+        return run_child(args.backend, names, cfg, repeat)
+
+    bullet = "- " if args.markdown else ""
+    for key, value in machine_info().items():
+        print(f"{bullet}{key}: {value}")
+    print(f"{bullet}mode: {'quick' if args.quick else 'full'}, repeat {repeat} (median reported)", flush=True)
+    results, notes = {}, []
+    for backend in backends:
+        skip, results[backend] = collect(backend, names, repeat, args)
+        if skip:
+            notes.append(f"skipped {backend}: {skip}")
+    ran = [b for b in backends if results[b]]
+    for note in notes:
+        print(f"{bullet}{note}")
+    print()
+    if ran:
+        header = ["workload", "metric", "better", *ran, *["miniray/ray"] * (len(ran) == 2)]
+        print_table(header, table_rows(names, ran, results), args.markdown)
+        print("\nValues are medians over repetitions.  miniray/ray is the ratio of the medians: "
+              "above 1 favours miniray on 'higher' rows, below 1 favours it on 'lower' rows.")
+    for b in ran:
+        for name in names:
+            if "error" in results[b].get(name, {}):
+                print(f"{b} {name}: {results[b][name]['error']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""The driver-facing API: init/shutdown, get/put/wait/cancel, cluster info.
+
+One module-level session per process: the CoreWorker and, when this
+driver started the cluster itself, the node processes it must stop.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+
+from miniray.common.resources import validate_request
+from miniray.core_worker.core_worker import DRIVER, WORKER, CoreWorker
+from miniray.core_worker.generator import ObjectRefGenerator
+from miniray.core_worker.object_ref import ObjectRef
+from miniray.core_worker import object_ref as object_ref_module
+from miniray import node as node_module
+from miniray.protocol import raylet_pb2
+
+__version__ = "0.1.0"
+
+_INIT_OPTIONS = {
+    "include_dashboard", "dashboard_host", "dashboard_port", "job_config",
+    "configure_logging", "logging_level", "logging_format", "logging_config",
+    "log_to_driver", "runtime_env", "labels", "local_mode",
+    "enable_resource_isolation", "system_reserved_cpu", "system_reserved_memory",
+    "_temp_dir", "_system_config", "_node_ip_address", "_memory",
+}
+
+
+@dataclass
+class RayContext:
+    """What init() returns; also a context manager that shuts down on exit."""
+    address_info: dict = field(default_factory=dict)
+    dashboard_url: str | None = None
+    python_version: str = ".".join(map(str, sys.version_info[:3]))
+    ray_version: str = __version__
+
+    @property
+    def address(self) -> str:
+        return self.address_info.get("address", "")
+
+    def __getitem__(self, key):
+        return self.address_info[key]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+    def disconnect(self):
+        shutdown()
+
+
+class _Session:
+    def __init__(self, worker: CoreWorker, node, context: RayContext):
+        self.worker = worker
+        self.node = node               # NodeProcesses we started, or None
+        self.context = context
+
+
+_session: _Session | None = None
+_lock = threading.RLock()
+
+
+def is_initialized() -> bool:
+    return _session is not None or object_ref_module.core_worker() is not None
+
+
+def _worker() -> CoreWorker:
+    worker = object_ref_module.core_worker()
+    if worker is None:
+        from miniray.exceptions import RaySystemError
+        raise RaySystemError("miniray is not initialized: call miniray.init() first")
+    return worker
+
+
+def ensure_initialized() -> CoreWorker:
+    """Ray starts a local cluster on first use of the API; so do we."""
+    worker = object_ref_module.core_worker()
+    if worker is None:
+        init()
+        worker = object_ref_module.core_worker()
+    return worker
+
+
+def init(address: str | None = None, *, num_cpus: int | None = None,
+         num_gpus: int | None = None, resources: dict | None = None,
+         object_store_memory: int | None = None, namespace: str | None = None,
+         ignore_reinit_error: bool = False, **kwargs) -> RayContext:
+    global _session
+    unknown = set(kwargs) - _INIT_OPTIONS
+    if unknown:
+        raise RuntimeError(f"Unknown keyword argument(s): {', '.join(sorted(unknown))}")
+    with _lock:
+        if is_initialized():
+            if ignore_reinit_error:
+                return _session.context if _session else RayContext()
+            raise RuntimeError(
+                "Maybe you called miniray.init twice by accident? This error can be "
+                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
+                "'miniray.shutdown()' prior to 'miniray.init()'.")
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a string, got {namespace!r}")
+        for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if resources is not None:
+            validate_request(resources)
+        if address is None:
+            address = os.environ.get("MINIRAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
+        if address == "local":
+            address = None
+        node = None
+        if address is None:
+            node = node_module.start_head(
+                num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                object_store_memory=object_store_memory)
+            gcs_address = node.gcs_address
+        else:
+            if num_cpus is not None or num_gpus is not None or resources \
+                    or object_store_memory:
+                raise ValueError(
+                    "When connecting to an existing cluster, num_cpus, num_gpus, "
+                    "resources and object_store_memory must not be provided.")
+            gcs_address = _resolve_address(address)
+        try:
+            raylet_address = _local_raylet(gcs_address)
+            worker = CoreWorker(mode=DRIVER, raylet_address=raylet_address,
+                                gcs_address=gcs_address, namespace=namespace or "",
+                                code_search_path=_code_search_path())
+        except BaseException:
+            if node is not None:
+                node.stop()
+            raise
+        context = RayContext(address_info={
+            "address": gcs_address, "gcs_address": gcs_address,
+            "raylet_address": raylet_address, "node_id": worker.node_id.hex(),
+            "session_dir": worker.session_dir})
+        _session = _Session(worker, node, context)
+        return context
+
+
+def _resolve_address(address: str) -> str:
+    if address == "auto":
+        found = node_module.read_current_cluster()
+        if not found:
+            raise ConnectionError(
+                "Could not find any running miniray instance. Please specify the "
+                "one to connect to by setting `address` or start one with "
+                "`miniray start --head`.")
+        return found
+    if address.startswith("ray://"):
+        raise ValueError("Ray Client (ray://) addresses are not supported")
+    if ":" not in address:
+        raise ValueError(f"address must look like host:port, got {address!r}")
+    return address
+
+
+def _local_raylet(gcs_address: str) -> str:
+    try:
+        nodes = [n for n in node_module.get_nodes(gcs_address) if n.alive]
+    except Exception as exc:
+        raise ConnectionError(
+            f"Could not connect to the miniray cluster at {gcs_address}: {exc}") from None
+    if not nodes:
+        raise ConnectionError(f"The cluster at {gcs_address} has no live nodes")
+    nodes.sort(key=lambda n: not n.is_head)
+    return f"{nodes[0].ip}:{nodes[0].raylet_port}"
+
+
+def _code_search_path() -> list[str]:
+    """Workers import the driver's modules from the same places."""
+    paths = []
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file:
+        paths.append(os.path.dirname(os.path.abspath(main_file)))
+    paths.append(os.getcwd())
+    return paths
+
+
+def shutdown() -> None:
+    global _session
+    with _lock:
+        session, _session = _session, None
+        if session is None:
+            return
+        worker = session.worker
+        if session.node is None:
+            try:
+                worker.call("raylet", "DisconnectWorker",
+                            raylet_pb2.DisconnectWorkerRequest(worker_id=worker.worker_id),
+                            timeout=5)
+            except Exception:
+                pass
+        worker.shutdown()
+        if session.node is not None:
+            session.node.stop()
+
+
+atexit.register(shutdown)
+
+
+# --- objects -------------------------------------------------------------------
+def put(value, *, _owner=None) -> ObjectRef:
+    return ensure_initialized().put(value)
+
+
+def get(object_refs, *, timeout: float | None = None):
+    single = isinstance(object_refs, ObjectRef)
+    refs = [object_refs] if single else object_refs
+    if not isinstance(refs, list):
+        if isinstance(object_refs, ObjectRefGenerator):
+            raise TypeError("get() does not take an ObjectRefGenerator: iterate it "
+                            "and get each ObjectRef")
+        raise ValueError(
+            f"Invalid type of object refs, {type(object_refs)}, is given. "
+            "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
+    for ref in refs:
+        if not isinstance(ref, ObjectRef):
+            raise ValueError(
+                f"Invalid type of object refs, {type(ref)}, is given. "
+                "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
+    _check_timeout(timeout)
+    values = _worker().get(refs, timeout)
+    return values[0] if single else values
+
+
+def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True):
+    if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
+        raise TypeError("wait() expected a list of ObjectRef, got a single "
+                        f"ObjectRef {object_refs}")
+    if not isinstance(object_refs, list):
+        raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs)}")
+    for ref in object_refs:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"wait() expected a list of ObjectRef, got list "
+                            f"containing {type(ref)}")
+    _check_timeout(timeout)
+    if not object_refs:
+        return [], []
+    if len(object_refs) != len(set(object_refs)):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns}.")
+    if num_returns > len(object_refs):
+        raise ValueError("num_returns cannot be greater than the number of objects "
+                         f"provided to wait(): {num_returns} > {len(object_refs)}")
+    return _worker().wait(object_refs, num_returns, timeout, fetch_local)
+
+
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    if isinstance(ref, ObjectRefGenerator):
+        ref = ObjectRef(_first_return(ref.task_id()), _worker().address)
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"cancel() expected an ObjectRef, got {type(ref)}")
+    _worker().cancel(ref, force, recursive)
+
+
+def _first_return(task_id):
+    from miniray.common.ids import ObjectID
+    return ObjectID.for_return(task_id, 1)
+
+
+def _check_timeout(timeout) -> None:
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}")
+
+
+# --- cluster information ------------------------------------------------------------
+def nodes() -> list[dict]:
+    worker = _worker()
+    result = []
+    for n in node_module.get_nodes(worker.gcs_address):
+        result.append({
+            "NodeID": n.node_id.hex(), "Alive": n.alive, "alive": n.alive,
+            "NodeManagerAddress": n.ip, "NodeManagerHostname": n.hostname,
+            "NodeManagerPort": n.raylet_port, "NodeName": n.ip,
+            "ObjectStoreSocketName": n.store_directory,
+            "Resources": dict(n.resources_total) if n.alive else {},
+            "Labels": dict(n.labels), "IsHead": n.is_head,
+        })
+    return result
+
+
+def cluster_resources() -> dict:
+    totals: dict = {}
+    for n in node_module.get_nodes(_worker().gcs_address):
+        if n.alive:
+            for k, v in n.resources_total.items():
+                totals[k] = totals.get(k, 0.0) + v
+    return totals
+
+
+def available_resources() -> dict:
+    worker = _worker()
+    local = worker.call("raylet", "GetNodeStats", raylet_pb2.GetNodeStatsRequest())
+    totals: dict = {}
+    for n in node_module.get_nodes(worker.gcs_address):
+        if not n.alive:
+            continue
+        source = local.resources_available if n.node_id == worker.node_id \
+            else n.resources_available
+        for k, v in source.items():
+            totals[k] = totals.get(k, 0.0) + v
+    return {k: v for k, v in totals.items() if v > 0}
+
+
+def get_gpu_ids() -> list:
+    return []
+
+
+def is_worker_process() -> bool:
+    worker = object_ref_module.core_worker()
+    return worker is not None and worker.mode == WORKER

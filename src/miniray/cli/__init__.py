@@ -1,0 +1,1 @@
+"""The miniray command line: start, stop, status."""

@@ -1,0 +1,36 @@
+"""Tunable constants. Environment variables named MINIRAY_<NAME> override
+them (read once at import), so every process of a cluster agrees."""
+from __future__ import annotations
+
+import os
+
+
+def _env(name: str, default, cast=None):
+    value = os.environ.get("MINIRAY_" + name)
+    if value is None:
+        return default
+    return (cast or type(default))(value)
+
+
+# Objects at most this big live in their owner's memory and are inlined in
+# task specs and replies; bigger ones go to the shared-memory store.
+MAX_INLINE_OBJECT_BYTES = _env("MAX_INLINE_OBJECT_BYTES", 100 * 1024)
+# Default object store capacity as a fraction of the machine's memory.
+OBJECT_STORE_MEMORY_FRACTION = _env("OBJECT_STORE_MEMORY_FRACTION", 0.3)
+# Tasks pushed to one leased worker before waiting for replies.
+MAX_TASKS_IN_FLIGHT_PER_WORKER = _env("MAX_TASKS_IN_FLIGHT_PER_WORKER", 8)
+# Lease requests an owner keeps outstanding per resource shape.
+MAX_PENDING_LEASES_PER_KEY = _env("MAX_PENDING_LEASES_PER_KEY", 4)
+# An owner keeps an idle lease this long before returning it to the raylet.
+IDLE_LEASE_TIMEOUT_S = _env("IDLE_LEASE_TIMEOUT_S", 0.2)
+# Idle workers above the node's CPU count are reaped after this long.
+IDLE_WORKER_TIMEOUT_S = _env("IDLE_WORKER_TIMEOUT_S", 2.0)
+# Raylet -> GCS heartbeat period, and how long until a silent node is dead.
+HEARTBEAT_PERIOD_S = _env("HEARTBEAT_PERIOD_S", 0.5)
+NODE_DEATH_TIMEOUT_S = _env("NODE_DEATH_TIMEOUT_S", 5.0)
+# Default number of retries of a task whose worker died.
+DEFAULT_MAX_RETRIES = 3
+# Where sessions (logs, spill files, the current cluster's address) live.
+TEMP_ROOT = _env("TEMP_DIR", "/tmp/miniray")
+SHM_ROOT = _env("SHM_DIR", "/dev/shm")
+DEFAULT_GCS_PORT = 6379

@@ -1,0 +1,272 @@
+"""Executing pushed tasks in a worker process.
+
+PushTask requests arrive on the io thread and queue here; the process's
+main thread runs them one at a time (user code always runs on the main
+thread, so signals and thread-local state behave as users expect), then
+hands the reply back to the io thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+
+from miniray import exceptions
+from miniray.common.address import WorkerAddress
+from miniray.common.ids import JobID, ObjectID, TaskID, WorkerID
+from miniray.common.serialization import deserialize, serialize
+from miniray.core_worker.object_ref import ObjectRef
+from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
+
+
+class TaskExecutor:
+    def __init__(self, worker):
+        self.worker = worker
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._running: TaskID | None = None
+        self._cancelled: set[TaskID] = set()
+        self._job_id: JobID | None = None
+        self._exit = False
+
+    # --- io thread side ------------------------------------------------------
+    async def push(self, spec) -> cw_pb2.PushTaskReply:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put((spec, future))
+        return await future
+
+    async def cancel(self, task_id: TaskID, force: bool, recursive: bool) -> bool:
+        if recursive:
+            await self.worker.submitter.cancel_children(task_id, force)
+        if force:
+            os._exit(1)        # the owner sees the worker die: TaskCancelledError
+        self._cancelled.add(task_id)
+        if self._running == task_id:
+            os.kill(os.getpid(), signal.SIGINT)   # interrupts sleeps and waits too
+        return True
+
+    def stop(self) -> None:
+        self._exit = True
+        self._queue.put(None)
+
+    # --- main thread side ---------------------------------------------------------
+    def run_forever(self) -> None:
+        signal.signal(signal.SIGINT, self._on_sigint)
+        loop = self.worker.loop
+        while not self._exit:
+            item = self._queue.get()
+            if item is None:
+                break
+            spec, future = item
+            reply = self.execute(spec)
+            loop.call_soon_threadsafe(_set_result, future, reply)
+
+    def _on_sigint(self, signum, frame):
+        if self._running is not None and self._running in self._cancelled:
+            raise exceptions.TaskCancelledError(self._running.hex())
+
+    def execute(self, spec) -> cw_pb2.PushTaskReply:
+        worker = self.worker
+        task_id = TaskID(spec.task_id)
+        caller = WorkerAddress.from_proto(spec.caller)
+        return_ids = [ObjectID.for_return(task_id, i + 1) for i in range(spec.num_returns)]
+        reply = cw_pb2.PushTaskReply()
+        if task_id in self._cancelled:
+            self._cancelled.discard(task_id)
+            self._store_error(reply, return_ids, caller,
+                              exceptions.TaskCancelledError(task_id.hex()))
+            return reply
+        self._bind_job(JobID(spec.job_id))
+        worker.set_task_context(task_id, spec.function_name)
+        self._running = task_id
+        try:
+            try:
+                function = worker.functions.load(spec.function_id)
+                args, kwargs = self._resolve_args(spec)
+                result = function(*args, **kwargs)
+                if spec.streaming:
+                    reply.num_dynamic_returns = self._stream(spec, task_id, caller, result)
+                else:
+                    values = _split_returns(result, spec.num_returns,
+                                            inspect.isgenerator(result))
+                    self._store_values(reply, return_ids, caller, values)
+            except exceptions.TaskCancelledError as exc:
+                self._store_error(reply, return_ids, caller, exc)
+            except _ArgumentError as exc:
+                self._store_error(reply, return_ids, caller, exc.error)
+            except BaseException as exc:     # noqa: BLE001 - user code may raise anything
+                error = self.task_error(spec.function_name, exc)
+                reply.is_application_error = True
+                reply.is_retryable_error = _is_retryable(spec, exc)
+                self._store_error(reply, return_ids, caller, error)
+        finally:
+            self._running = None
+            self._cancelled.discard(task_id)
+            worker.set_task_context(None)
+        worker.flush_borrows()
+        return reply
+
+    @staticmethod
+    def task_error(function_name: str, exc: BaseException) -> exceptions.RayTaskError:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if isinstance(exc, exceptions.RayTaskError):
+            cause = exc.cause
+        else:
+            cause = exc
+        return exceptions.RayTaskError(function_name, tb, cause, pid=os.getpid(),
+                                       ip="127.0.0.1")
+
+    def _bind_job(self, job_id: JobID) -> None:
+        """The first task of a job sets up sys.path and the working dir."""
+        if self._job_id == job_id:
+            return
+        self._job_id = job_id
+        worker = self.worker
+        worker.job_id = job_id
+        reply = worker.call("gcs", "GetJobConfig", gcs_pb2.GetJobConfigRequest(job_id=job_id))
+        if reply.found:
+            for path in reversed(reply.config.code_search_path):
+                if path not in sys.path:
+                    sys.path.insert(0, path)
+            if reply.config.working_dir and os.path.isdir(reply.config.working_dir):
+                os.chdir(reply.config.working_dir)
+            worker.namespace = reply.config.namespace
+
+    def _resolve_args(self, spec):
+        values = []
+        refs = []
+        for arg in spec.args:
+            if arg.HasField("value"):
+                value, is_error = deserialize(arg.value.data)
+                if is_error:
+                    raise _ArgumentError(value)
+                values.append(value)
+            else:
+                ref = ObjectRef(ObjectID(arg.ref.object_id),
+                                WorkerAddress.from_proto(arg.ref.owner))
+                values.append(None)
+                refs.append((len(values) - 1, ref))
+        if refs:
+            try:
+                fetched = self.worker.get([r for _, r in refs])
+            except exceptions.RayError as exc:
+                raise _ArgumentError(exc) from None
+            for (index, _), value in zip(refs, fetched):
+                values[index] = value
+        num_kwargs = len(spec.kwarg_names)
+        if num_kwargs:
+            kwargs = dict(zip(spec.kwarg_names, values[-num_kwargs:]))
+            return values[:-num_kwargs], kwargs
+        return values, {}
+
+    def _store_values(self, reply, return_ids, caller, values) -> None:
+        nested = []
+        for object_id, value in zip(return_ids, values):
+            serialized = serialize(value)
+            nested.extend(serialized.nested_refs)
+            reply.returns.append(self.worker.make_payload(object_id, serialized,
+                                                          caller.worker_id))
+        if nested:
+            self._lend(caller.worker_id, nested)
+
+    def _store_error(self, reply, return_ids, caller, error) -> None:
+        try:
+            serialized = serialize(error, is_error=True)
+        except TypeError:
+            error = exceptions.RayTaskError(
+                getattr(error, "function_name", ""), str(error), None)
+            serialized = serialize(error, is_error=True)
+        for object_id in return_ids:
+            reply.returns.append(self.worker.make_payload(object_id, serialized,
+                                                          caller.worker_id))
+
+    def _lend(self, borrower: WorkerID, refs) -> None:
+        """Refs in return values: register the caller as a borrower first."""
+        worker = self.worker
+        local, remote = [], []
+        for ref in refs:
+            if ref.owner.worker_id == borrower:
+                continue                  # the caller owns it: nothing to do
+            (local if ref.owner.worker_id == worker.worker_id else remote).append(ref)
+        if local:
+            worker.handle_ref_updates([cw_pb2.RefCountUpdate(
+                object_id=r.id, borrower_id=borrower, delta=1) for r in local])
+        if remote:
+            worker.run(worker.register_borrows(borrower, remote))
+
+    def _stream(self, spec, task_id: TaskID, caller: WorkerAddress, result) -> int:
+        """Report each yielded value to the owner as it is produced."""
+        worker = self.worker
+        index = 0
+
+        def report(payload):
+            worker.call(caller, "ReportGeneratorItem", cw_pb2.ReportGeneratorItemRequest(
+                task_id=task_id, index=index, item=payload))
+
+        try:
+            if not inspect.isgenerator(result) and not hasattr(result, "__next__"):
+                raise TypeError(
+                    f"streaming task {spec.function_name} must be a generator "
+                    f"function, got {type(result).__name__}")
+            for value in result:
+                object_id = ObjectID.for_return(task_id, index + 1)
+                serialized = serialize(value)
+                if serialized.nested_refs:
+                    self._lend(caller.worker_id, serialized.nested_refs)
+                report(worker.make_payload(object_id, serialized, caller.worker_id))
+                index += 1
+        except exceptions.TaskCancelledError as exc:
+            error = exc
+        except Exception as exc:          # noqa: BLE001 - becomes the next item
+            error = self.task_error(spec.function_name, exc)
+        else:
+            return index
+        object_id = ObjectID.for_return(task_id, index + 1)
+        report(worker.make_payload(object_id, serialize(error, is_error=True),
+                                   caller.worker_id))
+        return index + 1
+
+
+class _ArgumentError(Exception):
+    """An argument's value is an error: the task fails with that error."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _split_returns(result, num_returns: int, is_generator: bool) -> list:
+    if num_returns == 1:
+        return [result]
+    if num_returns == 0:
+        return []
+    values = list(result) if is_generator else result
+    try:
+        count = len(values)
+    except TypeError:
+        raise ValueError(
+            f"Task returned a {type(values).__name__}, but num_returns="
+            f"{num_returns} needs a sequence of {num_returns} values") from None
+    if count != num_returns:
+        raise ValueError(
+            f"Task returned {count} objects, but num_returns={num_returns}.")
+    return list(values)
+
+
+def _is_retryable(spec, exc: BaseException) -> bool:
+    if not spec.retry_exceptions or not isinstance(exc, Exception):
+        return False
+    if not spec.retry_exception_types:
+        return True
+    import pickle
+    types = pickle.loads(spec.retry_exception_types)
+    return isinstance(exc, types)
+
+
+def _set_result(future: asyncio.Future, reply) -> None:
+    if not future.done():
+        future.set_result(reply)

@@ -1,0 +1,87 @@
+"""ObjectRefGenerator: the refs a streaming generator task yields, in order.
+
+The executing worker reports each yielded value to the owner as soon as
+it is produced; the owner's io thread appends a ref here, and the user's
+thread (or coroutine) iterates, blocking until the next ref arrives.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from miniray.common.ids import ObjectID, TaskID
+from miniray.core_worker.object_ref import ObjectRef
+
+
+class ObjectRefGenerator:
+    def __init__(self, task_id: TaskID, worker):
+        self._task_id = task_id
+        self._worker = worker
+        self._refs: list[ObjectRef] = []
+        self._next = 0
+        self._total: int | None = None
+        self._cond = threading.Condition()
+
+    # --- called by the owner's io thread ----------------------------------------
+    def add_item(self, object_id: ObjectID, index: int) -> None:
+        ref = ObjectRef(object_id, self._worker.address)
+        with self._cond:
+            self._refs.append(ref)
+            self._cond.notify_all()
+
+    def finish(self, count: int) -> None:
+        with self._cond:
+            self._total = max(count, len(self._refs))
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        """The task failed without reporting its error as an item."""
+        from miniray.core_worker.core_worker import error_payload
+        worker = self._worker
+        object_id = ObjectID.for_return(self._task_id, len(self._refs) + 1)
+        with worker._lock:
+            worker.refs.add_owned(object_id)
+        self.add_item(object_id, len(self._refs))
+        worker.memory_store.put(object_id, error_payload(object_id, error))
+        self.finish(len(self._refs))
+
+    # --- iteration -----------------------------------------------------------------
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> ObjectRef:
+        return self._next_ref(timeout=None)
+
+    def _next_ref(self, timeout: float | None) -> ObjectRef:
+        with self._cond:
+            if not self._cond.wait_for(self._has_next_or_end, timeout):
+                from miniray.exceptions import GetTimeoutError
+                raise GetTimeoutError("timed out waiting for the next generator item")
+            if self._next >= len(self._refs):
+                raise StopIteration
+            ref = self._refs[self._next]
+            self._refs[self._next] = None      # the caller holds it now
+            self._next += 1
+            return ref
+
+    def _has_next_or_end(self) -> bool:
+        return self._next < len(self._refs) or self._total is not None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> ObjectRef:
+        try:
+            return await asyncio.to_thread(self._next_ref, None)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def is_finished(self) -> bool:
+        with self._cond:
+            return self._total is not None and self._next >= self._total
+
+    def task_id(self) -> TaskID:
+        return self._task_id
+
+    def __repr__(self):
+        return f"ObjectRefGenerator(task_id={self._task_id.hex()})"

@@ -1,0 +1,92 @@
+"""ObjectRef: a handle to an object, carrying its id and owner's address.
+
+Creating an ObjectRef counts as a local reference in the process's core
+worker; its destruction is queued and applied by the core worker's event
+loop, so ``__del__`` (which may run inside the garbage collector, in any
+thread) never touches reference-counting state directly.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+from miniray.common.address import WorkerAddress
+from miniray.common.ids import NodeID, ObjectID, WorkerID
+from miniray.common.serialization import note_nested_ref
+
+# Set by the core worker of this process when it starts.
+_worker = None
+
+
+def set_core_worker(worker) -> None:
+    global _worker
+    _worker = worker
+
+
+def core_worker():
+    return _worker
+
+
+class ObjectRef:
+    __slots__ = ("id", "owner", "_worker", "__weakref__")
+
+    def __init__(self, object_id: ObjectID, owner: WorkerAddress, *, _count: bool = True):
+        self.id = object_id
+        self.owner = owner
+        self._worker = _worker if _count else None
+        if self._worker is not None:
+            self._worker.add_local_ref(object_id, owner)
+
+    def __del__(self):
+        worker = self._worker
+        if worker is not None:
+            worker.remove_local_ref(self.id)
+
+    # --- identity -------------------------------------------------------
+    def hex(self) -> str:
+        return self.id.hex()
+
+    def binary(self) -> bytes:
+        return bytes(self.id)
+
+    def task_id(self):
+        return self.id.task_id()
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def __eq__(self, other):
+        return isinstance(other, ObjectRef) and other.id == self.id
+
+    def __repr__(self):
+        return f"ObjectRef({self.id.hex()})"
+
+    def __reduce__(self):
+        note_nested_ref(self)
+        owner = self.owner
+        return _rebuild_object_ref, (bytes(self.id), owner.ip, owner.port,
+                                     bytes(owner.worker_id), bytes(owner.node_id))
+
+    # --- futures ----------------------------------------------------------
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future resolved with the object's value."""
+        return _require_worker().get_future(self)
+
+    def __await__(self):
+        return asyncio.wrap_future(self.future()).__await__()
+
+    def as_future(self):
+        return asyncio.wrap_future(self.future())
+
+
+def _require_worker():
+    if _worker is None:
+        from miniray.exceptions import RaySystemError
+        raise RaySystemError("miniray is not initialized; call miniray.init()")
+    return _worker
+
+
+def _rebuild_object_ref(object_id: bytes, ip: str, port: int, worker_id: bytes,
+                        node_id: bytes) -> ObjectRef:
+    return ObjectRef(ObjectID(object_id),
+                     WorkerAddress(ip, port, WorkerID(worker_id), NodeID(node_id)))

@@ -1,0 +1,358 @@
+"""Submitting normal tasks: resolve dependencies, lease workers, push.
+
+Runs on the owner's io thread. Tasks are grouped by resource shape (the
+scheduling key); each key leases workers from the local raylet and pushes
+queued tasks straight to them, several in flight per worker, reusing a
+lease until its queue drains and the lease has been idle for a moment.
+A push that fails because the worker died is retried on a new lease
+(``max_retries``); application errors are retried only when the task
+allows it (``retry_exceptions``).
+"""
+from __future__ import annotations
+
+import collections
+from typing import NamedTuple
+
+from miniray import exceptions
+from miniray.common import config
+from miniray.common.address import WorkerAddress
+from miniray.common.ids import ObjectID, TaskID
+from miniray.common.resources import shape_key
+from miniray.protocol import core_worker_pb2 as cw_pb2, raylet_pb2
+from miniray.rpc import is_unavailable
+
+
+class RefInfo(NamedTuple):
+    id: ObjectID
+    owner: WorkerAddress
+
+
+def nested_ref_infos(payload) -> list[RefInfo]:
+    return [RefInfo(ObjectID(r.object_id), WorkerAddress.from_proto(r.owner))
+            for r in payload.nested_refs]
+
+
+class _Task:
+    __slots__ = ("spec", "task_id", "arg_ids", "retries_left", "cancelled",
+                 "worker", "key", "generator", "items_seen", "waiting_deps")
+
+    def __init__(self, spec, arg_ids):
+        self.spec = spec
+        self.task_id = TaskID(spec.task_id)
+        self.arg_ids = arg_ids
+        self.retries_left = spec.max_retries
+        self.cancelled = False
+        self.worker = None            # _Lease while pushed
+        self.key = None
+        self.generator = None
+        self.items_seen = 0
+        self.waiting_deps = 0
+
+
+class _Lease:
+    __slots__ = ("lease_id", "address", "stub", "in_flight", "idle_timer")
+
+    def __init__(self, lease_id: bytes, address: WorkerAddress, stub):
+        self.lease_id = lease_id
+        self.address = address
+        self.stub = stub
+        self.in_flight = 0
+        self.idle_timer = None
+
+
+class _KeyState:
+    __slots__ = ("resources", "queue", "leases", "pending_leases", "function_name")
+
+    def __init__(self, resources: dict, function_name: str):
+        self.resources = resources
+        self.queue: collections.deque[_Task] = collections.deque()
+        self.leases: dict[bytes, _Lease] = {}
+        self.pending_leases = 0
+        self.function_name = function_name
+
+
+class NormalTaskSubmitter:
+    def __init__(self, worker):
+        self.worker = worker
+        self._tasks: dict[TaskID, _Task] = {}
+        self._keys: dict[tuple, _KeyState] = {}
+        self._stopped = False
+
+    # --- entry points ---------------------------------------------------------
+    def submit_threadsafe(self, spec, arg_ids: list[ObjectID], generator=None) -> None:
+        task = _Task(spec, arg_ids)
+        task.generator = generator
+        if self.worker.in_loop_thread():
+            self._submit(task)
+        else:
+            self.worker.loop.call_soon_threadsafe(self._submit, task)
+
+    def num_pending(self) -> int:
+        return len(self._tasks)
+
+    def stop(self) -> None:
+        self._stopped = True
+        for state in self._keys.values():
+            for lease in state.leases.values():
+                if lease.idle_timer is not None:
+                    lease.idle_timer.cancel()
+
+    # --- dependency resolution --------------------------------------------------------
+    def _submit(self, task: _Task) -> None:
+        self._tasks[task.task_id] = task
+        store = self.worker.memory_store
+        self_id = self.worker.worker_id
+        for arg in task.spec.args:
+            if arg.HasField("ref") and arg.ref.owner.worker_id == self_id:
+                object_id = ObjectID(arg.ref.object_id)
+                if store.add_waiter(object_id, lambda _, t=task: self._dep_ready(t)):
+                    task.waiting_deps += 1
+        if task.waiting_deps == 0:
+            self._resolved(task)
+
+    def _dep_ready(self, task: _Task) -> None:
+        if not self.worker.in_loop_thread():
+            self.worker.loop.call_soon_threadsafe(self._dep_ready, task)
+            return
+        task.waiting_deps -= 1
+        if task.waiting_deps == 0:
+            self._resolved(task)
+
+    def _resolved(self, task: _Task) -> None:
+        if task.cancelled:
+            self._fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
+            return
+        store = self.worker.memory_store
+        self_id = self.worker.worker_id
+        for arg in task.spec.args:
+            if arg.HasField("ref") and arg.ref.owner.worker_id == self_id:
+                payload = store.get(ObjectID(arg.ref.object_id))
+                if payload is None:
+                    self._fail(task, exceptions.ObjectLostError(arg.ref.object_id.hex()))
+                    return
+                if payload.is_error:     # a failed dependency fails this task
+                    self._complete(task, [_with_id(payload, oid)
+                                          for oid in self._return_ids(task)])
+                    return
+                if not payload.in_plasma:
+                    arg.value.CopyFrom(payload)      # inline the small value
+        self._enqueue(task)
+
+    # --- leasing and pushing -------------------------------------------------------------
+    def _enqueue(self, task: _Task, front: bool = False) -> None:
+        resources = dict(task.spec.resources)
+        key = shape_key(resources)
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = _KeyState(resources, task.spec.function_name)
+        task.key = key
+        if front:
+            state.queue.appendleft(task)
+        else:
+            state.queue.append(task)
+        self._dispatch(state)
+
+    def _dispatch(self, state: _KeyState) -> None:
+        limit = config.MAX_TASKS_IN_FLIGHT_PER_WORKER
+        leases = state.leases
+        while state.queue and leases:
+            lease = min(leases.values(), key=lambda l: l.in_flight)
+            if lease.in_flight >= limit:
+                break
+            self._push(state, lease, state.queue.popleft())
+        backlog = len(state.queue) + sum(max(0, l.in_flight - 1) for l in leases.values())
+        wanted = min(backlog, config.MAX_PENDING_LEASES_PER_KEY) - state.pending_leases
+        for _ in range(max(0, wanted)):
+            state.pending_leases += 1
+            self.worker.spawn(self._request_lease(state))
+
+    async def _request_lease(self, state: _KeyState) -> None:
+        worker = self.worker
+        try:
+            reply = await worker.raylet.RequestWorkerLease(
+                raylet_pb2.RequestWorkerLeaseRequest(
+                    resources=state.resources, job_id=worker.job_id,
+                    requester_worker_id=worker.worker_id,
+                    function_name=state.function_name))
+        except Exception as exc:
+            state.pending_leases -= 1
+            if not self._stopped:
+                self._fail_queue(state, exceptions.RaySystemError(
+                    f"could not lease a worker from the raylet: {exc}"))
+            return
+        state.pending_leases -= 1
+        if reply.rejected:
+            self._fail_queue(state, exceptions.TaskUnschedulableError(reply.reject_reason))
+            return
+        address = WorkerAddress.from_proto(reply.worker)
+        lease = _Lease(reply.lease_id, address, worker.worker_stub(address))
+        state.leases[lease.lease_id] = lease
+        self._dispatch(state)
+        if lease.in_flight == 0:
+            self._return_lease(state, lease)
+
+    def _push(self, state: _KeyState, lease: _Lease, task: _Task) -> None:
+        if lease.idle_timer is not None:
+            lease.idle_timer.cancel()
+            lease.idle_timer = None
+        lease.in_flight += 1
+        task.worker = lease
+        self.worker.spawn(self._push_and_wait(state, lease, task))
+
+    async def _push_and_wait(self, state: _KeyState, lease: _Lease, task: _Task) -> None:
+        try:
+            reply = await lease.stub.PushTask(cw_pb2.PushTaskRequest(spec=task.spec))
+        except Exception as exc:
+            lease.in_flight -= 1
+            task.worker = None
+            if state.leases.pop(lease.lease_id, None) is not None:
+                self.worker.spawn(self._release(lease, exiting=True))
+                self.worker.channels.forget(lease.address.target)
+            self._on_system_failure(task, exc)
+            self._dispatch(state)
+            return
+        lease.in_flight -= 1
+        task.worker = None
+        self._on_reply(task, reply)
+        self._dispatch(state)
+        if lease.in_flight == 0 and lease.lease_id in state.leases and not state.queue:
+            lease.idle_timer = self.worker.loop.call_later(
+                config.IDLE_LEASE_TIMEOUT_S, self._return_if_idle, state, lease)
+
+    def _return_if_idle(self, state: _KeyState, lease: _Lease) -> None:
+        lease.idle_timer = None
+        if lease.in_flight == 0 and lease.lease_id in state.leases:
+            self._return_lease(state, lease)
+
+    def _return_lease(self, state: _KeyState, lease: _Lease) -> None:
+        state.leases.pop(lease.lease_id, None)
+        self.worker.spawn(self._release(lease, exiting=False))
+
+    async def _release(self, lease: _Lease, exiting: bool) -> None:
+        try:
+            await self.worker.raylet.ReturnWorker(raylet_pb2.ReturnWorkerRequest(
+                lease_id=lease.lease_id, worker_exiting=exiting))
+        except Exception:
+            pass       # raylet gone: nothing left to return the lease to
+
+    # --- completion ---------------------------------------------------------------------
+    def _on_reply(self, task: _Task, reply) -> None:
+        if reply.is_retryable_error and task.retries_left != 0 and not task.cancelled:
+            self._retry(task)
+            return
+        if task.generator is not None:
+            task.generator.finish(reply.num_dynamic_returns)
+            self._complete(task, [])
+            return
+        self._complete(task, reply.returns)
+
+    def _on_system_failure(self, task: _Task, exc: BaseException) -> None:
+        if task.cancelled:
+            self._fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
+        elif task.retries_left != 0 and not self._stopped:
+            self._retry(task)
+        else:
+            detail = "" if is_unavailable(exc) else f" ({exc})"
+            self._fail(task, exceptions.WorkerCrashedError(
+                f"The worker died unexpectedly while executing task "
+                f"{task.spec.function_name}{detail}."))
+
+    def _retry(self, task: _Task) -> None:
+        if task.retries_left > 0:
+            task.retries_left -= 1
+        task.spec.attempt += 1
+        self._enqueue(task, front=True)
+
+    def _return_ids(self, task: _Task) -> list[ObjectID]:
+        return [ObjectID.for_return(task.task_id, i + 1)
+                for i in range(task.spec.num_returns)]
+
+    def _fail(self, task: _Task, error: BaseException) -> None:
+        from miniray.core_worker.core_worker import error_payload
+        if task.generator is not None:
+            task.generator.fail(error)
+            self._complete(task, [])
+            return
+        self._complete(task, [error_payload(oid, error) for oid in self._return_ids(task)])
+
+    def _fail_queue(self, state: _KeyState, error: BaseException) -> None:
+        while state.queue:
+            self._fail(state.queue.popleft(), error)
+
+    def _complete(self, task: _Task, payloads) -> None:
+        """Store a finished task's return values and drop its argument refs."""
+        self._tasks.pop(task.task_id, None)
+        worker = self.worker
+        for payload in payloads:
+            self.store_owned_payload(ObjectID(payload.object_id), payload)
+        with worker._lock:
+            actions = worker.refs.remove_submitted(task.arg_ids)
+        if actions:
+            worker.apply_ref_actions(actions)
+
+    def store_owned_payload(self, object_id: ObjectID, payload) -> None:
+        """Keep a returned value if anyone still references it, else free it."""
+        worker = self.worker
+        nested = nested_ref_infos(payload)
+        with worker._lock:
+            alive = object_id in worker.refs
+            if alive:
+                worker.refs.add_contained(object_id, nested, registered_for_us=True)
+        if alive:
+            worker.memory_store.put(object_id, payload)
+            return
+        if payload.in_plasma:
+            worker.spawn(worker._free_plasma([bytes(object_id)]))
+        releases: dict = {}
+        for ref in nested:        # registered on our behalf by the executor
+            if ref.owner.worker_id != worker.worker_id:
+                releases.setdefault(ref.owner, []).append(cw_pb2.RefCountUpdate(
+                    object_id=ref.id, borrower_id=worker.worker_id, delta=-1))
+        for owner, updates in releases.items():
+            worker.spawn(worker._send_ref_updates(owner, updates))
+
+    # --- streaming generators ------------------------------------------------------------
+    def on_generator_item(self, task_id: TaskID, index: int, payload) -> None:
+        task = self._tasks.get(task_id)
+        if task is None or task.generator is None or index < task.items_seen:
+            return          # a retry re-reporting items we already have
+        task.items_seen = index + 1
+        object_id = ObjectID(payload.object_id)
+        with self.worker._lock:
+            self.worker.refs.add_owned(object_id)
+        task.generator.add_item(object_id, index)
+        self.store_owned_payload(object_id, payload)
+
+    # --- cancellation ---------------------------------------------------------------------
+    async def cancel(self, task_id: TaskID, force: bool, recursive: bool) -> None:
+        task = self._tasks.get(task_id)
+        if task is None:
+            return
+        task.cancelled = True
+        if task.waiting_deps:
+            return       # fails with TaskCancelledError once resolved
+        state = self._keys.get(task.key) if task.key is not None else None
+        if state is not None and task in state.queue:
+            state.queue.remove(task)
+            self._fail(task, exceptions.TaskCancelledError(task_id.hex()))
+            return
+        lease = task.worker
+        if lease is not None:
+            try:
+                await lease.stub.CancelTask(cw_pb2.CancelTaskRequest(
+                    task_id=task_id, force=force, recursive=recursive))
+            except Exception:
+                pass      # the worker died: the push fails and reports cancelled
+
+    async def cancel_children(self, parent: TaskID, force: bool) -> None:
+        """Cancel every pending task this process submitted from ``parent``."""
+        for task in list(self._tasks.values()):
+            if task.spec.parent_task_id == parent:
+                await self.cancel(task.task_id, force, recursive=True)
+
+
+def _with_id(payload, object_id: ObjectID):
+    copy = type(payload)()
+    copy.CopyFrom(payload)
+    copy.object_id = object_id
+    return copy

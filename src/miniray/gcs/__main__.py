@@ -1,0 +1,3 @@
+from miniray.gcs.server import main
+
+main()

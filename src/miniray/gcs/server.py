@@ -1,0 +1,65 @@
+"""The GCS process: one event loop serving GcsService.
+
+    python -m miniray.gcs --port P [--host H]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+from miniray.common import config
+from miniray.common.process import die_with_parent
+from miniray.gcs.node_manager import NodeManager
+from miniray.gcs.servicer import GcsServicer
+from miniray.gcs.tables import FunctionTable, InternalKV, JobTable
+from miniray.protocol import gcs_pb2_grpc
+from miniray.rpc import start_server
+
+log = logging.getLogger("miniray.gcs")
+
+
+class GcsServer:
+    def __init__(self):
+        self.nodes = NodeManager(config.NODE_DEATH_TIMEOUT_S)
+        self.jobs = JobTable()
+        self.functions = FunctionTable()
+        self.kv = InternalKV()
+
+    async def serve(self, host: str, port: int) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        server, _ = await start_server(
+            lambda s: gcs_pb2_grpc.add_GcsServiceServicer_to_server(GcsServicer(self), s),
+            host, port)
+        monitor = asyncio.create_task(self._monitor_nodes())
+        await stop.wait()
+        monitor.cancel()
+        await server.stop(grace=None)
+
+    async def _monitor_nodes(self) -> None:
+        while True:
+            await asyncio.sleep(config.HEARTBEAT_PERIOD_S)
+            for node_id in self.nodes.check_timeouts():
+                log.warning("node %s missed its heartbeats: marked dead", node_id.hex())
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m miniray.gcs")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--die-with-parent", action="store_true")
+    args = parser.parse_args(argv)
+    if args.die_with_parent:
+        die_with_parent(signal.SIGTERM)
+    logging.basicConfig(level=os.environ.get("MINIRAY_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s gcs %(levelname)s %(message)s")
+    asyncio.run(GcsServer().serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

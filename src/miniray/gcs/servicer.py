@@ -1,0 +1,72 @@
+"""GcsService: thin gRPC handlers over the GCS tables."""
+from __future__ import annotations
+
+from miniray.common.ids import FunctionID, JobID, NodeID
+from miniray.protocol import gcs_pb2, gcs_pb2_grpc
+
+
+class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
+    def __init__(self, server):
+        self.server = server            # miniray.gcs.server.GcsServer
+
+    async def RegisterNode(self, request, context):
+        self.server.nodes.register(request.node)
+        return gcs_pb2.RegisterNodeReply()
+
+    async def UnregisterNode(self, request, context):
+        self.server.nodes.mark_dead(NodeID(request.node_id))
+        return gcs_pb2.UnregisterNodeReply()
+
+    async def Heartbeat(self, request, context):
+        alive = self.server.nodes.heartbeat(NodeID(request.node_id),
+                                            request.resources_available)
+        return gcs_pb2.HeartbeatReply(node_dead=not alive)
+
+    async def GetAllNodes(self, request, context):
+        return gcs_pb2.GetAllNodesReply(nodes=self.server.nodes.all_nodes())
+
+    async def AddJob(self, request, context):
+        job_id = self.server.jobs.add(request.config, request.driver_pid)
+        return gcs_pb2.AddJobReply(job_id=job_id)
+
+    async def MarkJobFinished(self, request, context):
+        self.server.jobs.finish(JobID(request.job_id))
+        return gcs_pb2.MarkJobFinishedReply()
+
+    async def GetJobConfig(self, request, context):
+        config = self.server.jobs.config(JobID(request.job_id))
+        if config is None:
+            return gcs_pb2.GetJobConfigReply(found=False)
+        return gcs_pb2.GetJobConfigReply(config=config, found=True)
+
+    async def ExportFunction(self, request, context):
+        self.server.functions.export(FunctionID(request.function_id), request.pickled,
+                                     request.name)
+        return gcs_pb2.ExportFunctionReply()
+
+    async def GetFunction(self, request, context):
+        found = self.server.functions.get(FunctionID(request.function_id))
+        if found is None:
+            return gcs_pb2.GetFunctionReply(found=False)
+        return gcs_pb2.GetFunctionReply(pickled=found[0], name=found[1], found=True)
+
+    async def KVPut(self, request, context):
+        added = self.server.kv.put(request.namespace, request.key, request.value,
+                                   request.overwrite)
+        return gcs_pb2.KVPutReply(added=added)
+
+    async def KVGet(self, request, context):
+        value = self.server.kv.get(request.namespace, request.key)
+        return gcs_pb2.KVGetReply(value=value or b"", found=value is not None)
+
+    async def KVDel(self, request, context):
+        deleted = self.server.kv.delete(request.namespace, request.key, request.by_prefix)
+        return gcs_pb2.KVDelReply(deleted=deleted)
+
+    async def KVKeys(self, request, context):
+        return gcs_pb2.KVKeysReply(keys=self.server.kv.keys(request.namespace,
+                                                           request.prefix))
+
+    async def GetClusterStatus(self, request, context):
+        return gcs_pb2.GetClusterStatusReply(nodes=self.server.nodes.all_nodes(),
+                                             num_jobs_running=self.server.jobs.num_running())

@@ -1,0 +1,72 @@
+"""Jobs, the function table and the internal KV, all in memory."""
+from __future__ import annotations
+
+from miniray.common.ids import FunctionID, JobID
+from miniray.protocol import gcs_pb2
+
+
+class JobTable:
+    def __init__(self):
+        self._next = 1
+        self._configs: dict[JobID, gcs_pb2.JobConfig] = {}
+        self._running: set[JobID] = set()
+        self.driver_pids: dict[JobID, int] = {}
+
+    def add(self, config: gcs_pb2.JobConfig, driver_pid: int) -> JobID:
+        job_id = JobID.from_int(self._next)
+        self._next += 1
+        stored = gcs_pb2.JobConfig()
+        stored.CopyFrom(config)
+        if not stored.namespace:          # each job gets an anonymous namespace
+            stored.namespace = f"anonymous-{job_id.hex()}"
+        self._configs[job_id] = stored
+        self._running.add(job_id)
+        self.driver_pids[job_id] = driver_pid
+        return job_id
+
+    def finish(self, job_id: JobID) -> None:
+        self._running.discard(job_id)
+
+    def config(self, job_id: JobID) -> gcs_pb2.JobConfig | None:
+        return self._configs.get(job_id)
+
+    def num_running(self) -> int:
+        return len(self._running)
+
+
+class FunctionTable:
+    def __init__(self):
+        self._functions: dict[FunctionID, tuple[bytes, str]] = {}
+
+    def export(self, function_id: FunctionID, pickled: bytes, name: str) -> None:
+        self._functions.setdefault(function_id, (pickled, name))
+
+    def get(self, function_id: FunctionID) -> tuple[bytes, str] | None:
+        return self._functions.get(function_id)
+
+
+class InternalKV:
+    def __init__(self):
+        self._data: dict[tuple[str, bytes], bytes] = {}
+
+    def put(self, namespace: str, key: bytes, value: bytes, overwrite: bool) -> bool:
+        k = (namespace, key)
+        if k in self._data and not overwrite:
+            return False
+        added = k not in self._data
+        self._data[k] = value
+        return added
+
+    def get(self, namespace: str, key: bytes) -> bytes | None:
+        return self._data.get((namespace, key))
+
+    def delete(self, namespace: str, key: bytes, by_prefix: bool = False) -> int:
+        if not by_prefix:
+            return 1 if self._data.pop((namespace, key), None) is not None else 0
+        doomed = [k for k in self._data if k[0] == namespace and k[1].startswith(key)]
+        for k in doomed:
+            del self._data[k]
+        return len(doomed)
+
+    def keys(self, namespace: str, prefix: bytes) -> list[bytes]:
+        return [k[1] for k in self._data if k[0] == namespace and k[1].startswith(prefix)]

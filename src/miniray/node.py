@@ -1,0 +1,216 @@
+"""Starting and stopping the processes of a node (GCS and raylet).
+
+Used by ``miniray.init()`` for a local cluster owned by the driver, by the
+``miniray start`` CLI for long-lived daemons, and by miniray.testing.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import psutil
+
+from miniray.common import config
+from miniray.common.ids import NodeID
+from miniray.protocol import gcs_pb2, gcs_pb2_grpc
+
+CURRENT_CLUSTER_FILE = os.path.join(config.TEMP_ROOT, "current_cluster")
+
+
+def free_port(preferred: int | None = None) -> int:
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free port")
+
+
+def new_session_dir() -> str:
+    name = time.strftime("session_%Y-%m-%d_%H-%M-%S") + f"_{os.getpid()}_{os.urandom(2).hex()}"
+    path = os.path.join(config.TEMP_ROOT, name)
+    os.makedirs(os.path.join(path, "logs"), exist_ok=True)
+    return path
+
+
+def default_resources(num_cpus=None, num_gpus=None, resources=None,
+                      object_store_memory=None, memory=None, is_head=False) -> dict:
+    from miniray.common.resources import validate_request
+    from miniray.raylet.raylet import default_object_store_memory
+    custom = dict(resources or {})
+    for reserved in ("CPU", "GPU"):
+        if reserved in custom:
+            raise ValueError(
+                f"Use the 'num_{reserved.lower()}s' argument instead of "
+                f"'{reserved}' in 'resources'")
+    validate_request(custom)
+    store = int(object_store_memory or default_object_store_memory())
+    total = {
+        "CPU": float(os.cpu_count() if num_cpus is None else num_cpus),
+        "memory": float(memory if memory is not None
+                        else int(psutil.virtual_memory().available * 0.7)),
+        "object_store_memory": float(store),
+        "node:127.0.0.1": 1.0,
+    }
+    if num_gpus:
+        total["GPU"] = float(num_gpus)
+    if is_head:
+        total["node:__internal_head__"] = 1.0
+    total.update({k: float(v) for k, v in custom.items()})
+    return {k: v for k, v in total.items() if v}
+
+
+@dataclass
+class NodeProcesses:
+    """Processes this process started, and how to reach the cluster."""
+    gcs_address: str
+    session_dir: str
+    node_id: NodeID
+    processes: list = field(default_factory=list)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.processes:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        remove_session_files(self.session_dir)
+
+
+def remove_session_files(session_dir: str) -> None:
+    name = os.path.basename(session_dir)
+    for path in glob.glob(os.path.join(config.SHM_ROOT, f"miniray-{name}-*")):
+        shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(session_dir, ignore_errors=True)
+    try:
+        os.rmdir(config.TEMP_ROOT)      # only if nothing else is left there
+    except OSError:
+        pass
+
+
+def _spawn(args: list[str], log_path: str | None) -> subprocess.Popen:
+    out = open(log_path, "ab") if log_path else None
+    try:
+        return subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out, close_fds=True,
+                                start_new_session=log_path is not None)
+    finally:
+        if out is not None:
+            out.close()
+
+
+def start_gcs(session_dir: str, port: int, *, daemon: bool) -> subprocess.Popen:
+    args = ["miniray.gcs", "--port", str(port)]
+    if not daemon:
+        args.append("--die-with-parent")
+    log = os.path.join(session_dir, "logs", "gcs.log") if daemon else None
+    return _spawn(args, log)
+
+
+def start_raylet(session_dir: str, gcs_address: str, node_id: NodeID,
+                 resources: dict, *, is_head: bool, daemon: bool,
+                 port: int = 0) -> subprocess.Popen:
+    store = int(resources.get("object_store_memory", 0))
+    args = ["miniray.raylet", "--gcs-address", gcs_address, "--node-id", node_id.hex(),
+            "--session-dir", session_dir, "--port", str(port),
+            "--resources", json.dumps(resources), "--object-store-memory", str(store)]
+    if is_head:
+        args.append("--head")
+    if not daemon:
+        args.append("--die-with-parent")
+    log = os.path.join(session_dir, "logs", f"raylet-{node_id.hex()[:8]}.log") \
+        if daemon else None
+    return _spawn(args, log)
+
+
+def wait_for_node(gcs_address: str, node_id: NodeID, processes, timeout: float = 30.0):
+    """Block until the raylet of ``node_id`` has registered with the GCS."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(gcs_address) as channel:
+        stub = gcs_pb2_grpc.GcsServiceStub(channel)
+        while True:
+            for proc in processes:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"a miniray process exited during startup (code {proc.returncode}): "
+                        f"{' '.join(proc.args[2:4])}")
+            try:
+                reply = stub.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=1,
+                                         wait_for_ready=True)
+                for node in reply.nodes:
+                    if node.node_id == node_id and node.alive:
+                        return node
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the raylet did not register within {timeout}s")
+            time.sleep(0.005)
+
+
+def start_head(*, port: int | None = None, daemon: bool = False,
+               **resource_args) -> NodeProcesses:
+    """Start a GCS and a head raylet; returns once the raylet is registered."""
+    session_dir = new_session_dir()
+    gcs_port = free_port(port)
+    if port and gcs_port != port:
+        raise OSError(f"port {port} is already in use")
+    gcs_address = f"127.0.0.1:{gcs_port}"
+    node_id = NodeID.from_random()
+    resources = default_resources(is_head=True, **resource_args)
+    procs = [start_gcs(session_dir, gcs_port, daemon=daemon),
+             start_raylet(session_dir, gcs_address, node_id, resources,
+                          is_head=True, daemon=daemon)]
+    node = NodeProcesses(gcs_address, session_dir, node_id, procs)
+    try:
+        wait_for_node(gcs_address, node_id, procs)
+    except BaseException:
+        node.stop(timeout=2)
+        raise
+    return node
+
+
+def start_worker_node(gcs_address: str, *, daemon: bool = False,
+                      **resource_args) -> NodeProcesses:
+    """Start a raylet that joins the cluster whose GCS is at ``gcs_address``."""
+    session_dir = new_session_dir()
+    node_id = NodeID.from_random()
+    resources = default_resources(**resource_args)
+    procs = [start_raylet(session_dir, gcs_address, node_id, resources,
+                          is_head=False, daemon=daemon)]
+    node = NodeProcesses(gcs_address, session_dir, node_id, procs)
+    try:
+        wait_for_node(gcs_address, node_id, procs)
+    except BaseException:
+        node.stop(timeout=2)
+        raise
+    return node
+
+
+def get_nodes(gcs_address: str, timeout: float = 5.0) -> list:
+    with grpc.insecure_channel(gcs_address) as channel:
+        stub = gcs_pb2_grpc.GcsServiceStub(channel)
+        return list(stub.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=timeout).nodes)
+
+
+def read_current_cluster() -> str | None:
+    try:
+        with open(CURRENT_CLUSTER_FILE) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None

@@ -1,0 +1,93 @@
+"""Object file access for worker and driver processes (no RPC here).
+
+The flow for a put is: ask the raylet to reserve space (it returns the final
+path), :func:`create_and_write` the object, then ask the raylet to seal it.
+A get asks the raylet where the object is and :func:`read` s it zero-copy.
+"""
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from typing import Callable
+
+import pyarrow as pa
+
+__all__ = ["create_and_write", "read", "write_bytes"]
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Give the file ``size`` bytes of real backing.
+
+    On tmpfs (/dev/shm) fallocate fails cleanly with ENOSPC when memory is
+    short; a sparse ftruncate would instead SIGBUS the writer mid-copy.
+    """
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)
+
+
+def create_and_write(path: str, size: int,
+                     write: Callable[[memoryview], None]) -> None:
+    """Create ``path`` holding exactly ``size`` bytes produced by ``write``.
+
+    ``write`` gets a writable memoryview over a fresh shared mapping of
+    ``path + ".tmp"`` and must fill it without keeping references to it.
+    The finished file is atomically renamed to ``path``; on any failure the
+    temporary file is removed and the exception propagates.
+    """
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        try:
+            if size == 0:
+                write(memoryview(bytearray()))
+            else:
+                _allocate(fd, size)
+                with mmap.mmap(fd, size, access=mmap.ACCESS_WRITE) as mapping:
+                    view = memoryview(mapping)
+                    try:
+                        write(view)
+                    finally:
+                        view.release()
+                # No msync: readers map the same page-cache pages, so the
+                # data is visible to them without forcing it to a disk.
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_bytes(path: str, data: bytes | bytearray | memoryview) -> None:
+    """Convenience wrapper: store ``data`` as the object file ``path``."""
+    src = memoryview(data).cast("B")
+
+    def copy(view: memoryview) -> None:
+        view[:] = src
+
+    create_and_write(path, src.nbytes, copy)
+
+
+def read(path: str) -> pa.Buffer:
+    """Map the sealed object file ``path`` read-only, without copying.
+
+    The returned buffer keeps the mapping alive (the file descriptor is
+    closed right away).  Raises FileNotFoundError if the file is gone, e.g.
+    evicted or spilled; the caller should then ask the raylet to restore it.
+    """
+    # A pyarrow Buffer over a Python mmap: constant time whatever the size
+    # (pyarrow's own memory_map().read_buffer() madvises the whole file).
+    with open(path, "rb") as f:            # FileNotFoundError if missing
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return pa.py_buffer(b"")
+        mapping = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    return pa.py_buffer(mapping)

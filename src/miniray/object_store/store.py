@@ -1,0 +1,199 @@
+"""The node's object store, hosted by the raylet.
+
+:class:`PlasmaStore` owns the accounting (a :class:`StorePolicy`) and applies
+its decisions to files: one file per object in ``directory`` (normally under
+/dev/shm) and spilled copies in ``spill_directory`` (on disk).  It never
+writes new objects itself; workers do that with
+:func:`miniray.object_store.client.create_and_write` into the path that
+:meth:`PlasmaStore.reserve` returns.  All methods are thread-safe.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import threading
+from typing import Iterable
+
+from miniray.common.ids import ObjectID, WorkerID
+from miniray.exceptions import OutOfDiskError
+from miniray.object_store.policy import (
+    Action, Evict, ObjectState, Spill, StorePolicy, StoreStats)
+
+__all__ = ["PlasmaStore"]
+
+_TMP = ".tmp"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _copy(src: str, dst: str) -> None:
+    """Copy ``src`` to ``dst`` atomically (via ``dst.tmp`` and a rename)."""
+    try:
+        shutil.copyfile(src, dst + _TMP)
+        os.rename(dst + _TMP, dst)
+    except BaseException:
+        _unlink(dst + _TMP)
+        raise
+
+
+class PlasmaStore:
+    """Shared-memory object files plus their capacity accounting."""
+
+    def __init__(self, directory: str, capacity: int,
+                 spill_directory: str) -> None:
+        self.directory = directory
+        self.spill_directory = spill_directory
+        os.makedirs(directory, exist_ok=True)
+        os.makedirs(spill_directory, exist_ok=True)
+        self._policy = StorePolicy(capacity)
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # ----------------------------------------------------------------- paths
+    def path(self, object_id: ObjectID) -> str:
+        """Where the object's in-memory file lives (whether or not it does)."""
+        return os.path.join(self.directory, object_id.hex())
+
+    def spill_path(self, object_id: ObjectID) -> str:
+        return os.path.join(self.spill_directory, object_id.hex())
+
+    # ------------------------------------------------------------ operations
+    def reserve(self, object_id: ObjectID, size: int, owner: WorkerID,
+                primary: bool = True) -> str:
+        """Make room for a new object and return the path to write it to.
+
+        The writer must produce exactly ``size`` bytes at the returned path
+        (see ``client.create_and_write``) and then call :meth:`seal`.
+        Raises ValueError if the object already exists and
+        ObjectStoreFullError if no room can be made.
+        """
+        with self._lock:
+            actions = self._policy.reserve(object_id, size, owner, primary)
+            try:
+                self._apply(actions)
+            except BaseException:
+                self._drop(object_id)
+                raise
+            return self.path(object_id)
+
+    def seal(self, object_id: ObjectID) -> None:
+        """Mark a written object immutable and readable.
+
+        Raises FileNotFoundError if the writer did not produce the file and
+        ValueError if its size differs from the reservation; the reservation
+        is kept either way (the caller may :meth:`delete` it).
+        """
+        with self._lock:
+            record = self._policy.lookup(object_id)
+            if record is None:
+                raise KeyError(object_id)
+            if record.state is not ObjectState.CREATING:
+                raise ValueError(f"object {object_id.hex()} is "
+                                 f"{record.state.value}, cannot seal it")
+            actual = os.stat(self.path(object_id)).st_size
+            if actual != record.size:
+                raise ValueError(
+                    f"object {object_id.hex()} file has {actual} bytes, "
+                    f"{record.size} were reserved")
+            self._policy.seal(object_id)
+
+    def contains(self, object_id: ObjectID) -> bool:
+        """Whether the object is sealed here (in memory or spilled)."""
+        with self._lock:
+            record = self._policy.lookup(object_id)
+            return record is not None and record.state is not ObjectState.CREATING
+
+    def ensure_local(self, object_id: ObjectID) -> str:
+        """Return the path of a sealed object, restoring it if spilled.
+
+        Raises KeyError if the object is unknown and ValueError if it is
+        not sealed yet.  A spilled object whose restore fails (I/O error) is
+        lost and forgotten; the error propagates.
+        """
+        with self._lock:
+            record = self._policy.lookup(object_id)
+            if record is None:
+                raise KeyError(object_id)
+            if record.state is ObjectState.SEALED:
+                self._policy.touch(object_id)
+            elif record.state is ObjectState.SPILLED:
+                self._restore(object_id)
+            else:
+                raise ValueError(f"object {object_id.hex()} is not sealed yet")
+            return self.path(object_id)
+
+    def delete(self, object_ids: Iterable[ObjectID]) -> int:
+        """Free objects and their files; returns how many were known."""
+        with self._lock:
+            return sum(self._drop(oid) for oid in object_ids)
+
+    def delete_owned_by(self, owner: WorkerID) -> list[ObjectID]:
+        """Free every object owned by ``owner`` (e.g. when it dies)."""
+        with self._lock:
+            owned = self._policy.objects_owned_by(owner)
+            self.delete(owned)
+            return owned
+
+    def stats(self) -> StoreStats:
+        with self._lock:
+            return self._policy.snapshot()
+
+    def close(self) -> None:
+        """Delete every object and both directories.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._policy = StorePolicy(self._policy.capacity)
+            for directory in (self.directory, self.spill_directory):
+                shutil.rmtree(directory, ignore_errors=True)
+
+    # ------------------------------------------------------------- internals
+    def _apply(self, actions: list[Action]) -> None:
+        """Make the files match decisions the policy has already recorded.
+
+        If spilling a primary copy fails, that object is lost: it is
+        forgotten and the error propagates (OutOfDiskError for ENOSPC).
+        """
+        for action in actions:
+            oid = action.object_id
+            if isinstance(action, Evict):
+                _unlink(self.path(oid))
+            elif isinstance(action, Spill):
+                try:
+                    _copy(self.path(oid), self.spill_path(oid))
+                except BaseException as e:
+                    self._drop(oid)
+                    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                        raise OutOfDiskError(
+                            f"cannot spill object {oid.hex()} to "
+                            f"{self.spill_directory}: {e}") from e
+                    raise
+                _unlink(self.path(oid))
+            else:  # pragma: no cover - exhaustive over Action
+                raise TypeError(f"unknown action {action!r}")
+
+    def _restore(self, object_id: ObjectID) -> None:
+        actions = self._policy.restore(object_id)
+        try:
+            self._apply(actions)
+            _copy(self.spill_path(object_id), self.path(object_id))
+        except BaseException:
+            self._drop(object_id)
+            raise
+        _unlink(self.spill_path(object_id))
+        self._policy.seal(object_id)
+
+    def _drop(self, object_id: ObjectID) -> bool:
+        """Forget the object and remove all of its files."""
+        known = self._policy.delete(object_id)
+        path = self.path(object_id)
+        for p in (path, path + _TMP, self.spill_path(object_id)):
+            _unlink(p)
+        return known

@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf code (see scripts/gen_protos.py). Do not edit."""

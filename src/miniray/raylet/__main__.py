@@ -1,0 +1,3 @@
+from miniray.raylet.raylet import main
+
+main()

@@ -1,0 +1,288 @@
+"""The raylet process: wires the scheduler, worker pool and object store to
+gRPC, the GCS and the processes on this node.
+
+    python -m miniray.raylet --gcs-address H:P --node-id HEX --session-dir D ...
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+
+import psutil
+
+from miniray.common import config
+from miniray.common.ids import NodeID, ObjectID, WorkerID
+from miniray.common.process import die_with_parent
+from miniray.object_store.store import PlasmaStore
+from miniray.protocol import (
+    common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc)
+from miniray.raylet.scheduler import Lease, LeaseRequest, LeaseScheduler
+from miniray.raylet.servicer import RayletServicer
+from miniray.raylet.worker_pool import WorkerPool
+from miniray.rpc import ChannelPool, start_server
+
+log = logging.getLogger("miniray.raylet")
+
+
+class Raylet:
+    def __init__(self, *, node_id: NodeID, gcs_address: str, session_dir: str,
+                 resources: dict, object_store_memory: int, is_head: bool,
+                 host: str = "127.0.0.1"):
+        self.node_id = node_id
+        self.gcs_address = gcs_address
+        self.session_dir = session_dir
+        self.host = host
+        self.is_head = is_head
+        self.total = resources
+        self.scheduler = LeaseScheduler(dict(resources))
+        self.object_store_memory = object_store_memory
+        short = node_id.hex()[:8]
+        self.store_directory = os.path.join(
+            config.SHM_ROOT, f"miniray-{os.path.basename(session_dir)}-{short}")
+        self.store = PlasmaStore(self.store_directory, object_store_memory,
+                                 os.path.join(session_dir, f"spill-{short}"))
+        self.channels = ChannelPool()
+        self.leases: dict[bytes, Lease] = {}
+        self.drivers: dict[WorkerID, tuple[int, bytes]] = {}   # id -> (pid, job)
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._request_ids = itertools.count()
+        self._lease_ids = itertools.count(1)
+        self._warned_infeasible: set = set()
+        self._stop = asyncio.Event()
+        self.pool: WorkerPool | None = None
+
+    @property
+    def gcs(self):
+        return self.channels.stub(self.gcs_address, gcs_pb2_grpc.GcsServiceStub)
+
+    # --- lifecycle ------------------------------------------------------------
+    async def serve(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        server, self.port = await start_server(
+            lambda s: raylet_pb2_grpc.add_RayletServiceServicer_to_server(
+                RayletServicer(self), s), self.host, port)
+        address = f"{self.host}:{self.port}"
+        self.pool = WorkerPool(address, self.gcs_address,
+                               int(self.total.get("CPU", 1)))
+        self.pool.prestart(int(min(self.total.get("CPU", 0), os.cpu_count() or 1)))
+        await self._register_node()
+        tasks = [asyncio.create_task(self._heartbeat_loop()),
+                 asyncio.create_task(self._monitor_loop())]
+        try:
+            await self._stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            self.pool.kill_all()
+            try:
+                await asyncio.wait_for(self.gcs.UnregisterNode(
+                    gcs_pb2.UnregisterNodeRequest(node_id=self.node_id)), 1)
+            except Exception:
+                pass
+            await server.stop(grace=None)
+            self.store.close()
+
+    async def _register_node(self) -> None:
+        info = common_pb2.NodeInfo(
+            node_id=self.node_id, ip=self.host, raylet_port=self.port,
+            resources_total=self.total, resources_available=self.scheduler.available,
+            alive=True, is_head=self.is_head, store_directory=self.store_directory,
+            session_dir=self.session_dir, hostname=socket.gethostname(),
+            object_store_memory=self.object_store_memory)
+        await self.gcs.RegisterNode(gcs_pb2.RegisterNodeRequest(node=info),
+                                    wait_for_ready=True, timeout=30)
+
+    async def _heartbeat_loop(self) -> None:
+        misses = 0
+        while True:
+            await asyncio.sleep(config.HEARTBEAT_PERIOD_S)
+            try:
+                reply = await self.gcs.Heartbeat(gcs_pb2.HeartbeatRequest(
+                    node_id=self.node_id,
+                    resources_available=self.scheduler.available), timeout=5)
+                misses = 0
+            except Exception:
+                misses += 1
+                if misses * config.HEARTBEAT_PERIOD_S > config.NODE_DEATH_TIMEOUT_S:
+                    log.error("lost the GCS: shutting down")
+                    self._stop.set()
+                continue
+            if reply.node_dead:
+                log.error("the GCS marked this node dead: shutting down")
+                self._stop.set()
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            for worker in self.pool.reap_dead():
+                self._on_worker_gone(worker.worker_id, worker.lease_id)
+            for driver_id, (pid, _) in list(self.drivers.items()):
+                if not _process_alive(pid):
+                    self.disconnect(driver_id)
+            self.pool.reap_idle()
+
+    # --- leases ---------------------------------------------------------------------
+    async def request_lease(self, resources: dict, job_id: bytes, requester: bytes,
+                            name: str) -> Lease:
+        if not self.scheduler.feasible(resources):
+            self._warn_infeasible(resources, name)
+        request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[request.request_id] = future
+        self.scheduler.submit(request)
+        self._schedule()
+        return await future
+
+    def _warn_infeasible(self, resources: dict, name: str) -> None:
+        key = tuple(sorted(resources.items()))
+        if key in self._warned_infeasible:
+            return
+        self._warned_infeasible.add(key)
+        log.warning("task %s requires %s but this node only has %s: it stays "
+                    "pending until a node that can run it joins", name, resources,
+                    self.total)
+
+    def _schedule(self) -> None:
+        for request in self.scheduler.schedule():
+            future = self._waiting.pop(request.request_id, None)
+            lease = Lease(str(next(self._lease_ids)).encode(), request.resources,
+                          request.requester, request.job_id)
+            self.leases[lease.lease_id] = lease
+            asyncio.get_running_loop().create_task(self._grant(lease, future))
+
+    async def _grant(self, lease: Lease, future: asyncio.Future | None) -> None:
+        try:
+            worker = await self.pool.pop(lease.job_id)
+        except Exception as exc:
+            self._end_lease(lease.lease_id)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+            return
+        lease.worker_id = worker.worker_id
+        worker.lease_id = lease.lease_id
+        if future is None or future.done():     # the requester went away
+            self.return_lease(lease.lease_id, exiting=False)
+            return
+        future.set_result(lease)
+
+    def return_lease(self, lease_id: bytes, exiting: bool) -> None:
+        lease = self._end_lease(lease_id)
+        if lease is None:
+            return
+        worker = self.pool.workers.get(WorkerID(lease.worker_id)) if lease.worker_id else None
+        if worker is not None:
+            if exiting:
+                self.pool.kill(worker)
+            else:
+                self.pool.push_idle(worker)
+        self._schedule()
+
+    def _end_lease(self, lease_id: bytes) -> Lease | None:
+        lease = self.leases.pop(lease_id, None)
+        if lease is not None:
+            self.scheduler.release(lease)
+        return lease
+
+    def set_blocked(self, worker_id: bytes, blocked: bool) -> None:
+        for lease in self.leases.values():
+            if lease.worker_id == worker_id:
+                if self.scheduler.set_blocked(lease, blocked) and blocked:
+                    self._schedule()
+                return
+
+    # --- processes coming and going -------------------------------------------------
+    def register_driver(self, worker_id: WorkerID, pid: int, job_id: bytes) -> None:
+        self.drivers[worker_id] = (pid, job_id)
+
+    def disconnect(self, worker_id: WorkerID) -> None:
+        """A driver or worker left: end its job (drivers) and what it owned."""
+        driver = self.drivers.pop(worker_id, None)
+        if driver is not None:
+            _, job_id = driver
+            for worker in self.pool.workers_of_job(job_id):
+                self.pool.kill(worker)
+                self._on_worker_gone(worker.worker_id, worker.lease_id)
+            asyncio.get_running_loop().create_task(self._mark_job_finished(job_id))
+        worker = self.pool.workers.get(worker_id)
+        if worker is not None:
+            self.pool.kill(worker)
+        self._on_worker_gone(worker_id, worker.lease_id if worker else b"")
+
+    async def _mark_job_finished(self, job_id: bytes) -> None:
+        try:
+            await self.gcs.MarkJobFinished(gcs_pb2.MarkJobFinishedRequest(job_id=job_id))
+        except Exception:
+            pass
+
+    def _on_worker_gone(self, worker_id: WorkerID, lease_id: bytes) -> None:
+        if lease_id:
+            self._end_lease(lease_id)
+        for request in self.scheduler.cancel(worker_id):
+            future = self._waiting.pop(request.request_id, None)
+            if future is not None and not future.done():
+                future.cancel()
+        # Leases this process held as an owner: their tasks have no owner now.
+        for lease in [l for l in self.leases.values() if l.requester == worker_id]:
+            self.return_lease(lease.lease_id, exiting=True)
+        self.store.delete_owned_by(worker_id)
+        self._schedule()
+
+    def node_stats(self) -> dict:
+        stats = self.store.stats()
+        return dict(num_workers=len(self.pool.workers), num_idle=self.pool.num_idle(),
+                    num_leases=len(self.leases), pending=len(self.scheduler.queue),
+                    store=stats)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def default_object_store_memory() -> int:
+    memory = int(psutil.virtual_memory().total * config.OBJECT_STORE_MEMORY_FRACTION)
+    try:
+        shm = shutil.disk_usage(config.SHM_ROOT).free
+        memory = min(memory, int(shm * 0.95))
+    except OSError:
+        pass
+    return memory
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m miniray.raylet")
+    parser.add_argument("--gcs-address", required=True)
+    parser.add_argument("--node-id", required=True)
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--resources", default="{}", help="JSON: name -> amount")
+    parser.add_argument("--object-store-memory", type=int, default=0)
+    parser.add_argument("--head", action="store_true")
+    parser.add_argument("--die-with-parent", action="store_true")
+    args = parser.parse_args(argv)
+    if args.die_with_parent:
+        die_with_parent(signal.SIGTERM)
+    logging.basicConfig(level=os.environ.get("MINIRAY_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s raylet %(levelname)s %(message)s")
+    resources = {k: float(v) for k, v in json.loads(args.resources).items()}
+    raylet = Raylet(node_id=NodeID.from_hex(args.node_id), gcs_address=args.gcs_address,
+                    session_dir=args.session_dir, resources=resources,
+                    object_store_memory=args.object_store_memory
+                    or default_object_store_memory(), is_head=args.head)
+    asyncio.run(raylet.serve(args.port))
+
+
+if __name__ == "__main__":
+    main()

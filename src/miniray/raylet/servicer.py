@@ -1,0 +1,100 @@
+"""RayletService: thin gRPC handlers over the Raylet."""
+from __future__ import annotations
+
+import asyncio
+
+from miniray.common.ids import ObjectID, WorkerID
+from miniray.exceptions import ObjectStoreFullError
+from miniray.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
+
+
+class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
+    def __init__(self, raylet):
+        self.raylet = raylet
+
+    async def RegisterWorker(self, request, context):
+        raylet = self.raylet
+        worker_id = WorkerID(request.worker_id)
+        if request.is_driver:
+            raylet.register_driver(worker_id, request.pid, request.job_id)
+        elif not raylet.pool.on_registered(worker_id, request.port):
+            raise ValueError(f"unknown worker {worker_id.hex()}")
+        return raylet_pb2.RegisterWorkerReply(
+            node_id=raylet.node_id, store_directory=raylet.store_directory,
+            gcs_address=raylet.gcs_address, session_dir=raylet.session_dir)
+
+    async def RequestWorkerLease(self, request, context):
+        raylet = self.raylet
+        lease = await raylet.request_lease(dict(request.resources), request.job_id,
+                                           request.requester_worker_id,
+                                           request.function_name)
+        worker = raylet.pool.workers.get(WorkerID(lease.worker_id))
+        if worker is None:        # died between grant and reply
+            raylet.return_lease(lease.lease_id, exiting=True)
+            return await self.RequestWorkerLease(request, context)
+        return raylet_pb2.RequestWorkerLeaseReply(
+            lease_id=lease.lease_id,
+            worker=common_pb2.Address(ip=raylet.host, port=worker.port,
+                                      worker_id=worker.worker_id,
+                                      node_id=raylet.node_id))
+
+    async def ReturnWorker(self, request, context):
+        self.raylet.return_lease(request.lease_id, request.worker_exiting)
+        return raylet_pb2.ReturnWorkerReply()
+
+    async def CancelLeaseRequests(self, request, context):
+        self.raylet.scheduler.cancel(request.requester_worker_id)
+        return raylet_pb2.CancelLeaseRequestsReply()
+
+    async def NotifyBlocked(self, request, context):
+        self.raylet.set_blocked(request.worker_id, request.blocked)
+        return raylet_pb2.NotifyBlockedReply()
+
+    async def ReserveObject(self, request, context):
+        try:
+            path = await asyncio.to_thread(
+                self.raylet.store.reserve, ObjectID(request.object_id), request.size,
+                WorkerID(request.owner_worker_id))
+        except ObjectStoreFullError as exc:
+            return raylet_pb2.ReserveObjectReply(error=str(exc))
+        return raylet_pb2.ReserveObjectReply(path=path)
+
+    async def SealObject(self, request, context):
+        self.raylet.store.seal(ObjectID(request.object_id))
+        return raylet_pb2.SealObjectReply()
+
+    async def EnsureLocal(self, request, context):
+        try:
+            path = await asyncio.to_thread(self.raylet.store.ensure_local,
+                                           ObjectID(request.object_id))
+        except KeyError:
+            return raylet_pb2.EnsureLocalReply(found=False)
+        return raylet_pb2.EnsureLocalReply(path=path, found=True)
+
+    async def FreeObjects(self, request, context):
+        self.raylet.store.delete([ObjectID(o) for o in request.object_ids])
+        return raylet_pb2.FreeObjectsReply()
+
+    async def DisconnectWorker(self, request, context):
+        self.raylet.disconnect(WorkerID(request.worker_id))
+        return raylet_pb2.DisconnectWorkerReply()
+
+    async def KillWorker(self, request, context):
+        raylet = self.raylet
+        worker = raylet.pool.workers.get(WorkerID(request.worker_id))
+        if worker is None:
+            return raylet_pb2.KillWorkerReply(found=False)
+        raylet.pool.kill(worker)
+        raylet._on_worker_gone(worker.worker_id, worker.lease_id)
+        return raylet_pb2.KillWorkerReply(found=True)
+
+    async def GetNodeStats(self, request, context):
+        raylet = self.raylet
+        stats = raylet.node_stats()
+        store = stats["store"]
+        return raylet_pb2.GetNodeStatsReply(
+            resources_total=raylet.total, resources_available=raylet.scheduler.available,
+            num_workers=stats["num_workers"], num_idle_workers=stats["num_idle"],
+            num_leases=stats["num_leases"], num_pending_leases=stats["pending"],
+            store_capacity=store.capacity, store_used=store.used,
+            store_num_objects=store.num_objects, store_num_spilled=store.num_spilled)

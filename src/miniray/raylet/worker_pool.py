@@ -1,0 +1,170 @@
+"""The raylet's worker pool: starts worker processes, hands out idle ones,
+reaps extras and notices deaths.
+
+A worker is bound to the job of the first lease it serves (its sys.path and
+working directory come from that job) and is only reused for that job.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+from miniray.common import config
+from miniray.common.ids import WorkerID
+
+
+class WorkerProcess:
+    __slots__ = ("worker_id", "process", "port", "job_id", "ready", "idle_since",
+                 "lease_id", "dead")
+
+    def __init__(self, worker_id: WorkerID, process: subprocess.Popen | None,
+                 ready: asyncio.Future):
+        self.worker_id = worker_id
+        self.process = process
+        self.port = 0
+        self.job_id: bytes = b""
+        self.ready = ready
+        self.idle_since: float | None = None
+        self.lease_id: bytes = b""
+        self.dead = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process else 0
+
+
+class WorkerPool:
+    def __init__(self, raylet_address: str, gcs_address: str, soft_limit: int):
+        self.raylet_address = raylet_address
+        self.gcs_address = gcs_address
+        self.soft_limit = max(1, soft_limit)
+        self.workers: dict[WorkerID, WorkerProcess] = {}
+        self._idle: list[WorkerProcess] = []
+        self._starting: list[WorkerProcess] = []   # started, not yet handed out
+        self._dying: list[subprocess.Popen] = []     # killed, not yet waited for
+
+    # --- starting and registration ---------------------------------------------
+    def start_worker(self) -> WorkerProcess:
+        worker_id = WorkerID.from_random()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "miniray.core_worker",
+             "--raylet-address", self.raylet_address,
+             "--gcs-address", self.gcs_address, "--worker-id", worker_id.hex()],
+            stdin=subprocess.DEVNULL, env=env, close_fds=True)
+        worker = WorkerProcess(worker_id, process,
+                               asyncio.get_running_loop().create_future())
+        self.workers[worker_id] = worker
+        return worker
+
+    def prestart(self, count: int) -> None:
+        for _ in range(count):
+            worker = self.start_worker()
+            self._starting.append(worker)
+            worker.ready.add_done_callback(lambda _, w=worker: self._prestarted(w))
+
+    def _prestarted(self, worker: WorkerProcess) -> None:
+        if worker in self._starting and not worker.dead:
+            self._starting.remove(worker)
+            self.push_idle(worker)
+
+    def on_registered(self, worker_id: WorkerID, port: int) -> bool:
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return False
+        worker.port = port
+        if not worker.ready.done():
+            worker.ready.set_result(worker)
+        return True
+
+    # --- leasing -----------------------------------------------------------------
+    async def pop(self, job_id: bytes) -> WorkerProcess:
+        """An idle worker for this job, else an unbound one, else a new one."""
+        for candidates in (
+                [w for w in self._idle if w.job_id == job_id],
+                [w for w in self._idle if not w.job_id]):
+            if candidates:
+                worker = candidates[-1]
+                self._idle.remove(worker)
+                worker.job_id = job_id
+                worker.idle_since = None
+                return worker
+        worker = self._take_starting() or self.start_worker()
+        worker.job_id = job_id
+        await worker.ready
+        if worker.dead:
+            raise RuntimeError("worker process died during startup")
+        return worker
+
+    def _take_starting(self) -> WorkerProcess | None:
+        if self._starting:
+            return self._starting.pop(0)
+        return None
+
+    def push_idle(self, worker: WorkerProcess) -> None:
+        if worker.dead:
+            return
+        worker.lease_id = b""
+        worker.idle_since = time.monotonic()
+        self._idle.append(worker)
+
+    # --- ending -------------------------------------------------------------------
+    def kill(self, worker: WorkerProcess) -> None:
+        self._forget(worker)
+        if worker.process and worker.process.poll() is None:
+            try:
+                worker.process.kill()
+            except ProcessLookupError:
+                pass
+            self._dying.append(worker.process)
+
+    def _forget(self, worker: WorkerProcess) -> None:
+        worker.dead = True
+        self.workers.pop(worker.worker_id, None)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        if worker in self._starting:
+            self._starting.remove(worker)
+        if not worker.ready.done():
+            worker.ready.set_result(worker)
+
+    def reap_dead(self) -> list[WorkerProcess]:
+        """Collect worker processes that exited since the last call."""
+        dead = [w for w in self.workers.values()
+                if w.process is not None and w.process.poll() is not None]
+        for worker in dead:
+            self._forget(worker)
+        self._dying = [p for p in self._dying if p.poll() is None]
+        return dead
+
+    def reap_idle(self) -> None:
+        """Kill idle workers beyond the soft limit once idle long enough."""
+        now = time.monotonic()
+        excess = len(self.workers) - self.soft_limit
+        for worker in sorted(self._idle, key=lambda w: w.idle_since or now):
+            if excess <= 0:
+                break
+            if now - (worker.idle_since or now) >= config.IDLE_WORKER_TIMEOUT_S:
+                self.kill(worker)
+                excess -= 1
+
+    def workers_of_job(self, job_id: bytes) -> list[WorkerProcess]:
+        return [w for w in self.workers.values() if w.job_id == job_id]
+
+    def num_idle(self) -> int:
+        return len(self._idle)
+
+    def kill_all(self) -> None:
+        workers = list(self.workers.values())
+        for worker in workers:
+            self.kill(worker)
+        deadline = time.monotonic() + 2
+        for worker in workers:
+            if worker.process:
+                try:
+                    worker.process.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass

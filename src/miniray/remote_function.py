@@ -1,0 +1,152 @@
+"""@miniray.remote on a function: RemoteFunction, its options and .remote()."""
+from __future__ import annotations
+
+import inspect
+import pickle
+import warnings
+
+from miniray.common import config
+from miniray.common.resources import validate_request
+from miniray.protocol import common_pb2
+
+# Ray's task options. The ones marked "accepted" are taken for compatibility
+# and have no effect on a single node yet.
+TASK_OPTIONS = {
+    "num_cpus", "num_gpus", "resources", "memory", "num_returns", "max_retries",
+    "retry_exceptions", "name", "scheduling_strategy",            # accepted
+    "runtime_env", "accelerator_type", "max_calls", "label_selector",
+    "placement_group", "placement_group_bundle_index",
+    "placement_group_capture_child_tasks", "_metadata", "object_store_memory",
+    "enable_task_events", "fallback_strategy", "_labels",
+}
+
+
+def validate_options(options: dict, valid: set, kind: str) -> None:
+    for key in options:
+        if key not in valid:
+            raise ValueError(
+                f"Invalid option keyword {key} for {kind}. "
+                f"Valid ones are {sorted(valid)}.")
+    for key in ("num_cpus", "num_gpus", "memory"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, (int, float)) or value < 0):
+            raise ValueError(f"The {key} option must be a non-negative number, "
+                             f"got {value!r}")
+    resources = options.get("resources")
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise ValueError(f"The resources option must be a dict, got {resources!r}")
+        for reserved in ("CPU", "GPU"):
+            if reserved in resources:
+                raise ValueError(
+                    f"Use the 'num_{reserved.lower()}s' option instead of "
+                    f"'{reserved}' in 'resources'")
+        validate_request(resources)
+    num_returns = options.get("num_returns")
+    if num_returns is not None and num_returns not in ("streaming", "dynamic") and (
+            isinstance(num_returns, bool) or not isinstance(num_returns, int)
+            or num_returns < 0):
+        raise ValueError(
+            f"The num_returns option must be a non-negative integer or "
+            f"'streaming', got {num_returns!r}")
+    if num_returns == "dynamic":
+        raise ValueError("num_returns='dynamic' is not supported; "
+                         "use num_returns='streaming' (the default for generators)")
+    max_retries = options.get("max_retries")
+    if max_retries is not None and (isinstance(max_retries, bool)
+                                    or not isinstance(max_retries, int) or max_retries < -1):
+        raise ValueError(f"The max_retries option must be an integer >= -1, "
+                         f"got {max_retries!r}")
+    retry = options.get("retry_exceptions")
+    if retry is not None and not isinstance(retry, bool) and not (
+            isinstance(retry, (list, tuple))
+            and all(isinstance(t, type) and issubclass(t, BaseException) for t in retry)):
+        raise ValueError("The retry_exceptions option must be a bool or a list of "
+                         f"exception classes, got {retry!r}")
+    name = options.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"The name option must be a string, got {name!r}")
+    runtime_env = options.get("runtime_env")
+    if runtime_env:
+        warnings.warn("runtime_env is not supported by miniray yet and is ignored",
+                      stacklevel=4)
+
+
+def resource_request(options: dict, default_cpus: float) -> dict:
+    request = {"CPU": options.get("num_cpus", default_cpus)}
+    if options.get("num_gpus"):
+        request["GPU"] = options["num_gpus"]
+    if options.get("memory"):
+        request["memory"] = options["memory"]
+    request.update(options.get("resources") or {})
+    return {k: float(v) for k, v in request.items() if v}
+
+
+class RemoteFunction:
+    def __init__(self, function, options: dict):
+        validate_options(options, TASK_OPTIONS, "remote functions")
+        self._function = function
+        self._options = options
+        self._name = function.__name__
+        self._qualified = f"{function.__module__}.{function.__name__}"
+        self._is_generator = inspect.isgeneratorfunction(function)
+        self._pickled = None          # (FunctionID, bytes), made on first use
+        self.__doc__ = function.__doc__
+        self.__name__ = function.__name__
+        self.__wrapped__ = function
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            "Remote functions cannot be called directly. Instead of running "
+            f"'{self._qualified}()', try '{self._qualified}.remote()'.")
+
+    def options(self, **options) -> "_BoundOptions":
+        validate_options(options, TASK_OPTIONS, "remote functions")
+        return _BoundOptions(self, {**self._options, **options})
+
+    def remote(self, *args, **kwargs):
+        return self._remote(args, kwargs, self._options)
+
+    def _remote(self, args, kwargs, options: dict):
+        from miniray import api
+        from miniray.core_worker.function_manager import pickle_function
+
+        worker = api.ensure_initialized()
+        if self._pickled is None:
+            self._pickled = pickle_function(self._function)
+        function_id, pickled = self._pickled
+        worker.functions.export(function_id, pickled, self._qualified)
+
+        num_returns = options.get("num_returns")
+        if num_returns is None:
+            num_returns = "streaming" if self._is_generator else 1
+        streaming = num_returns == "streaming"
+        retry = options.get("retry_exceptions", False)
+        spec = common_pb2.TaskSpec(
+            type=common_pb2.NORMAL_TASK, function_id=function_id,
+            function_name=options.get("name") or self._name,
+            resources=resource_request(options, 1),
+            max_retries=options.get("max_retries", config.DEFAULT_MAX_RETRIES),
+            retry_exceptions=bool(retry),
+            retry_exception_types=pickle.dumps(tuple(retry))
+            if isinstance(retry, (list, tuple)) else b"",
+            name=options.get("name") or "")
+        result = worker.submit_task(spec, args, kwargs,
+                                    0 if streaming else num_returns, streaming)
+        if streaming:
+            return result
+        if num_returns == 1:
+            return result[0]
+        return None if num_returns == 0 else result
+
+
+class _BoundOptions:
+    """What ``f.options(...)`` returns: call ``.remote()`` on it."""
+
+    def __init__(self, function: RemoteFunction, options: dict):
+        self._function = function
+        self._options = options
+
+    def remote(self, *args, **kwargs):
+        return self._function._remote(args, kwargs, self._options)

@@ -1,0 +1,59 @@
+"""Cached grpc.aio channels and stubs, one per (address, service)."""
+from __future__ import annotations
+
+import grpc
+
+# Large objects never travel in RPC payloads (they go through shared
+# memory), but inline values, function definitions and batched replies can
+# exceed gRPC's 4 MiB default.
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.enable_retries", 0),
+    ("grpc.so_reuseport", 0),
+]
+
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when an RPC failed because the peer process is gone."""
+    return isinstance(error, grpc.RpcError) and error.code() in _UNAVAILABLE
+
+
+class ChannelPool:
+    """Stubs for aio channels, created lazily and owned by one event loop."""
+
+    def __init__(self):
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[str, type], object] = {}
+
+    def stub(self, address: str, stub_cls):
+        key = (address, stub_cls)
+        stub = self._stubs.get(key)
+        if stub is None:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+                self._channels[address] = channel
+            stub = self._stubs[key] = stub_cls(channel)
+        return stub
+
+    def forget(self, address: str) -> None:
+        """Drop a dead peer's channel so a later call reconnects afresh."""
+        channel = self._channels.pop(address, None)
+        for key in [k for k in self._stubs if k[0] == address]:
+            del self._stubs[key]
+        if channel is not None:
+            # Closing is asynchronous; the channel is unusable either way.
+            import asyncio
+            asyncio.ensure_future(channel.close())
+
+    async def close(self) -> None:
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._stubs.clear()
+        for channel in channels:
+            await channel.close(grace=None)

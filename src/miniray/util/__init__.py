@@ -1,0 +1,1 @@
+"""Utilities built on the core API (ActorPool, queue, placement groups...)."""

@@ -1,0 +1,372 @@
+"""Unit tests for miniray.object_store (policy without files, store on tmp_path)."""
+from __future__ import annotations
+
+import errno
+import os
+import random
+import shutil
+
+import pytest
+
+from miniray.common.ids import ObjectID, WorkerID
+from miniray.exceptions import ObjectStoreFullError, OutOfDiskError
+from miniray.object_store import (
+    Evict, ObjectState, PlasmaStore, Spill, StorePolicy, create_and_write,
+    read, write_bytes)
+
+OWNER = WorkerID.from_random()
+
+
+def oid() -> ObjectID:
+    return ObjectID.from_random()
+
+
+def sealed(policy: StorePolicy, size: int, primary: bool = True,
+           owner: WorkerID = OWNER) -> ObjectID:
+    object_id = oid()
+    assert policy.reserve(object_id, size, owner, primary) == []
+    policy.validate()
+    policy.seal(object_id)
+    policy.validate()
+    return object_id
+
+
+# ------------------------------------------------------------------ policy
+def test_reserve_fits_without_actions():
+    policy = StorePolicy(100)
+    a = oid()
+    assert policy.reserve(a, 60, OWNER) == []
+    assert policy.lookup(a).state is ObjectState.CREATING
+    assert policy.snapshot().used == 60
+    policy.validate()
+    policy.seal(a)
+    policy.validate()
+    assert policy.lookup(a).state is ObjectState.SEALED
+    assert policy.reserve(oid(), 40, OWNER) == []
+    policy.validate()
+    assert policy.snapshot().used == 100
+
+
+def test_duplicate_reserve_and_bad_size_raise_value_error():
+    policy = StorePolicy(100)
+    a = sealed(policy, 10)
+    with pytest.raises(ValueError):
+        policy.reserve(a, 10, OWNER)
+    with pytest.raises(ValueError):
+        policy.reserve(oid(), -1, OWNER)
+    policy.validate()
+    assert policy.snapshot().num_objects == 1
+
+
+def test_evicts_secondary_in_lru_order_before_spilling_primary():
+    policy = StorePolicy(100)
+    p1 = sealed(policy, 20, primary=True)
+    s1 = sealed(policy, 20, primary=False)
+    s2 = sealed(policy, 20, primary=False)
+    s3 = sealed(policy, 20, primary=False)
+    policy.touch(s1)  # LRU order of secondaries is now s2, s3, s1
+    new = oid()
+    actions = policy.reserve(new, 55, OWNER)
+    policy.validate()
+    assert actions == [Evict(s2), Evict(s3)]
+    assert policy.lookup(s2) is None and policy.lookup(s3) is None
+    assert policy.lookup(p1).state is ObjectState.SEALED
+    stats = policy.snapshot()
+    assert stats.used == 20 + 20 + 55
+    assert stats.num_evicted_total == 2 and stats.num_spilled_total == 0
+
+
+def test_spills_primary_in_lru_order_after_secondaries():
+    policy = StorePolicy(100)
+    p1 = sealed(policy, 30)
+    p2 = sealed(policy, 30)
+    s1 = sealed(policy, 10, primary=False)
+    p3 = sealed(policy, 30)
+    policy.touch(p1)  # primary LRU order: p2, p3, p1
+    actions = policy.reserve(oid(), 70, OWNER)
+    policy.validate()
+    assert actions == [Evict(s1), Spill(p2), Spill(p3)]
+    assert policy.lookup(p2).state is ObjectState.SPILLED
+    assert policy.lookup(p1).state is ObjectState.SEALED
+    stats = policy.snapshot()
+    assert stats.used == 100 and stats.spilled_bytes == 60
+    assert stats.num_spilled == 2 and stats.num_in_memory == 2
+    assert stats.num_spilled_total == 2 and stats.num_evicted_total == 1
+
+
+def test_creating_objects_are_never_evicted_or_spilled():
+    policy = StorePolicy(100)
+    creating = oid()
+    policy.reserve(creating, 50, OWNER, primary=False)
+    s = sealed(policy, 30, primary=False)
+    assert policy.reserve(oid(), 50, OWNER) == [Evict(s)]
+    policy.validate()
+    assert policy.lookup(creating).state is ObjectState.CREATING
+    with pytest.raises(ObjectStoreFullError):
+        policy.reserve(oid(), 1, OWNER)  # everything left is being created
+    policy.validate()
+
+
+def test_too_big_raises_with_useful_message_and_changes_nothing():
+    policy = StorePolicy(1000)
+    s = sealed(policy, 100, primary=False)
+    policy.reserve(oid(), 500, OWNER)
+    before = policy.snapshot()
+    with pytest.raises(ObjectStoreFullError) as info:
+        policy.reserve(oid(), 1234, OWNER)  # bigger than the whole store
+    assert "1234 bytes" in str(info.value)
+    assert "capacity is 1000 bytes" in str(info.value)
+    with pytest.raises(ObjectStoreFullError) as info:
+        policy.reserve(oid(), 501, OWNER)  # 400 free + 100 evictable
+    message = str(info.value)
+    for figure in ("501 bytes", "1000 bytes", "600 in use", "400 free", "100"):
+        assert figure in message
+    assert policy.snapshot() == before
+    assert policy.lookup(s).state is ObjectState.SEALED
+    policy.validate()
+
+
+def test_restore_makes_room_and_returns_to_creating():
+    policy = StorePolicy(100)
+    p1 = sealed(policy, 60)
+    p2 = oid()
+    assert policy.reserve(p2, 60, OWNER) == [Spill(p1)]
+    policy.validate()
+    policy.seal(p2)
+    assert policy.restore(p1) == [Spill(p2)]
+    policy.validate()
+    assert policy.lookup(p1).state is ObjectState.CREATING
+    policy.seal(p1)
+    policy.validate()
+    stats = policy.snapshot()
+    assert stats.num_restored_total == 1 and stats.spilled_bytes == 60
+    with pytest.raises(ValueError):
+        policy.restore(p1)  # not spilled
+    with pytest.raises(KeyError):
+        policy.restore(oid())
+
+
+def test_delete_in_every_state():
+    policy = StorePolicy(100)
+    creating = oid()
+    policy.reserve(creating, 10, OWNER)
+    sealed_id = sealed(policy, 20)
+    spilled_id = sealed(policy, 30)
+    policy.mark_spilled(spilled_id)
+    policy.validate()
+    for object_id in (creating, sealed_id, spilled_id):
+        assert policy.delete(object_id) is True
+        policy.validate()
+        assert policy.delete(object_id) is False
+    stats = policy.snapshot()
+    assert stats.used == 0 and stats.spilled_bytes == 0 and stats.num_objects == 0
+
+
+def test_objects_owned_by_and_state_errors():
+    policy = StorePolicy(100)
+    other = WorkerID.from_random()
+    mine = {sealed(policy, 1), sealed(policy, 1, primary=False)}
+    theirs = sealed(policy, 1, owner=other)
+    assert set(policy.objects_owned_by(OWNER)) == mine
+    assert policy.objects_owned_by(other) == [theirs]
+    with pytest.raises(ValueError):
+        policy.seal(theirs)  # already sealed
+    with pytest.raises(KeyError):
+        policy.touch(oid())
+
+
+def test_randomized_operations_keep_invariants():
+    rng = random.Random(1234)
+    policy = StorePolicy(10_000)
+    known: list[ObjectID] = []
+    for _ in range(5000):
+        op = rng.random()
+        if op < 0.45 or not known:
+            object_id = oid()
+            try:
+                policy.reserve(object_id, rng.randint(0, 3000), OWNER,
+                               primary=rng.random() < 0.5)
+                known.append(object_id)
+            except ObjectStoreFullError:
+                pass
+        else:
+            object_id = rng.choice(known)
+            record = policy.lookup(object_id)
+            if record is None:  # evicted
+                known.remove(object_id)
+            elif op < 0.65:
+                if record.state is ObjectState.CREATING:
+                    policy.seal(object_id)
+                else:
+                    policy.touch(object_id)
+            elif op < 0.8 and record.state is ObjectState.SPILLED:
+                try:
+                    policy.restore(object_id)
+                except ObjectStoreFullError:
+                    pass
+            elif op < 0.85 and record.state is ObjectState.SEALED:
+                policy.mark_spilled(object_id)
+            elif op >= 0.85:
+                assert policy.delete(object_id)
+                known.remove(object_id)
+        policy.validate()
+    stats = policy.snapshot()
+    assert stats.num_evicted_total and stats.num_spilled_total
+    assert stats.num_restored_total
+
+
+# ------------------------------------------------------------------- store
+@pytest.fixture
+def store(tmp_path):
+    s = PlasmaStore(str(tmp_path / "shm"), 1000, str(tmp_path / "spill"))
+    yield s
+    s.close()
+
+
+def put(store: PlasmaStore, data: bytes, primary: bool = True) -> ObjectID:
+    object_id = oid()
+    path = store.reserve(object_id, len(data), OWNER, primary)
+    write_bytes(path, data)
+    store.seal(object_id)
+    return object_id
+
+
+def test_round_trip(store):
+    object_id = oid()
+    path = store.reserve(object_id, 5, OWNER)
+    assert path == os.path.join(store.directory, object_id.hex())
+    assert not store.contains(object_id)
+
+    def fill(view: memoryview) -> None:
+        view[:] = b"hello"
+
+    create_and_write(path, 5, fill)
+    assert not os.path.exists(path + ".tmp")
+    store.seal(object_id)
+    assert store.contains(object_id)
+    assert store.ensure_local(object_id) == path
+    assert read(path).to_pybytes() == b"hello"
+    assert store.stats().used == 5
+
+
+def test_empty_object(store):
+    object_id = put(store, b"")
+    assert read(store.ensure_local(object_id)).to_pybytes() == b""
+
+
+def test_seal_checks_file(store):
+    object_id = oid()
+    path = store.reserve(object_id, 4, OWNER)
+    with pytest.raises(FileNotFoundError):
+        store.seal(object_id)
+    write_bytes(path, b"abc")
+    with pytest.raises(ValueError):
+        store.seal(object_id)
+    with pytest.raises(KeyError):
+        store.seal(oid())
+
+
+def test_failed_write_leaves_no_tmp_file(store):
+    object_id = oid()
+    path = store.reserve(object_id, 4, OWNER)
+
+    def boom(view: memoryview) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        create_and_write(path, 4, boom)
+    assert os.listdir(store.directory) == []
+
+
+def test_spill_when_full_and_restore_same_bytes(store):
+    first = put(store, b"a" * 600)
+    second = put(store, b"b" * 600)  # spills first
+    assert not os.path.exists(store.path(first))
+    assert os.path.exists(store.spill_path(first))
+    assert store.contains(first)
+    with pytest.raises(FileNotFoundError):
+        read(store.path(first))
+    path = store.ensure_local(first)  # spills second
+    assert read(path).to_pybytes() == b"a" * 600
+    assert not os.path.exists(store.spill_path(first))
+    assert os.path.exists(store.spill_path(second))
+    assert read(store.ensure_local(second)).to_pybytes() == b"b" * 600
+    stats = store.stats()
+    assert stats.num_spilled_total == 3 and stats.num_restored_total == 2
+
+
+def test_spill_failure_loses_victim_and_rolls_back(store, monkeypatch):
+    victim = put(store, b"v" * 600)
+
+    def no_space(src: str, dst: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", no_space)
+    new = oid()
+    with pytest.raises(OutOfDiskError):
+        store.reserve(new, 600, OWNER)
+    assert not store.contains(victim) and not store.contains(new)
+    assert store.stats().used == 0 and store.stats().num_objects == 0
+    assert os.listdir(store.directory) == os.listdir(store.spill_directory) == []
+
+
+def test_secondary_copies_are_evicted(store):
+    secondary = put(store, b"s" * 600, primary=False)
+    put(store, b"p" * 600)
+    assert not store.contains(secondary)
+    assert os.listdir(store.spill_directory) == []
+    with pytest.raises(KeyError):
+        store.ensure_local(secondary)
+
+
+def test_full_store_raises_and_duplicate_raises(store):
+    with pytest.raises(ObjectStoreFullError):
+        store.reserve(oid(), 1001, OWNER)
+    object_id = put(store, b"x")
+    with pytest.raises(ValueError):
+        store.reserve(object_id, 1, OWNER)
+
+
+def test_delete_removes_files(store):
+    spilled = put(store, b"a" * 600)
+    in_memory = put(store, b"b" * 600)
+    creating = oid()
+    open(store.reserve(creating, 10, OWNER) + ".tmp", "wb").close()
+    assert store.delete([spilled, in_memory, creating, oid()]) == 3
+    assert os.listdir(store.directory) == []
+    assert os.listdir(store.spill_directory) == []
+    assert store.stats().used == 0 and store.stats().num_objects == 0
+
+
+def test_delete_owned_by(store):
+    other = WorkerID.from_random()
+    mine = put(store, b"m")
+    theirs = oid()
+    write_bytes(store.reserve(theirs, 1, other), b"t")
+    store.seal(theirs)
+    assert store.delete_owned_by(OWNER) == [mine]
+    assert not store.contains(mine) and store.contains(theirs)
+
+
+def test_close_removes_directories(tmp_path):
+    store = PlasmaStore(str(tmp_path / "shm"), 1000, str(tmp_path / "spill"))
+    put(store, b"a" * 600)
+    put(store, b"b" * 600)
+    store.close()
+    assert not os.path.exists(store.directory)
+    assert not os.path.exists(store.spill_directory)
+    store.close()  # idempotent
+
+
+def test_read_is_zero_copy_and_read_only(tmp_path):
+    path = str(tmp_path / "obj")
+    write_bytes(path, bytes(range(256)) * 16)
+    first, second = read(path), read(path)
+    assert memoryview(first).readonly is True
+    with pytest.raises(TypeError):
+        memoryview(first)[0] = 1
+    assert first.to_pybytes() == second.to_pybytes() == bytes(range(256)) * 16
+    os.unlink(path)  # the mapping stays valid after the file is gone
+    assert first.to_pybytes()[:3] == b"\x00\x01\x02"
+    with pytest.raises(FileNotFoundError):
+        read(path)
