@@ -38,7 +38,7 @@ def validate_request(resources: Mapping[str, float]) -> None:
                 or math.isnan(amount) or amount < 0:
             raise ValueError(
                 f"resource {name!r} must be a non-negative number, got {amount!r}")
-        if amount > 1 and amount != int(amount):
+        if amount > 1 and not (isinstance(amount, int) or amount.is_integer()):
             raise ValueError(
                 f"resource {name!r}: amounts above 1 must be whole numbers, "
                 f"got {amount!r}")

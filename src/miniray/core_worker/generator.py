@@ -50,15 +50,19 @@ class ObjectRefGenerator:
         return self
 
     def __next__(self) -> ObjectRef:
-        return self._next_ref(timeout=None)
+        ref = self._next_ref(timeout=None)
+        if ref is None:
+            raise StopIteration
+        return ref
 
-    def _next_ref(self, timeout: float | None) -> ObjectRef:
+    def _next_ref(self, timeout: float | None) -> ObjectRef | None:
+        """The next ref, or None at the end of the stream."""
         with self._cond:
             if not self._cond.wait_for(self._has_next_or_end, timeout):
                 from miniray.exceptions import GetTimeoutError
                 raise GetTimeoutError("timed out waiting for the next generator item")
             if self._next >= len(self._refs):
-                raise StopIteration
+                return None
             ref = self._refs[self._next]
             self._refs[self._next] = None      # the caller holds it now
             self._next += 1
@@ -71,10 +75,10 @@ class ObjectRefGenerator:
         return self
 
     async def __anext__(self) -> ObjectRef:
-        try:
-            return await asyncio.to_thread(self._next_ref, None)
-        except StopIteration:
-            raise StopAsyncIteration from None
+        ref = await asyncio.to_thread(self._next_ref, None)
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
 
     def is_finished(self) -> bool:
         with self._cond:

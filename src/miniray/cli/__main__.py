@@ -1,0 +1,5 @@
+import sys
+
+from miniray.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,369 @@
+"""The ``miniray`` command: start, stop and inspect a cluster on this machine,
+like ``ray start``, ``ray stop`` and ``ray status``.
+
+    miniray start --head [--port 6379] [--num-cpus N] [--block]
+    miniray start --address=HOST:PORT [--num-cpus N] [--block]
+    miniray status [--address HOST:PORT]
+    miniray stop [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import threading
+
+from miniray.common import config
+
+_VERSION = "0.1.0"
+
+
+class CliError(Exception):
+    """A user error or a failure to report without a traceback (exit code 1)."""
+
+
+# --- argument types -----------------------------------------------------------------
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive, got 0")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port must be in 1..65535, got {value}")
+    return value
+
+
+def _resources(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({exc.msg}): {text!r}; expected e.g. "
+            "'{\"custom\": 2}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object of resource name -> amount, got {text!r}")
+    for name, amount in value.items():
+        if not isinstance(amount, (int, float)) or isinstance(amount, bool) \
+                or math.isnan(amount) or math.isinf(amount) or amount < 0:
+            raise argparse.ArgumentTypeError(
+                f"resource {name!r} must be a non-negative number, got {amount!r}")
+    return value
+
+
+# --- parser ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="miniray",
+        description="Start, stop and inspect miniray (Ray-compatible) clusters "
+                    "on this machine.")
+    parser.add_argument("--version", action="version", version=f"miniray {_VERSION}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    start = commands.add_parser(
+        "start", help="start the miniray processes of a node (head or worker)",
+        description="Start miniray on this machine: with --head, a new cluster "
+                    "(GCS and head raylet); with --address, a raylet that joins "
+                    "an existing cluster. The processes run in the background "
+                    "unless --block is given; stop them with `miniray stop`.")
+    role = start.add_mutually_exclusive_group()
+    role.add_argument("--head", action="store_true",
+                      help="start the head node of a new cluster")
+    role.add_argument("--address", metavar="HOST:PORT",
+                      help="GCS address of the cluster to join, as printed by "
+                           "`miniray start --head`")
+    start.add_argument("--port", type=_port, metavar="PORT",
+                       help=f"GCS port of the head node (default "
+                            f"{config.DEFAULT_GCS_PORT}); only with --head")
+    start.add_argument("--num-cpus", type=_non_negative_int, metavar="N",
+                       help="CPUs of this node (default: all cores)")
+    start.add_argument("--num-gpus", type=_non_negative_int, metavar="N",
+                       help="GPUs of this node (default: 0)")
+    start.add_argument("--resources", type=_resources, metavar="JSON",
+                       help="custom resources as JSON, e.g. '{\"custom\": 2}'")
+    start.add_argument("--object-store-memory", type=_positive_int, metavar="BYTES",
+                       help="object store capacity in bytes (default: 30%% of "
+                            "memory, bounded by /dev/shm)")
+    start.add_argument("--memory", type=_positive_int, metavar="BYTES",
+                       help="memory resource of this node in bytes (default: 70%% "
+                            "of the available memory)")
+    start.add_argument("--block", action="store_true",
+                       help="stay in the foreground; stop the node on Ctrl-C or "
+                            "SIGTERM, and exit if one of its processes dies")
+    start.set_defaults(func=cmd_start, parser=start)
+
+    stop = commands.add_parser(
+        "stop", help="stop every miniray process on this machine",
+        description="Stop every miniray process on this machine (GCS, raylets, "
+                    "workers; drivers are not touched) and remove their session "
+                    "and object store directories.")
+    stop.add_argument("-f", "--force", action="store_true",
+                      help="send SIGKILL at once instead of SIGTERM")
+    stop.add_argument("-g", "--grace-period", type=float, default=5.0, metavar="S",
+                      help="seconds to wait after SIGTERM before SIGKILL (default 5)")
+    stop.add_argument("-v", "--verbose", action="store_true",
+                      help="list the processes being stopped")
+    stop.set_defaults(func=cmd_stop, parser=stop)
+
+    status = commands.add_parser(
+        "status", help="show the nodes and resource usage of a cluster",
+        description="Show every node of a cluster (alive and dead) with its "
+                    "resources, and the cluster's resource usage.")
+    status.add_argument("--address", metavar="HOST:PORT",
+                        help="GCS address (default: $MINIRAY_ADDRESS, else the "
+                             "cluster started with `miniray start --head`)")
+    status.set_defaults(func=cmd_status, parser=status)
+    return parser
+
+
+# --- commands ---------------------------------------------------------------------
+def cmd_stop(args) -> int:
+    from miniray.cli.stop import stop
+    if args.grace_period < 0:
+        raise CliError("--grace-period must not be negative")
+    return stop(force=args.force, grace=args.grace_period, verbose=args.verbose)
+
+
+def cmd_status(args) -> int:
+    from miniray.cli.status import status
+    return status(args.address)
+
+
+def cmd_start(args) -> int:
+    from miniray import node as node_module
+    from miniray.cli.status import cluster_alive
+
+    if not args.head and not args.address:
+        args.parser.error("either --head (start a new cluster) or "
+                          "--address=HOST:PORT (join one) is required")
+    if args.port is not None and not args.head:
+        args.parser.error("--port is only valid with --head")
+    resource_args = dict(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                         resources=args.resources,
+                         object_store_memory=args.object_store_memory,
+                         memory=args.memory)
+    try:        # validate before starting anything
+        node_module.default_resources(is_head=args.head, **resource_args)
+    except ValueError as exc:
+        args.parser.error(f"argument --resources: {exc}")
+
+    if args.head:
+        existing = node_module.read_current_cluster()
+        if existing and cluster_alive(existing):
+            raise CliError(
+                f"miniray is already running at {existing} on this machine "
+                f"(recorded in {node_module.CURRENT_CLUSTER_FILE}). Connect to it with "
+                f"`miniray.init(address=\"auto\")`, or run `miniray stop` first to "
+                f"stop it before starting a new head node.")
+        port = args.port or config.DEFAULT_GCS_PORT
+        try:
+            node = node_module.start_head(port=port, daemon=True, **resource_args)
+        except OSError as exc:
+            if "already in use" in str(exc):
+                raise CliError(
+                    f"port {port} is already in use, so the GCS cannot listen "
+                    f"on it. Choose another port with --port, or stop what uses "
+                    f"it (`miniray stop` if it is an old miniray cluster).") from None
+            raise CliError(f"failed to start the head node: {exc}") from None
+        except (RuntimeError, TimeoutError) as exc:
+            raise CliError(f"failed to start the head node: {exc}") from None
+        _write_current_cluster(node.gcs_address)
+        _print_head_started(node, args.block)
+    else:
+        address = args.address
+        if address == "auto":
+            address = node_module.read_current_cluster()
+            if not address:
+                raise CliError("--address=auto: no cluster was started on this "
+                               "machine; pass the head's HOST:PORT")
+        host, _, port_text = address.rpartition(":")
+        if not host or not port_text.isdigit():
+            args.parser.error(f"argument --address: expected HOST:PORT, got {address!r}")
+        if not cluster_alive(address, timeout=5):
+            raise CliError(
+                f"could not connect to the GCS at {address}. Is a head node "
+                f"running there (`miniray start --head`)?")
+        try:
+            node = node_module.start_worker_node(address, daemon=True, **resource_args)
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            raise CliError(f"failed to start the node: {exc}") from None
+        existing = node_module.read_current_cluster()
+        if not existing or (existing != address and not cluster_alive(existing)):
+            _write_current_cluster(address)
+        _print_worker_started(node, args.block)
+    if args.block:
+        return _block(node, is_head=args.head)
+    return 0
+
+
+def _write_current_cluster(address: str) -> None:
+    from miniray import node as node_module
+    path = node_module.CURRENT_CLUSTER_FILE
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(address + "\n")
+    os.replace(tmp, path)
+
+
+def _resource_summary(node) -> str:
+    from miniray import node as node_module
+    from miniray.cli.status import format_amount, _order
+    try:
+        infos = node_module.get_nodes(node.gcs_address)
+    except Exception:
+        return ""
+    for info in infos:
+        if info.node_id == node.node_id:
+            total = dict(info.resources_total)
+            return ", ".join(f"{format_amount(n, total[n])} {n}" for n in _order(total))
+    return ""
+
+
+def _print_head_started(node, block: bool) -> None:
+    address = node.gcs_address
+    lines = [
+        f"Local node IP: {address.rpartition(':')[0]}",
+        f"Node ID: {node.node_id.hex()}",
+        f"Resources: {_resource_summary(node)}",
+        f"Logs: {os.path.join(node.session_dir, 'logs')}",
+        "",
+        "--------------------",
+        "miniray runtime started.",
+        "--------------------",
+        "",
+        "Next steps",
+        "  To add another node to this cluster, run",
+        f"    miniray start --address='{address}'",
+        "",
+        "  To connect to this cluster from Python:",
+        "    import miniray as ray",
+        "    ray.init(address=\"auto\")",
+        f"  or, from another machine or shell, ray.init(address=\"{address}\")",
+        "",
+        "  To view the status of the cluster, run",
+        "    miniray status",
+        "",
+    ]
+    if block:
+        lines += ["--block",
+                  "  This command will now block forever until terminated by a "
+                  "signal (Ctrl-C or SIGTERM),",
+                  "  which stops the node. It exits if a miniray process dies."]
+    else:
+        lines += ["  To terminate the miniray runtime, run", "    miniray stop"]
+    print("\n".join(lines), flush=True)
+
+
+def _print_worker_started(node, block: bool) -> None:
+    lines = [
+        f"Local node IP: 127.0.0.1",
+        f"Node ID: {node.node_id.hex()}",
+        f"Resources: {_resource_summary(node)}",
+        f"Logs: {os.path.join(node.session_dir, 'logs')}",
+        "",
+        "--------------------",
+        "miniray runtime started.",
+        "--------------------",
+        "",
+        f"This node joined the cluster at {node.gcs_address}.",
+        "",
+    ]
+    if block:
+        lines += ["--block",
+                  "  This command will now block forever until terminated by a "
+                  "signal (Ctrl-C or SIGTERM),",
+                  "  which stops the node. It exits if a miniray process dies."]
+    else:
+        lines += ["To terminate the miniray runtime, run", "    miniray stop"]
+    print("\n".join(lines), flush=True)
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _block(node, *, is_head: bool) -> int:
+    """Wait until a signal arrives or a process of the node dies, then stop it."""
+    from miniray import node as node_module
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    code = 0
+    while not stop.wait(0.2):
+        dead = [p for p in node.processes if p.poll() is not None]
+        if dead:
+            print("Some miniray processes exited unexpectedly:", file=sys.stderr)
+            for proc in dead:
+                module = proc.args[2] if len(proc.args) > 2 else proc.args
+                print(f"  {module} (pid {proc.pid}) exited with code {proc.returncode}",
+                      file=sys.stderr)
+            logs = os.path.join(node.session_dir, "logs")
+            for name in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+                tail = _tail(os.path.join(logs, name))
+                if tail:
+                    print(f"--- last lines of {name} ---\n{tail}", file=sys.stderr)
+            code = 1
+            break
+    if received:
+        print(f"Received {signal.Signals(received[0]).name}: stopping the node.",
+              flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)     # let the shutdown finish
+    node.stop()
+    if is_head and node_module.read_current_cluster() == node.gcs_address:
+        try:
+            os.unlink(node_module.CURRENT_CLUSTER_FILE)
+        except OSError:
+            pass
+    print("miniray node stopped.", flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

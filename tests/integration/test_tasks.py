@@ -1,0 +1,341 @@
+"""Tasks and objects on a real single-node cluster (GCS, raylet, workers)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import numpy as np
+import pytest
+
+import miniray as ray
+from miniray import exceptions
+from miniray.testing import wait_for_condition
+
+pytestmark = pytest.mark.usefixtures("ray_start")
+
+
+@ray.remote
+def echo(x):
+    return x
+
+
+@ray.remote
+def add(a, b=0, *, c=0):
+    return a + b + c
+
+
+def test_simple_task_and_args():
+    assert ray.get(echo.remote(1)) == 1
+    assert ray.get(add.remote(1, 2)) == 3
+    assert ray.get(add.remote(1, b=2, c=3)) == 6
+    assert ray.get([echo.remote(i) for i in range(50)]) == list(range(50))
+
+
+def test_object_ref_arguments_are_resolved():
+    ref = ray.put(20)
+    assert ray.get(add.remote(ref, echo.remote(22))) == 42
+    # A chain of dependent tasks.
+    value = echo.remote(0)
+    for _ in range(10):
+        value = add.remote(value, 1)
+    assert ray.get(value) == 10
+
+
+def test_nested_refs_are_not_resolved():
+    inner = ray.put("inner")
+
+    @ray.remote
+    def unwrap(refs):
+        assert isinstance(refs[0], ray.ObjectRef)
+        return ray.get(refs[0])
+
+    assert ray.get(unwrap.remote([inner])) == "inner"
+
+
+def test_object_ref_api():
+    ref = ray.put(5)
+    assert isinstance(ref.hex(), str) and len(ref.hex()) == 56
+    assert ref == ref and hash(ref) == hash(ref)
+    assert repr(ref).startswith("ObjectRef(")
+    assert ref.future().result(timeout=10) == 5
+
+    async def main():
+        return await echo.remote(7)
+
+    assert asyncio.run(main()) == 7
+
+
+def test_large_numpy_zero_copy():
+    array = np.arange(5_000_000, dtype=np.float64)
+    ref = ray.put(array)
+    out = ray.get(ref)
+    assert not out.flags.writeable
+    assert np.array_equal(out, array)
+    # Two gets share the same shared-memory pages, not copies.
+    again = ray.get(ref)
+    assert out.ctypes.data != 0 and np.shares_memory(out, out)
+    assert again.sum() == array.sum()
+
+    @ray.remote
+    def total(a):
+        assert not a.flags.writeable
+        return float(a.sum())
+
+    assert ray.get(total.remote(ref)) == float(array.sum())
+    # A large argument passed by value is stored in shared memory too.
+    assert ray.get(total.remote(array)) == float(array.sum())
+
+
+def test_large_return_value():
+    @ray.remote
+    def make(n):
+        return np.ones(n, dtype=np.uint8)
+
+    out = ray.get(make.remote(10 * 1024 * 1024))
+    assert out.shape == (10 * 1024 * 1024,) and out.sum() == 10 * 1024 * 1024
+
+
+def test_application_error_is_instance_of_cause():
+    class MyError(ValueError):
+        pass
+
+    @ray.remote
+    def fail():
+        raise MyError("boom")
+
+    with pytest.raises(MyError) as info:
+        ray.get(fail.remote())
+    assert isinstance(info.value, exceptions.RayTaskError)
+    assert "boom" in str(info.value)
+    assert "fail" in str(info.value)
+
+    # A task depending on a failed task fails with the same error.
+    with pytest.raises(MyError):
+        ray.get(echo.remote(fail.remote()))
+
+
+def test_num_returns():
+    @ray.remote(num_returns=3)
+    def three():
+        return 1, 2, 3
+
+    a, b, c = three.remote()
+    assert ray.get([a, b, c]) == [1, 2, 3]
+    refs = echo.options(num_returns=2).remote((4, 5))
+    assert ray.get(refs) == [4, 5]
+
+    @ray.remote(num_returns=0)
+    def nothing():
+        pass
+
+    assert nothing.remote() is None
+
+    @ray.remote(num_returns=2)
+    def wrong():
+        return 1, 2, 3
+
+    with pytest.raises(ValueError):
+        ray.get(wrong.remote()[0])
+
+
+def test_streaming_generator():
+    @ray.remote
+    def gen(n):
+        for i in range(n):
+            yield i * 10
+
+    generator = gen.remote(5)
+    assert isinstance(generator, ray.ObjectRefGenerator)
+    assert [ray.get(ref) for ref in generator] == [0, 10, 20, 30, 40]
+
+    @ray.remote(num_returns=3)
+    def static_gen():
+        yield from (1, 2, 3)
+
+    assert ray.get(static_gen.remote()) == [1, 2, 3]
+
+    @ray.remote
+    def failing_gen():
+        yield 1
+        raise KeyError("bad")
+
+    refs = list(failing_gen.remote())
+    assert ray.get(refs[0]) == 1
+    with pytest.raises(KeyError):
+        ray.get(refs[1])
+
+    async def consume():
+        return [await ref async for ref in gen.remote(3)]
+
+    assert asyncio.run(consume()) == [0, 10, 20]
+
+
+def test_get_timeout():
+    @ray.remote
+    def slow():
+        time.sleep(3)
+
+    ref = slow.remote()
+    with pytest.raises(exceptions.GetTimeoutError) as info:
+        ray.get(ref, timeout=0.2)
+    assert isinstance(info.value, TimeoutError)
+
+
+def test_wait():
+    @ray.remote
+    def sleep(t):
+        time.sleep(t)
+        return t
+
+    fast, slow = sleep.remote(0), sleep.remote(5)
+    ready, not_ready = ray.wait([slow, fast], num_returns=1, timeout=4)
+    assert ready == [fast] and not_ready == [slow]
+    ready, not_ready = ray.wait([slow, fast], num_returns=2, timeout=0.1)
+    assert ready == [fast] and not_ready == [slow]
+    refs = [echo.remote(i) for i in range(5)]
+    ready, not_ready = ray.wait(refs, num_returns=5)
+    assert ready == refs and not_ready == []
+
+
+def test_nested_tasks_do_not_deadlock():
+    @ray.remote
+    def fib(n):
+        if n <= 1:
+            return n
+        return sum(ray.get([fib.remote(n - 1), fib.remote(n - 2)]))
+
+    assert ray.get(fib.remote(6)) == 8
+
+
+def test_worker_death_is_retried(tmp_path):
+    marker = tmp_path / "died"
+
+    @ray.remote(max_retries=2)
+    def die_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)
+        return "recovered"
+
+    assert ray.get(die_once.remote(str(marker))) == "recovered"
+
+    @ray.remote(max_retries=0)
+    def always_die():
+        os._exit(1)
+
+    with pytest.raises(exceptions.WorkerCrashedError):
+        ray.get(always_die.remote())
+
+
+def test_retry_exceptions(tmp_path):
+    counter = tmp_path / "count"
+
+    @ray.remote(max_retries=3, retry_exceptions=True)
+    def flaky(path):
+        count = int(open(path).read()) if os.path.exists(path) else 0
+        open(path, "w").write(str(count + 1))
+        if count < 2:
+            raise RuntimeError("flaky")
+        return count
+
+    assert ray.get(flaky.remote(str(counter))) == 2
+
+    @ray.remote(max_retries=3)
+    def no_retry(path):
+        count = int(open(path).read()) if os.path.exists(path) else 0
+        open(path, "w").write(str(count + 1))
+        raise RuntimeError("once")
+
+    other = tmp_path / "other"
+    with pytest.raises(RuntimeError):
+        ray.get(no_retry.remote(str(other)))
+    assert open(other).read() == "1"
+
+
+def test_cancel():
+    @ray.remote
+    def forever():
+        while True:
+            time.sleep(0.05)
+
+    ref = forever.remote()
+    wait_for_condition(lambda: _task_running(), timeout=10)
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=10)
+
+    ref = forever.remote()
+    ray.cancel(ref, force=True)
+    with pytest.raises((exceptions.TaskCancelledError, exceptions.WorkerCrashedError)):
+        ray.get(ref, timeout=10)
+    # The cluster keeps working.
+    assert ray.get(echo.remote(1)) == 1
+
+
+def _task_running() -> bool:
+    available = ray.available_resources().get("CPU", 0)
+    return available < 2
+
+
+def test_bad_input():
+    import threading
+
+    with pytest.raises(TypeError, match="lock"):
+        echo.remote(threading.Lock())
+    with pytest.raises(TypeError, match="remote"):
+        echo(1)
+    with pytest.raises(ValueError):
+        echo.options(num_cpus=-1)
+    with pytest.raises(ValueError):
+        echo.options(not_an_option=1)
+    with pytest.raises(ValueError):
+        ray.get(1)
+    with pytest.raises(ValueError):
+        ray.get([ray.put(1), "x"])
+    with pytest.raises(TypeError):
+        ray.wait(ray.put(1))
+    with pytest.raises(TypeError):
+        ray.put(ray.put(1))
+    with pytest.raises(ValueError):
+        ray.remote(num_returns=-2)(lambda: 1)
+    assert ray.get(echo.remote(1)) == 1
+
+
+def test_objects_are_freed_when_unreferenced():
+    before = _store_used()
+    ref = ray.put(np.zeros(20 * 1024 * 1024, dtype=np.uint8))
+    assert _store_used() >= before + 20 * 1024 * 1024
+    del ref
+    wait_for_condition(lambda: _store_used() <= before, timeout=10)
+
+
+def test_churn_through_more_than_the_store():
+    # 50 x 40 MiB = 2 GB through a 512 MiB store.
+    for _ in range(50):
+        ref = ray.put(np.ones(40 * 1024 * 1024, dtype=np.uint8))
+        assert ray.get(ref)[123] == 1
+        del ref
+
+
+def test_resources_and_context():
+    resources = ray.cluster_resources()
+    assert resources["CPU"] == 2
+    context = ray.get_runtime_context()
+    assert len(context.get_job_id()) == 8
+
+    @ray.remote
+    def where():
+        ctx = ray.get_runtime_context()
+        return ctx.get_node_id(), ctx.get_task_id()
+
+    node_id, task_id = ray.get(where.remote())
+    assert node_id == context.get_node_id() and task_id
+    assert len(ray.nodes()) == 1 and ray.nodes()[0]["Alive"]
+
+
+def _store_used() -> int:
+    from miniray.core_worker.object_ref import core_worker
+    from miniray.protocol import raylet_pb2
+    worker = core_worker()
+    return worker.call("raylet", "GetNodeStats", raylet_pb2.GetNodeStatsRequest()).store_used
