@@ -2,24 +2,50 @@
 
 ``import miniray as ray`` and write Ray Core programs: ``init``,
 ``@remote``, ``get``/``put``/``wait``. This module is the whole public
-surface (pinned by tests/test_public_api.py).
+surface (pinned by tests/test_public_api.py). Names are imported on first
+use, so the daemons (``python -m miniray.raylet`` ...) start quickly.
 """
+import importlib as _importlib
 import os as _os
 
 # gRPC's C core logs connection churn (peers exiting) at INFO; keep quiet.
 _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from miniray import exceptions  # noqa: E402
-from miniray.api import (
-    __version__, available_resources, cancel, cluster_resources, get, get_gpu_ids,
-    init, is_initialized, nodes, put, shutdown, wait)
-from miniray.core_worker.generator import ObjectRefGenerator
-from miniray.core_worker.object_ref import ObjectRef
-from miniray.decorators import remote
-from miniray.runtime_context import get_runtime_context
+__version__ = "0.1.0"
 
-__all__ = [
-    "ObjectRef", "ObjectRefGenerator", "__version__", "available_resources", "cancel",
-    "cluster_resources", "exceptions", "get", "get_gpu_ids", "get_runtime_context",
-    "init", "is_initialized", "nodes", "put", "remote", "shutdown", "wait",
-]
+_EXPORTS = {
+    "ObjectRef": "miniray.core_worker.object_ref",
+    "ObjectRefGenerator": "miniray.core_worker.generator",
+    "available_resources": "miniray.api",
+    "cancel": "miniray.api",
+    "cluster_resources": "miniray.api",
+    "get": "miniray.api",
+    "get_gpu_ids": "miniray.api",
+    "get_runtime_context": "miniray.runtime_context",
+    "init": "miniray.api",
+    "is_initialized": "miniray.api",
+    "nodes": "miniray.api",
+    "put": "miniray.api",
+    "remote": "miniray.decorators",
+    "shutdown": "miniray.api",
+    "wait": "miniray.api",
+}
+_SUBMODULES = {"exceptions", "util", "testing"}
+
+__all__ = sorted([*_EXPORTS, "__version__", "exceptions"])
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(_importlib.import_module(module), name)
+    elif name in _SUBMODULES:
+        value = _importlib.import_module(f"miniray.{name}")
+    else:
+        raise AttributeError(f"module 'miniray' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -19,7 +19,7 @@ from miniray.core_worker import object_ref as object_ref_module
 from miniray import node as node_module
 from miniray.protocol import raylet_pb2
 
-__version__ = "0.1.0"
+from miniray import __version__
 
 _INIT_OPTIONS = {
     "include_dashboard", "dashboard_host", "dashboard_port", "job_config",

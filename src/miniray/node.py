@@ -22,6 +22,7 @@ import psutil
 from miniray.common import config
 from miniray.common.ids import NodeID
 from miniray.protocol import gcs_pb2, gcs_pb2_grpc
+from miniray.rpc.channels import GRPC_OPTIONS
 
 CURRENT_CLUSTER_FILE = os.path.join(config.TEMP_ROOT, "current_cluster")
 
@@ -142,7 +143,7 @@ def start_raylet(session_dir: str, gcs_address: str, node_id: NodeID,
 def wait_for_node(gcs_address: str, node_id: NodeID, processes, timeout: float = 30.0):
     """Block until the raylet of ``node_id`` has registered with the GCS."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(gcs_address) as channel:
+    with grpc.insecure_channel(gcs_address, options=GRPC_OPTIONS) as channel:
         stub = gcs_pb2_grpc.GcsServiceStub(channel)
         while True:
             for proc in processes:
@@ -203,7 +204,7 @@ def start_worker_node(gcs_address: str, *, daemon: bool = False,
 
 
 def get_nodes(gcs_address: str, timeout: float = 5.0) -> list:
-    with grpc.insecure_channel(gcs_address) as channel:
+    with grpc.insecure_channel(gcs_address, options=GRPC_OPTIONS) as channel:
         stub = gcs_pb2_grpc.GcsServiceStub(channel)
         return list(stub.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=timeout).nodes)
 

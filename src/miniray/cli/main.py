@@ -162,7 +162,7 @@ def cmd_start(args) -> int:
     try:        # validate before starting anything
         node_module.default_resources(is_head=args.head, **resource_args)
     except ValueError as exc:
-        args.parser.error(f"argument --resources: {exc}")
+        args.parser.error(f"invalid resources: {exc}")
 
     if args.head:
         existing = node_module.read_current_cluster()
@@ -173,14 +173,13 @@ def cmd_start(args) -> int:
                 f"`miniray.init(address=\"auto\")`, or run `miniray stop` first to "
                 f"stop it before starting a new head node.")
         port = args.port or config.DEFAULT_GCS_PORT
+        if node_module.free_port(port) != port:     # checked again by start_head
+            raise CliError(_port_in_use(port))
         try:
             node = node_module.start_head(port=port, daemon=True, **resource_args)
         except OSError as exc:
             if "already in use" in str(exc):
-                raise CliError(
-                    f"port {port} is already in use, so the GCS cannot listen "
-                    f"on it. Choose another port with --port, or stop what uses "
-                    f"it (`miniray stop` if it is an old miniray cluster).") from None
+                raise CliError(_port_in_use(port)) from None
             raise CliError(f"failed to start the head node: {exc}") from None
         except (RuntimeError, TimeoutError) as exc:
             raise CliError(f"failed to start the head node: {exc}") from None
@@ -211,6 +210,12 @@ def cmd_start(args) -> int:
     if args.block:
         return _block(node, is_head=args.head)
     return 0
+
+
+def _port_in_use(port: int) -> str:
+    return (f"port {port} is already in use, so the GCS cannot listen on it. "
+            f"Choose another port with --port, or stop what uses it (`miniray "
+            f"stop` if it is an old miniray cluster).")
 
 
 def _write_current_cluster(address: str) -> None:

@@ -105,13 +105,26 @@ def _signal(procs: list[MinirayProcess], sig: int, denied: set[int]) -> None:
             denied.add(p.pid)
 
 
+def _gone(proc: psutil.Process) -> bool:
+    """Exited. A zombie counts: its parent (often init, for daemons) reaps it
+    whenever it gets round to it, but it holds nothing any more."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
 def _wait(procs: list[MinirayProcess], timeout: float) -> list[MinirayProcess]:
     """Wait until ``procs`` exit or ``timeout`` passes; return the ones alive."""
-    if not procs:
-        return []
-    by_process = {p.process: p for p in procs}
-    _, alive = psutil.wait_procs(list(by_process), timeout=max(0.0, timeout))
-    return [by_process[p] for p in alive]
+    deadline = time.monotonic() + max(0.0, timeout)
+    alive = list(procs)
+    while True:
+        alive = [p for p in alive if not _gone(p.process)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
 
 
 def terminate(procs: list[MinirayProcess], *, force: bool, grace: float,

@@ -11,7 +11,6 @@ import mmap
 import os
 from typing import Callable
 
-import pyarrow as pa
 
 __all__ = ["create_and_write", "read", "write_bytes"]
 
@@ -76,13 +75,15 @@ def write_bytes(path: str, data: bytes | bytearray | memoryview) -> None:
     create_and_write(path, src.nbytes, copy)
 
 
-def read(path: str) -> pa.Buffer:
+def read(path: str) -> "pyarrow.Buffer":
     """Map the sealed object file ``path`` read-only, without copying.
 
     The returned buffer keeps the mapping alive (the file descriptor is
     closed right away).  Raises FileNotFoundError if the file is gone, e.g.
     evicted or spilled; the caller should then ask the raylet to restore it.
     """
+    import pyarrow as pa    # imported on first use: daemons never need it
+
     # A pyarrow Buffer over a Python mmap: constant time whatever the size
     # (pyarrow's own memory_map().read_buffer() madvises the whole file).
     with open(path, "rb") as f:            # FileNotFoundError if missing

@@ -11,6 +11,11 @@ GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.enable_retries", 0),
+    # Peers start concurrently (a raylet may dial the GCS before it listens):
+    # retry connecting quickly instead of gRPC's default 1 s backoff.
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.so_reuseport", 0),
 ]
 

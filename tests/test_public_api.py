@@ -1,0 +1,28 @@
+"""The public surface is explicit: exactly these names, mirroring Ray's."""
+import miniray
+
+EXPECTED = {
+    "ObjectRef", "ObjectRefGenerator", "__version__", "available_resources", "cancel",
+    "cluster_resources", "exceptions", "get", "get_gpu_ids", "get_runtime_context",
+    "init", "is_initialized", "nodes", "put", "remote", "shutdown", "wait",
+}
+
+
+def test_all_is_pinned():
+    assert set(miniray.__all__) == EXPECTED
+    assert len(miniray.__all__) == len(set(miniray.__all__))
+
+
+def test_every_name_exists():
+    for name in miniray.__all__:
+        assert hasattr(miniray, name), name
+
+
+def test_exceptions_module_matches_ray_names():
+    from miniray import exceptions
+    for name in ("RayError", "RayTaskError", "GetTimeoutError", "WorkerCrashedError",
+                 "TaskCancelledError", "ObjectLostError", "OwnerDiedError",
+                 "RaySystemError", "ObjectStoreFullError", "RayActorError",
+                 "ActorDiedError"):
+        assert issubclass(getattr(exceptions, name), Exception), name
+    assert issubclass(exceptions.GetTimeoutError, TimeoutError)
