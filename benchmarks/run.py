@@ -2,7 +2,7 @@
 """Time the same workloads on miniray and on Ray, and print a comparison table.
 
 The parent process never imports a backend: each backend runs in fresh child
-processes (``run.py --backend NAME --json ...``) that print one result line per
+processes (``run.py --backend NAME ...``) that print one JSON result line per
 workload; the parent merges them and prints medians.  See benchmarks/README.md.
 """
 import argparse

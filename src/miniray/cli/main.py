@@ -164,6 +164,7 @@ def cmd_start(args) -> int:
     except ValueError as exc:
         args.parser.error(f"invalid resources: {exc}")
 
+    signals = _Signals() if args.block else None
     if args.head:
         existing = node_module.read_current_cluster()
         if existing and cluster_alive(existing):
@@ -208,7 +209,7 @@ def cmd_start(args) -> int:
             _write_current_cluster(address)
         _print_worker_started(node, args.block)
     if args.block:
-        return _block(node, is_head=args.head)
+        return _block(node, signals, is_head=args.head)
     return 0
 
 
@@ -228,26 +229,29 @@ def _write_current_cluster(address: str) -> None:
     os.replace(tmp, path)
 
 
-def _resource_summary(node) -> str:
+def _describe(node) -> tuple[str, str]:
+    """(IP, resource summary) of the node just started, as the GCS has it."""
     from miniray import node as node_module
-    from miniray.cli.status import format_amount, _order
+    from miniray.cli.status import format_amount, order_resources
     try:
         infos = node_module.get_nodes(node.gcs_address)
     except Exception:
-        return ""
+        infos = []
     for info in infos:
         if info.node_id == node.node_id:
             total = dict(info.resources_total)
-            return ", ".join(f"{format_amount(n, total[n])} {n}" for n in _order(total))
-    return ""
+            return info.ip, ", ".join(f"{format_amount(n, total[n])} {n}"
+                                      for n in order_resources(total))
+    return "127.0.0.1", "?"
 
 
 def _print_head_started(node, block: bool) -> None:
     address = node.gcs_address
+    ip, resources = _describe(node)
     lines = [
-        f"Local node IP: {address.rpartition(':')[0]}",
+        f"Local node IP: {ip}",
         f"Node ID: {node.node_id.hex()}",
-        f"Resources: {_resource_summary(node)}",
+        f"Resources: {resources}",
         f"Logs: {os.path.join(node.session_dir, 'logs')}",
         "",
         "--------------------",
@@ -261,7 +265,7 @@ def _print_head_started(node, block: bool) -> None:
         "  To connect to this cluster from Python:",
         "    import miniray as ray",
         "    ray.init(address=\"auto\")",
-        f"  or, from another machine or shell, ray.init(address=\"{address}\")",
+        f"    # or explicitly: ray.init(address=\"{address}\")",
         "",
         "  To view the status of the cluster, run",
         "    miniray status",
@@ -278,10 +282,11 @@ def _print_head_started(node, block: bool) -> None:
 
 
 def _print_worker_started(node, block: bool) -> None:
+    ip, resources = _describe(node)
     lines = [
-        f"Local node IP: 127.0.0.1",
+        f"Local node IP: {ip}",
         f"Node ID: {node.node_id.hex()}",
-        f"Resources: {_resource_summary(node)}",
+        f"Resources: {resources}",
         f"Logs: {os.path.join(node.session_dir, 'logs')}",
         "",
         "--------------------",
@@ -312,20 +317,31 @@ def _tail(path: str, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _block(node, *, is_head: bool) -> int:
+class _Signals:
+    """With --block: catch SIGINT/SIGTERM/SIGHUP from before the node starts, so
+    that a signal during startup still stops the node cleanly."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.received: list[int] = []
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame):
+        self.received.append(signum)
+        self.event.set()
+
+    def ignore(self):
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _block(node, signals: _Signals, *, is_head: bool) -> int:
     """Wait until a signal arrives or a process of the node dies, then stop it."""
     from miniray import node as node_module
-    stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum, _frame):
-        received.append(signum)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
     code = 0
-    while not stop.wait(0.2):
+    while not signals.event.wait(0.2):
         dead = [p for p in node.processes if p.poll() is not None]
         if dead:
             print("Some miniray processes exited unexpectedly:", file=sys.stderr)
@@ -340,17 +356,20 @@ def _block(node, *, is_head: bool) -> int:
                     print(f"--- last lines of {name} ---\n{tail}", file=sys.stderr)
             code = 1
             break
-    if received:
-        print(f"Received {signal.Signals(received[0]).name}: stopping the node.",
+    if signals.received:
+        print(f"Received {signal.Signals(signals.received[0]).name}: stopping the node.",
               flush=True)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)     # let the shutdown finish
+    signals.ignore()                # let the shutdown finish
     node.stop()
     if is_head and node_module.read_current_cluster() == node.gcs_address:
         try:
             os.unlink(node_module.CURRENT_CLUSTER_FILE)
         except OSError:
             pass
+    try:
+        os.rmdir(config.TEMP_ROOT)      # only if nothing else is left there
+    except OSError:
+        pass
     print("miniray node stopped.", flush=True)
     return code
 

@@ -52,7 +52,7 @@ def _shown(name: str) -> bool:
     return not name.startswith("node:")
 
 
-def _order(names) -> list[str]:
+def order_resources(names) -> list[str]:
     """CPU, GPU, custom resources by name, then memory and object store."""
     def key(name):
         if name == "CPU":
@@ -86,7 +86,7 @@ def _node_lines(node, stats) -> list[str]:
         available = dict(stats.resources_available)
     else:
         available = dict(node.resources_available)
-    names = _order(total)
+    names = order_resources(total)
     if names:
         lines.append("   resources (available / total):")
         width = max(len(n) for n in names)
@@ -148,7 +148,7 @@ def render(address: str, nodes: list, stats: dict) -> str:
             used[name] = used.get(name, 0.0) + max(
                 0.0, amount - available.get(name, 0.0))
     out += ["", "Resources", _RULE, "Usage:"]
-    for name in _order(totals):
+    for name in order_resources(totals):
         out.append(f" {format_amount(name, used[name])}/"
                    f"{format_amount(name, totals[name])} {name}")
     if not totals:

@@ -35,12 +35,13 @@ log = logging.getLogger("miniray.raylet")
 class Raylet:
     def __init__(self, *, node_id: NodeID, gcs_address: str, session_dir: str,
                  resources: dict, object_store_memory: int, is_head: bool,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", owns_session_dir: bool = False):
         self.node_id = node_id
         self.gcs_address = gcs_address
         self.session_dir = session_dir
         self.host = host
         self.is_head = is_head
+        self.owns_session_dir = owns_session_dir      # remove it on exit
         self.total = resources
         self.scheduler = LeaseScheduler(dict(resources))
         self.object_store_memory = object_store_memory
@@ -91,6 +92,8 @@ class Raylet:
                 pass
             await server.stop(grace=None)
             self.store.close()
+            if self.owns_session_dir:
+                shutil.rmtree(self.session_dir, ignore_errors=True)
 
     async def _register_node(self) -> None:
         info = common_pb2.NodeInfo(
@@ -160,13 +163,20 @@ class Raylet:
             self.leases[lease.lease_id] = lease
             asyncio.get_running_loop().create_task(self._grant(lease, future))
 
-    async def _grant(self, lease: Lease, future: asyncio.Future | None) -> None:
+    async def _grant(self, lease: Lease, future: asyncio.Future | None,
+                     attempt: int = 1) -> None:
         try:
             worker = await self.pool.pop(lease.job_id)
-        except Exception as exc:
+        except RuntimeError:          # the new worker died while starting
+            if self._stop.is_set() or future is None or future.done():
+                self._end_lease(lease.lease_id)
+                return
+            if attempt < 3:
+                await self._grant(lease, future, attempt + 1)
+                return
             self._end_lease(lease.lease_id)
-            if future is not None and not future.done():
-                future.set_exception(exc)
+            future.set_exception(RuntimeError("worker processes keep dying at startup; "
+                                              "see the raylet's stderr"))
             return
         lease.worker_id = worker.worker_id
         worker.lease_id = lease.lease_id
@@ -280,7 +290,8 @@ def main(argv=None) -> None:
     raylet = Raylet(node_id=NodeID.from_hex(args.node_id), gcs_address=args.gcs_address,
                     session_dir=args.session_dir, resources=resources,
                     object_store_memory=args.object_store_memory
-                    or default_object_store_memory(), is_head=args.head)
+                    or default_object_store_memory(), is_head=args.head,
+                    owns_session_dir=args.die_with_parent)
     asyncio.run(raylet.serve(args.port))
 
 

@@ -1,0 +1,97 @@
+"""Cluster lifecycle: init/shutdown, a driver killed or exiting, leaks."""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+import miniray as ray
+from miniray.testing import wait_for_condition
+
+
+def _miniray_processes_of(pid: int) -> list:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def test_init_twice_and_shutdown(shutdown_only):
+    ray.init(num_cpus=1)
+    assert ray.is_initialized()
+    with pytest.raises(RuntimeError, match="twice"):
+        ray.init(num_cpus=1)
+    ray.init(ignore_reinit_error=True)
+    ray.shutdown()
+    assert not ray.is_initialized()
+    ray.shutdown()          # idempotent
+
+
+def test_api_auto_initializes(shutdown_only):
+    @ray.remote
+    def f():
+        return 3
+
+    assert ray.get(f.remote()) == 3
+    assert ray.is_initialized()
+
+
+def test_init_rejects_bad_arguments(shutdown_only):
+    with pytest.raises(RuntimeError, match="Unknown keyword"):
+        ray.init(bogus=1)
+    with pytest.raises(ValueError):
+        ray.init(num_cpus=-1)
+    with pytest.raises(ValueError):
+        ray.init(resources={"CPU": 2})
+    assert not ray.is_initialized()
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    import miniray as ray
+    ray.init(num_cpus=2)
+
+    @ray.remote
+    def f():
+        return 1
+
+    ref = ray.put(bytes(10 * 1024 * 1024))
+    ray.get([f.remote() for _ in range(4)])
+    print("ready", flush=True)
+    if sys.argv[1] == "hang":
+        time.sleep(600)
+""")
+
+
+def _run_driver(tmp_path, mode):
+    script = tmp_path / "driver.py"
+    script.write_text(SCRIPT)
+    return subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE,
+                            text=True)
+
+
+def test_driver_exit_leaves_nothing(tmp_path):
+    before = set(glob.glob("/dev/shm/miniray-*"))
+    proc = _run_driver(tmp_path, "exit")
+    out, _ = proc.communicate(timeout=60)
+    assert "ready" in out and proc.returncode == 0
+    assert set(glob.glob("/dev/shm/miniray-*")) <= before
+
+
+def test_killed_driver_takes_its_cluster_down(tmp_path):
+    before = set(glob.glob("/dev/shm/miniray-*"))
+    proc = _run_driver(tmp_path, "hang")
+    assert proc.stdout.readline().strip() == "ready"
+    children = _miniray_processes_of(proc.pid)
+    assert len(children) >= 3          # gcs, raylet, workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    wait_for_condition(lambda: not any(c.is_running() and c.status() != "zombie"
+                                       for c in children), timeout=15)
+    wait_for_condition(lambda: set(glob.glob("/dev/shm/miniray-*")) <= before, timeout=15)
