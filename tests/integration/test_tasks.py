@@ -339,3 +339,11 @@ def _store_used() -> int:
     from miniray.protocol import raylet_pb2
     worker = core_worker()
     return worker.call("raylet", "GetNodeStats", raylet_pb2.GetNodeStatsRequest()).store_used
+
+
+def test_spill_when_store_is_full_and_restore():
+    # 20 x 40 MiB held at once: 800 MiB through a 512 MiB store.
+    refs = [ray.put(np.full(40 * 1024 * 1024, i, dtype=np.uint8)) for i in range(20)]
+    for i, ref in enumerate(refs):
+        assert ray.get(ref)[-1] == i
+    del refs
