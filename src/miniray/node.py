@@ -167,13 +167,13 @@ def wait_for_node(gcs_address: str, node_id: NodeID, processes, timeout: float =
 def start_head(*, port: int | None = None, daemon: bool = False,
                **resource_args) -> NodeProcesses:
     """Start a GCS and a head raylet; returns once the raylet is registered."""
-    session_dir = new_session_dir()
+    resources = default_resources(is_head=True, **resource_args)
     gcs_port = free_port(port)
     if port and gcs_port != port:
         raise OSError(f"port {port} is already in use")
+    session_dir = new_session_dir()
     gcs_address = f"127.0.0.1:{gcs_port}"
     node_id = NodeID.from_random()
-    resources = default_resources(is_head=True, **resource_args)
     procs = [start_gcs(session_dir, gcs_port, daemon=daemon),
              start_raylet(session_dir, gcs_address, node_id, resources,
                           is_head=True, daemon=daemon)]
@@ -189,9 +189,9 @@ def start_head(*, port: int | None = None, daemon: bool = False,
 def start_worker_node(gcs_address: str, *, daemon: bool = False,
                       **resource_args) -> NodeProcesses:
     """Start a raylet that joins the cluster whose GCS is at ``gcs_address``."""
+    resources = default_resources(**resource_args)
     session_dir = new_session_dir()
     node_id = NodeID.from_random()
-    resources = default_resources(**resource_args)
     procs = [start_raylet(session_dir, gcs_address, node_id, resources,
                           is_head=False, daemon=daemon)]
     node = NodeProcesses(gcs_address, session_dir, node_id, procs)

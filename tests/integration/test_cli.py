@@ -141,6 +141,22 @@ def test_help():
         assert result.returncode == 0 and "start" in result.stdout
 
 
+@pytest.mark.parametrize("cmdline, kind", [
+    (["/usr/bin/python3", "-m", "miniray.gcs", "--port", "1"], "gcs"),
+    (["python", "-u", "-m", "miniray.raylet", "--head"], "raylet"),
+    (["python3.11", "-W", "ignore", "-mminiray.core_worker"], "core_worker"),
+    (["python", "-m", "pytest", "-m", "miniray.gcs"], None),
+    (["pytest", "-m", "miniray.raylet"], None),
+    (["python", "driver.py", "-m", "miniray.gcs"], None),
+    (["python", "-c", "pass", "-m", "miniray.gcs"], None),
+    (["bash", "-c", "python -m miniray.gcs"], None),
+    ([], None),
+])
+def test_stop_recognises_only_miniray_processes(cmdline, kind):
+    from miniray.cli.stop import process_kind
+    assert process_kind(cmdline) == kind
+
+
 @pytest.mark.parametrize("args, message", [
     ((), "--head"),
     (("--head", "--resources", "{bad"), "JSON"),

@@ -252,7 +252,10 @@ def stop(*, force: bool = False, grace: float = 5.0, verbose: bool = False) -> i
         for p in procs:
             if p.pid not in alive_pids:
                 counts[p.kind] = counts.get(p.kind, 0) + 1
-        detail = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+        labels = {"gcs": ("GCS", "GCS"), "raylet": ("raylet", "raylets"),
+                  "core_worker": ("worker", "workers")}
+        detail = ", ".join(f"{counts[kind]} {labels[kind][counts[kind] != 1]}"
+                           for kind in ("gcs", "raylet", "core_worker") if kind in counts)
         print(f"Stopped {stopped} miniray process{'es' if stopped != 1 else ''}"
               + (f" ({detail})." if detail else "."))
     if verbose or removed_sessions or removed_stores:

@@ -60,6 +60,11 @@ class CoreWorkerServiceStub:
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.ReportGeneratorItemRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.ReportGeneratorItemReply.FromString,
                 _registered_method=True)
+        self.ExitWorker = channel.unary_unary(
+                '/miniray.protocol.CoreWorkerService/ExitWorker',
+                request_serializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerReply.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServiceServicer:
@@ -95,6 +100,12 @@ class CoreWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExitWorker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +133,11 @@ def add_CoreWorkerServiceServicer_to_server(servicer, server):
                     servicer.ReportGeneratorItem,
                     request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.ReportGeneratorItemRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_core__worker__pb2.ReportGeneratorItemReply.SerializeToString,
+            ),
+            'ExitWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExitWorker,
+                    request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +275,33 @@ class CoreWorkerService:
             '/miniray.protocol.CoreWorkerService/ReportGeneratorItem',
             miniray_dot_protocol_dot_core__worker__pb2.ReportGeneratorItemRequest.SerializeToString,
             miniray_dot_protocol_dot_core__worker__pb2.ReportGeneratorItemReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExitWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.CoreWorkerService/ExitWorker',
+            miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerRequest.SerializeToString,
+            miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerReply.FromString,
             options,
             channel_credentials,
             insecure,

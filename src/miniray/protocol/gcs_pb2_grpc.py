@@ -100,6 +100,41 @@ class GcsServiceStub:
                 request_serializer=miniray_dot_protocol_dot_gcs__pb2.KVKeysRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_gcs__pb2.KVKeysReply.FromString,
                 _registered_method=True)
+        self.RegisterActor = channel.unary_unary(
+                '/miniray.protocol.GcsService/RegisterActor',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.RegisterActorRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.RegisterActorReply.FromString,
+                _registered_method=True)
+        self.GetActorInfo = channel.unary_unary(
+                '/miniray.protocol.GcsService/GetActorInfo',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetActorInfoRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetActorInfoReply.FromString,
+                _registered_method=True)
+        self.WaitActorChange = channel.unary_unary(
+                '/miniray.protocol.GcsService/WaitActorChange',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.WaitActorChangeRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.WaitActorChangeReply.FromString,
+                _registered_method=True)
+        self.KillActor = channel.unary_unary(
+                '/miniray.protocol.GcsService/KillActor',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.KillActorRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.KillActorReply.FromString,
+                _registered_method=True)
+        self.ActorExiting = channel.unary_unary(
+                '/miniray.protocol.GcsService/ActorExiting',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.ActorExitingRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.ActorExitingReply.FromString,
+                _registered_method=True)
+        self.ListNamedActors = channel.unary_unary(
+                '/miniray.protocol.GcsService/ListNamedActors',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.ListNamedActorsRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.ListNamedActorsReply.FromString,
+                _registered_method=True)
+        self.ReportWorkerFailure = channel.unary_unary(
+                '/miniray.protocol.GcsService/ReportWorkerFailure',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureReply.FromString,
+                _registered_method=True)
         self.GetClusterStatus = channel.unary_unary(
                 '/miniray.protocol.GcsService/GetClusterStatus',
                 request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetClusterStatusRequest.SerializeToString,
@@ -188,6 +223,48 @@ class GcsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterActor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetActorInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitActorChange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillActor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActorExiting(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNamedActors(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportWorkerFailure(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetClusterStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -261,6 +338,41 @@ def add_GcsServiceServicer_to_server(servicer, server):
                     servicer.KVKeys,
                     request_deserializer=miniray_dot_protocol_dot_gcs__pb2.KVKeysRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_gcs__pb2.KVKeysReply.SerializeToString,
+            ),
+            'RegisterActor': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterActor,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.RegisterActorRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.RegisterActorReply.SerializeToString,
+            ),
+            'GetActorInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetActorInfo,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetActorInfoRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.GetActorInfoReply.SerializeToString,
+            ),
+            'WaitActorChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitActorChange,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.WaitActorChangeRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.WaitActorChangeReply.SerializeToString,
+            ),
+            'KillActor': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillActor,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.KillActorRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.KillActorReply.SerializeToString,
+            ),
+            'ActorExiting': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActorExiting,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.ActorExitingRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.ActorExitingReply.SerializeToString,
+            ),
+            'ListNamedActors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNamedActors,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.ListNamedActorsRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.ListNamedActorsReply.SerializeToString,
+            ),
+            'ReportWorkerFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportWorkerFailure,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureReply.SerializeToString,
             ),
             'GetClusterStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetClusterStatus,
@@ -619,6 +731,195 @@ class GcsService:
             '/miniray.protocol.GcsService/KVKeys',
             miniray_dot_protocol_dot_gcs__pb2.KVKeysRequest.SerializeToString,
             miniray_dot_protocol_dot_gcs__pb2.KVKeysReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterActor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/RegisterActor',
+            miniray_dot_protocol_dot_gcs__pb2.RegisterActorRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.RegisterActorReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetActorInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/GetActorInfo',
+            miniray_dot_protocol_dot_gcs__pb2.GetActorInfoRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.GetActorInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitActorChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/WaitActorChange',
+            miniray_dot_protocol_dot_gcs__pb2.WaitActorChangeRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.WaitActorChangeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillActor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/KillActor',
+            miniray_dot_protocol_dot_gcs__pb2.KillActorRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.KillActorReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActorExiting(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/ActorExiting',
+            miniray_dot_protocol_dot_gcs__pb2.ActorExitingRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.ActorExitingReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNamedActors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/ListNamedActors',
+            miniray_dot_protocol_dot_gcs__pb2.ListNamedActorsRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.ListNamedActorsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportWorkerFailure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/ReportWorkerFailure',
+            miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureReply.FromString,
             options,
             channel_credentials,
             insecure,
