@@ -21,6 +21,9 @@ _EXPORTS = {
     "cluster_resources": "miniray.api",
     "get": "miniray.api",
     "get_gpu_ids": "miniray.api",
+    "get_actor": "miniray.api",
+    "kill": "miniray.api",
+    "method": "miniray.actor",
     "get_runtime_context": "miniray.runtime_context",
     "init": "miniray.api",
     "is_initialized": "miniray.api",
@@ -30,7 +33,7 @@ _EXPORTS = {
     "shutdown": "miniray.api",
     "wait": "miniray.api",
 }
-_SUBMODULES = {"exceptions", "util", "testing"}
+_SUBMODULES = {"exceptions", "util", "testing", "actor"}
 
 __all__ = sorted([*_EXPORTS, "__version__", "exceptions"])
 

@@ -318,3 +318,45 @@ def get_gpu_ids() -> list:
 def is_worker_process() -> bool:
     worker = object_ref_module.core_worker()
     return worker is not None and worker.mode == WORKER
+
+
+# --- actors ---------------------------------------------------------------------
+def kill(actor, *, no_restart: bool = True) -> None:
+    """Kill an actor at once (queued and running calls fail)."""
+    from miniray.actor import ActorHandle
+    from miniray.protocol import gcs_pb2
+    if not isinstance(actor, ActorHandle):
+        raise ValueError("miniray.kill() only supported for actors. For tasks, try "
+                         f"miniray.cancel(). Got: {type(actor)}.")
+    _worker().call("gcs", "KillActor", gcs_pb2.KillActorRequest(
+        actor_id=actor._actor_id, force=True, no_restart=no_restart))
+
+
+def get_actor(name: str, namespace: str | None = None):
+    """A handle to the live actor called ``name`` in ``namespace``."""
+    from miniray.actor import ActorHandle
+    from miniray.protocol import common_pb2, gcs_pb2
+    if not isinstance(name, str) or not name:
+        raise ValueError("Please supply a non-empty value to get_actor")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be None or a string, got {type(namespace)}")
+    worker = ensure_initialized()
+    reply = worker.call("gcs", "GetActorInfo", gcs_pb2.GetActorInfoRequest(
+        name=name, namespace=worker.namespace if namespace is None else namespace))
+    if not reply.found or reply.info.state == common_pb2.DEAD:
+        raise ValueError(
+            f"Failed to look up actor with name '{name}'. This could because 1. You "
+            "are trying to look up a named actor you didn't create. 2. The named "
+            "actor died. 3. You did not use a namespace matching the namespace of "
+            "the actor.")
+    return ActorHandle._from_info(reply.info)
+
+
+def list_named_actors(all_namespaces: bool = False) -> list:
+    from miniray.protocol import gcs_pb2
+    worker = _worker()
+    reply = worker.call("gcs", "ListNamedActors", gcs_pb2.ListNamedActorsRequest(
+        all_namespaces=all_namespaces, namespace=worker.namespace))
+    if all_namespaces:
+        return [{"name": a.name, "namespace": a.namespace} for a in reply.actors]
+    return [a.name for a in reply.actors]

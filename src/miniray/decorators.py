@@ -7,7 +7,8 @@ from miniray.remote_function import RemoteFunction
 
 
 def remote(*args, **options):
-    """Make a function a remote function (``f.remote(...)`` runs it as a task).
+    """Make a function a remote function (``f.remote(...)`` runs it as a task)
+    or a class an actor class (``Cls.remote(...)`` creates an actor).
 
     Use as ``@remote`` or ``@remote(num_cpus=2, num_returns=2, ...)``.
     """
@@ -22,9 +23,8 @@ def remote(*args, **options):
 
 def _make(target, options: dict):
     if inspect.isclass(target):
-        raise TypeError(
-            f"@remote on a class ({target.__name__}) makes an actor: actors are "
-            "not available in this version of miniray yet")
+        from miniray.actor import ActorClass
+        return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@remote needs a function, got {target!r}")
     return RemoteFunction(target, options)

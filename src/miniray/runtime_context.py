@@ -25,8 +25,25 @@ class RuntimeContext:
         task_id = self._worker._ctx.task_id
         return task_id.hex() if task_id else None
 
+    def _actor(self):
+        executor = self._worker.executor
+        return executor.actor if executor is not None else None
+
     def get_actor_id(self) -> str | None:
-        return None
+        actor = self._actor()
+        return actor.actor_id.hex() if actor else None
+
+    def get_actor_name(self) -> str | None:
+        actor = self._actor()
+        return (actor.name or None) if actor else None
+
+    def is_canceled(self) -> bool:
+        """In an actor method: whether its call was cancelled."""
+        actor = self._actor()
+        task_id = self._worker._ctx.task_id
+        if actor is None or task_id is None:
+            raise RuntimeError("This method is only available in an actor task.")
+        return task_id in actor.canceled
 
     def get_task_name(self) -> str | None:
         return self._worker.current_task_name or None
@@ -40,11 +57,15 @@ class RuntimeContext:
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
-        return False
+        actor = self._actor()
+        return bool(actor and actor.num_restarts > 0)
 
     @property
     def current_actor(self):
-        raise RuntimeError("This method is only available in an actor.")
+        actor = self._actor()
+        if actor is None:
+            raise RuntimeError("This method is only available in an actor.")
+        return actor.handle()
 
     def get_assigned_resources(self) -> dict:
         return {}

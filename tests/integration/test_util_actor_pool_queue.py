@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue as stdlib_queue
+import sys
 import time
 
 import pytest
@@ -34,22 +35,25 @@ BACKEND = os.environ.get("MINIRAY_TEST_BACKEND", "miniray")
 LONG = 30
 
 
-def _use_real_ray_in_util_modules():
-    """Ray worker setup hook: make the utilities use real Ray there too."""
-    import ray as real_ray
-
-    from miniray.util import actor_pool, queue
-
-    actor_pool.ray = real_ray
-    queue.ray = real_ray
-
-
 @pytest.fixture(scope="module")
 def ray():
     """The runtime module the utilities use, initialized with 2 CPUs."""
     if BACKEND == "ray":
         import ray as real_ray
 
+        # Runs in every Ray worker before it runs anything.
+        def _use_real_ray_in_util_modules():
+            import ray as worker_ray
+
+            from miniray.util import actor_pool, queue
+
+            actor_pool.ray = worker_ray
+            queue.ray = worker_ray
+
+        # Ray workers cannot import this test module (its directory is not
+        # on their sys.path): ship its classes and functions by value.
+        this_module = sys.modules[__name__]
+        real_ray.cloudpickle.register_pickle_by_value(this_module)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(actor_pool_module, "ray", real_ray)
             mp.setattr(queue_module, "ray", real_ray)
@@ -62,6 +66,7 @@ def ray():
                 yield real_ray
             finally:
                 real_ray.shutdown()
+                real_ray.cloudpickle.unregister_pickle_by_value(this_module)
     elif BACKEND == "miniray":
         miniray.init(num_cpus=2)
         try:
@@ -120,14 +125,18 @@ def Worker(ray):
     return ray.remote(_Worker)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def actors(Worker):
+    """Two actors shared by the tests (starting actors is slow)."""
     return [Worker.remote(), Worker.remote()]
 
 
 @pytest.fixture
-def pool(actors):
-    return ActorPool(actors)
+def pool(ray, actors):
+    yield ActorPool(actors)
+    # Leave the actors idle for the next test (calls a test gave up on
+    # finish first: actor calls run in order).
+    assert ray.get([a.double.remote(1) for a in actors], timeout=LONG) == [2, 2]
 
 
 def double(actor, v):
@@ -159,10 +168,16 @@ def test_map_unordered_yields_every_result(pool):
 
 def test_map_unordered_yields_ready_results_first(pool):
     gate = Queue()
-    pool.submit(gated(gate), 1)
-    results = pool.map_unordered(double, [2, 3])  # discards the gated call
-    assert sorted(results) == [4, 6]
+
+    def fn(actor, v):  # 0 waits for the gate; the rest run right away
+        if v == 0:
+            return actor.double_after_go.remote(v, gate)
+        return actor.double.remote(v)
+
+    results = pool.map_unordered(fn, [0, 1, 2])
+    assert [next(results), next(results)] == [2, 4]
     gate.put("go")
+    assert list(results) == [0]
 
 
 def test_empty_pool_iteration(pool):
@@ -266,8 +281,8 @@ def test_get_next_unordered_timeout_with_ignore(pool):
     assert sorted(pool.map_unordered(double, [1, 2, 3])) == [2, 4, 6]
 
 
-def test_pop_idle_and_push(Worker):
-    a1, a2 = Worker.remote(), Worker.remote()
+def test_pop_idle_and_push(actors):
+    a1, a2 = actors
     pool = ActorPool([a1])
     pool.submit(double, 1)
     assert not pool.has_free()
@@ -526,8 +541,7 @@ def test_queue_passed_to_an_actor(ray):
     q.put_nowait_batch(["x", "y", "z"])
     assert ray.get(ref) == ["x", "y", "z"]
     # A queue created inside a task comes back usable by the driver.
-    make = ray.remote(lambda: _filled_queue([7, 8]))
-    q2 = ray.get(make.remote())
+    q2 = ray.get(ray.remote(_filled_queue).remote([7, 8]))
     assert q2.get_nowait_batch(2) == [7, 8]
 
 

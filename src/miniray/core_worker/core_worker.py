@@ -66,11 +66,16 @@ class CoreWorker:
         self._thread.start()
         self.channels = ChannelPool()
 
+        from miniray.core_worker.actor_submitter import ActorTaskSubmitter
         from miniray.core_worker.executor import TaskExecutor
         from miniray.core_worker.function_manager import FunctionManager
         from miniray.core_worker.submitter import NormalTaskSubmitter
         self.functions = FunctionManager(self)
         self.submitter = NormalTaskSubmitter(self)
+        self.actor_submitter = ActorTaskSubmitter(self, self.submitter)
+        self.submitter.actor_submitter = self.actor_submitter
+        # Actors this process created: handle id -> (actor id, held arg ids, detached)
+        self._owned_actors: dict[ObjectID, tuple] = {}
         self.executor = TaskExecutor(self) if mode == WORKER else None
 
         self.port = self.run(self._start_server())
@@ -84,6 +89,7 @@ class CoreWorker:
                                          code_search_path=list(code_search_path),
                                          working_dir=os.getcwd())))
             self.job_id = JobID(reply.job_id)
+            self.namespace = reply.namespace
             self._ctx_default_task = TaskID.for_driver(self.job_id)
         else:
             self._ctx_default_task = None
@@ -219,6 +225,9 @@ class CoreWorker:
         releases: dict[WorkerAddress, list] = {}
         for action in actions:
             if isinstance(action, FreeObject):
+                if action.object_id in self._owned_actors:
+                    self._actor_out_of_scope(action.object_id)
+                    continue
                 payload = self.memory_store.delete(action.object_id)
                 if payload is not None and payload.in_plasma:
                     plasma_frees.append(action.object_id)
@@ -235,6 +244,23 @@ class CoreWorker:
             task.add_done_callback(self._pending_frees.discard)
         for owner, updates in releases.items():
             self.spawn(self._send_ref_updates(owner, updates))
+
+    def _actor_out_of_scope(self, handle_id: ObjectID) -> None:
+        """Every handle to an actor we created is gone: it can exit."""
+        actor_id, held, detached = self._owned_actors.pop(handle_id)
+        with self._lock:
+            actions = self.refs.remove_submitted(held)
+        if actions:
+            self.apply_ref_actions(actions)
+        if not detached:
+            self.spawn(self._gcs_call("KillActor", gcs_pb2.KillActorRequest(
+                actor_id=actor_id, out_of_scope=True)))
+
+    async def _gcs_call(self, method: str, request) -> None:
+        try:
+            await getattr(self.gcs, method)(request)
+        except Exception:
+            pass          # the GCS is gone: the cluster is shutting down
 
     async def _free_plasma(self, object_ids: list[bytes]) -> None:
         try:
@@ -534,8 +560,34 @@ class CoreWorker:
     def submit_task(self, spec, arg_values: Sequence, kwarg_values: dict,
                     num_returns: int, streaming: bool = False):
         """Returns the task's return refs, or an ObjectRefGenerator."""
-        task_id = spec.task_id = TaskID.of(self.job_id if self.mode == DRIVER
-                                           else self.current_task_id.job_id())
+        task_id = spec.task_id = TaskID.of(self.current_job_id())
+        held = self._build_args(spec, arg_values, kwarg_values)
+        spec.job_id = task_id.job_id()
+        spec.parent_task_id = self.current_task_id
+        self.address.to_proto(spec.caller)
+        spec.num_returns = num_returns
+        spec.streaming = streaming
+        return_ids = [ObjectID.for_return(task_id, i + 1) for i in range(num_returns)]
+        with self._lock:
+            self.refs.add_submitted(held)
+            for object_id in return_ids:
+                self.refs.add_owned(object_id)
+        refs = [ObjectRef(object_id, self.address) for object_id in return_ids]
+        generator = None
+        if streaming:
+            from miniray.core_worker.generator import ObjectRefGenerator
+            generator = ObjectRefGenerator(task_id, self)
+        submitter = self.actor_submitter if spec.actor_id else self.submitter
+        submitter.submit_threadsafe(spec, [r.id for r in held], generator)
+        return generator if streaming else refs
+
+    submit_actor_task = submit_task
+
+    def current_job_id(self) -> JobID:
+        return self.job_id if self.mode == DRIVER else self.current_task_id.job_id()
+
+    def _build_args(self, spec, arg_values: Sequence, kwarg_values: dict) -> list:
+        """Fill spec.args: refs as refs, small values inline, big ones put."""
         held: list = []
         for value in list(arg_values) + list(kwarg_values.values()):
             arg = spec.args.add()
@@ -557,23 +609,34 @@ class CoreWorker:
                 arg.ref.object_id = ref.id
                 held.append(ref)
         spec.kwarg_names.extend(kwarg_values.keys())
-        spec.job_id = task_id.job_id()
+        return held
+
+    def create_actor(self, spec, arg_values: Sequence, kwarg_values: dict):
+        """Register an actor with the GCS. Returns the ActorInfo of an existing
+        actor when get_if_exists found one, else None (the new actor is ours)."""
+        from miniray.actor import handle_object_id
+        from miniray.common.ids import ActorID
+        job_id = self.current_job_id()
+        actor_id = ActorID.of(job_id)
+        spec.actor_id = actor_id
+        spec.task_id = TaskID.of(job_id)
+        spec.job_id = job_id
         spec.parent_task_id = self.current_task_id
         self.address.to_proto(spec.caller)
-        spec.num_returns = num_returns
-        spec.streaming = streaming
-        return_ids = [ObjectID.for_return(task_id, i + 1) for i in range(num_returns)]
+        held = self._build_args(spec, arg_values, kwarg_values)
+        reply = self.call("gcs", "RegisterActor",
+                          gcs_pb2.RegisterActorRequest(creation_spec=spec))
+        if reply.error:
+            raise ValueError(reply.error)
+        if reply.found_existing:
+            return reply.existing
+        handle_id = handle_object_id(actor_id)
         with self._lock:
-            self.refs.add_submitted(held)
-            for object_id in return_ids:
-                self.refs.add_owned(object_id)
-        refs = [ObjectRef(object_id, self.address) for object_id in return_ids]
-        generator = None
-        if streaming:
-            from miniray.core_worker.generator import ObjectRefGenerator
-            generator = ObjectRefGenerator(task_id, self)
-        self.submitter.submit_threadsafe(spec, [r.id for r in held], generator)
-        return generator if streaming else refs
+            self.refs.add_submitted(held)     # kept for restarts
+            self.refs.add_owned(handle_id)
+        self._owned_actors[handle_id] = (actor_id, [r.id for r in held],
+                                         spec.actor_options.detached)
+        return None
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         if ref.owner.worker_id != self.worker_id:

@@ -21,7 +21,7 @@ from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, ObjectID, TaskID, WorkerID
 from miniray.common.serialization import deserialize, serialize
 from miniray.core_worker.object_ref import ObjectRef
-from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
+from miniray.protocol import common_pb2, core_worker_pb2 as cw_pb2, gcs_pb2
 
 
 class TaskExecutor:
@@ -32,16 +32,27 @@ class TaskExecutor:
         self._cancelled: set[TaskID] = set()
         self._job_id: JobID | None = None
         self._exit = False
+        self.actor = None                 # ActorRuntime once an actor lives here
 
     # --- io thread side ------------------------------------------------------
     async def push(self, spec) -> cw_pb2.PushTaskReply:
+        if spec.type == common_pb2.ACTOR_TASK:
+            if self.actor is None or self.actor.actor_id != spec.actor_id:
+                raise RuntimeError("this worker does not host the actor")
+            return await self.actor.submit(spec)
+        return await self.run_on_main_thread(lambda: self.execute(spec))
+
+    async def run_on_main_thread(self, job):
+        """Queue ``job`` (returning a reply) for the main thread."""
         future = asyncio.get_running_loop().create_future()
-        self._queue.put((spec, future))
+        self._queue.put((job, future))
         return await future
 
     async def cancel(self, task_id: TaskID, force: bool, recursive: bool) -> bool:
         if recursive:
             await self.worker.submitter.cancel_children(task_id, force)
+        if self.actor is not None:
+            return self.actor.cancel(task_id)
         if force:
             os._exit(1)        # the owner sees the worker die: TaskCancelledError
         self._cancelled.add(task_id)
@@ -61,8 +72,8 @@ class TaskExecutor:
             item = self._queue.get()
             if item is None:
                 break
-            spec, future = item
-            reply = self.execute(spec)
+            job, future = item
+            reply = job()
             loop.call_soon_threadsafe(_set_result, future, reply)
 
     def _on_sigint(self, signum, frame):
@@ -70,10 +81,32 @@ class TaskExecutor:
             raise exceptions.TaskCancelledError(self._running.hex())
 
     def execute(self, spec) -> cw_pb2.PushTaskReply:
+        """Run a normal task or an actor's creation task (main thread)."""
+        if spec.type == common_pb2.ACTOR_CREATION_TASK:
+            return self.run_task(spec, lambda: self._actor_constructor(spec))
+        return self.run_task(spec, lambda: self.worker.functions.load(spec.function_id))
+
+    def _actor_constructor(self, spec):
+        from miniray.core_worker.actor_runtime import ActorRuntime
+
+        def construct(*args, **kwargs):
+            cls = self.worker.functions.load(spec.function_id)
+            runtime = ActorRuntime(self, spec)     # context for __init__ code
+            self.actor = runtime
+            try:
+                runtime.instance = cls(*args, **kwargs)
+            except BaseException:
+                self.actor = None
+                raise
+            runtime.start()
+        return construct
+
+    def run_task(self, spec, target) -> cw_pb2.PushTaskReply:
+        """Resolve args, call ``target()(*args)`` and package the results."""
         worker = self.worker
         task_id = TaskID(spec.task_id)
         caller = WorkerAddress.from_proto(spec.caller)
-        return_ids = [ObjectID.for_return(task_id, i + 1) for i in range(spec.num_returns)]
+        return_ids = self.return_ids(spec)
         reply = cw_pb2.PushTaskReply()
         if task_id in self._cancelled:
             self._cancelled.discard(task_id)
@@ -85,7 +118,7 @@ class TaskExecutor:
         self._running = task_id
         try:
             try:
-                function = worker.functions.load(spec.function_id)
+                function = target()
                 args, kwargs = self._resolve_args(spec)
                 result = function(*args, **kwargs)
                 if spec.streaming:
@@ -99,16 +132,67 @@ class TaskExecutor:
             except _ArgumentError as exc:
                 self._store_error(reply, return_ids, caller, exc.error)
             except BaseException as exc:     # noqa: BLE001 - user code may raise anything
-                error = self.task_error(spec.function_name, exc)
-                reply.is_application_error = True
-                reply.is_retryable_error = _is_retryable(spec, exc)
-                self._store_error(reply, return_ids, caller, error)
+                if self.actor is not None and self.actor.exit_requested(exc):
+                    self.actor.exit_after_reply(reply, return_ids, caller)
+                else:
+                    error = self.task_error(spec.function_name, exc)
+                    reply.is_application_error = True
+                    reply.is_retryable_error = _is_retryable(spec, exc)
+                    self._store_error(reply, return_ids, caller, error)
         finally:
             self._running = None
             self._cancelled.discard(task_id)
             worker.set_task_context(None)
         worker.flush_borrows()
         return reply
+
+    async def run_task_async(self, spec, method) -> cw_pb2.PushTaskReply:
+        """run_task for async actors: runs on the actor's event loop."""
+        worker = self.worker
+        task_id = TaskID(spec.task_id)
+        caller = WorkerAddress.from_proto(spec.caller)
+        return_ids = self.return_ids(spec)
+        reply = cw_pb2.PushTaskReply()
+        worker.set_task_context(task_id, spec.function_name)
+        try:
+            if task_id in self.actor.canceled:
+                raise exceptions.TaskCancelledError(task_id.hex())
+            if any(arg.HasField("ref") for arg in spec.args):
+                args, kwargs = await asyncio.to_thread(self._resolve_args, spec)
+            else:
+                args, kwargs = self._resolve_args(spec)
+            result = method(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            self._store_values(reply, return_ids, caller,
+                               _split_returns(result, spec.num_returns, False))
+        except asyncio.CancelledError:
+            self._store_error(reply, return_ids, caller,
+                              exceptions.TaskCancelledError(task_id.hex()))
+        except exceptions.TaskCancelledError as exc:
+            self._store_error(reply, return_ids, caller, exc)
+        except _ArgumentError as exc:
+            self._store_error(reply, return_ids, caller, exc.error)
+        except BaseException as exc:     # noqa: BLE001 - user code may raise anything
+            if self.actor.exit_requested(exc):
+                self.actor.exit_after_reply(reply, return_ids, caller)
+            else:
+                reply.is_application_error = True
+                self._store_error(reply, return_ids, caller,
+                                  self.task_error(spec.function_name, exc))
+        finally:
+            self.actor.canceled.discard(task_id)
+            worker.set_task_context(None)
+        worker.flush_borrows()
+        return reply
+
+    @staticmethod
+    def return_ids(spec) -> list[ObjectID]:
+        task_id = TaskID(spec.task_id)
+        count = spec.num_returns
+        if spec.type == common_pb2.ACTOR_CREATION_TASK:
+            count = 1        # only ever holds the constructor's error
+        return [ObjectID.for_return(task_id, i + 1) for i in range(count)]
 
     @staticmethod
     def task_error(function_name: str, exc: BaseException) -> exceptions.RayTaskError:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from miniray.common.ids import ObjectID, TaskID
 from miniray.protocol import core_worker_pb2 as cw_pb2
@@ -59,3 +60,10 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         self.worker.submitter.on_generator_item(TaskID(request.task_id),
                                                 request.index, request.item)
         return cw_pb2.ReportGeneratorItemReply()
+
+    async def ExitWorker(self, request, context):
+        executor = self.worker.executor
+        if request.force or executor is None or executor.actor is None:
+            os._exit(0)
+        executor.actor.request_exit()
+        return cw_pb2.ExitWorkerReply()

@@ -34,7 +34,8 @@ def nested_ref_infos(payload) -> list[RefInfo]:
 
 class _Task:
     __slots__ = ("spec", "task_id", "arg_ids", "retries_left", "cancelled",
-                 "worker", "key", "generator", "items_seen", "waiting_deps")
+                 "worker", "key", "generator", "items_seen", "waiting_deps",
+                 "resolved", "order")
 
     def __init__(self, spec, arg_ids):
         self.spec = spec
@@ -47,6 +48,12 @@ class _Task:
         self.generator = None
         self.items_seen = 0
         self.waiting_deps = 0
+        self.resolved = False
+        self.order = 0            # submission order (actor calls)
+
+    @property
+    def is_actor_task(self) -> bool:
+        return bool(self.spec.actor_id)
 
 
 class _Lease:
@@ -74,6 +81,7 @@ class _KeyState:
 class NormalTaskSubmitter:
     def __init__(self, worker):
         self.worker = worker
+        self.actor_submitter = None           # set by the CoreWorker
         self._tasks: dict[TaskID, _Task] = {}
         self._keys: dict[tuple, _KeyState] = {}
         self._stopped = False
@@ -98,29 +106,40 @@ class NormalTaskSubmitter:
                     lease.idle_timer.cancel()
 
     # --- dependency resolution --------------------------------------------------------
-    def _submit(self, task: _Task) -> None:
+    def register(self, task: _Task) -> None:
         self._tasks[task.task_id] = task
+
+    def is_pending(self, task: _Task) -> bool:
+        return task.task_id in self._tasks
+
+    def _submit(self, task: _Task) -> None:
+        self.register(task)
+        self.resolve_dependencies(task, self._enqueue)
+
+    def resolve_dependencies(self, task: _Task, on_ready) -> None:
+        """Wait for owned pending args, inline small ones, then ``on_ready``."""
         store = self.worker.memory_store
         self_id = self.worker.worker_id
         for arg in task.spec.args:
             if arg.HasField("ref") and arg.ref.owner.worker_id == self_id:
                 object_id = ObjectID(arg.ref.object_id)
-                if store.add_waiter(object_id, lambda _, t=task: self._dep_ready(t)):
+                if store.add_waiter(object_id,
+                                    lambda _, t=task: self._dep_ready(t, on_ready)):
                     task.waiting_deps += 1
         if task.waiting_deps == 0:
-            self._resolved(task)
+            self._resolved(task, on_ready)
 
-    def _dep_ready(self, task: _Task) -> None:
+    def _dep_ready(self, task: _Task, on_ready) -> None:
         if not self.worker.in_loop_thread():
-            self.worker.loop.call_soon_threadsafe(self._dep_ready, task)
+            self.worker.loop.call_soon_threadsafe(self._dep_ready, task, on_ready)
             return
         task.waiting_deps -= 1
         if task.waiting_deps == 0:
-            self._resolved(task)
+            self._resolved(task, on_ready)
 
-    def _resolved(self, task: _Task) -> None:
+    def _resolved(self, task: _Task, on_ready) -> None:
         if task.cancelled:
-            self._fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
+            self.fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
             return
         store = self.worker.memory_store
         self_id = self.worker.worker_id
@@ -128,15 +147,18 @@ class NormalTaskSubmitter:
             if arg.HasField("ref") and arg.ref.owner.worker_id == self_id:
                 payload = store.get(ObjectID(arg.ref.object_id))
                 if payload is None:
-                    self._fail(task, exceptions.ObjectLostError(arg.ref.object_id.hex()))
+                    self.fail(task, exceptions.ObjectLostError(arg.ref.object_id.hex()))
                     return
                 if payload.is_error:     # a failed dependency fails this task
                     self._complete(task, [_with_id(payload, oid)
                                           for oid in self._return_ids(task)])
+                    if task.is_actor_task:
+                        on_ready(task)      # let later calls to the actor go
                     return
                 if not payload.in_plasma:
                     arg.value.CopyFrom(payload)      # inline the small value
-        self._enqueue(task)
+        task.resolved = True
+        on_ready(task)
 
     # --- leasing and pushing -------------------------------------------------------------
     def _enqueue(self, task: _Task, front: bool = False) -> None:
@@ -213,7 +235,7 @@ class NormalTaskSubmitter:
             return
         lease.in_flight -= 1
         task.worker = None
-        self._on_reply(task, reply)
+        self.on_reply(task, reply)
         self._dispatch(state)
         if lease.in_flight == 0 and lease.lease_id in state.leases and not state.queue:
             lease.idle_timer = self.worker.loop.call_later(
@@ -236,8 +258,9 @@ class NormalTaskSubmitter:
             pass       # raylet gone: nothing left to return the lease to
 
     # --- completion ---------------------------------------------------------------------
-    def _on_reply(self, task: _Task, reply) -> None:
-        if reply.is_retryable_error and task.retries_left != 0 and not task.cancelled:
+    def on_reply(self, task: _Task, reply) -> None:
+        if reply.is_retryable_error and task.retries_left != 0 and not task.cancelled \
+                and not task.is_actor_task:
             self._retry(task)
             return
         if task.generator is not None:
@@ -248,12 +271,12 @@ class NormalTaskSubmitter:
 
     def _on_system_failure(self, task: _Task, exc: BaseException) -> None:
         if task.cancelled:
-            self._fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
+            self.fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
         elif task.retries_left != 0 and not self._stopped:
             self._retry(task)
         else:
             detail = "" if is_unavailable(exc) else f" ({exc})"
-            self._fail(task, exceptions.WorkerCrashedError(
+            self.fail(task, exceptions.WorkerCrashedError(
                 f"The worker died unexpectedly while executing task "
                 f"{task.spec.function_name}{detail}."))
 
@@ -267,7 +290,7 @@ class NormalTaskSubmitter:
         return [ObjectID.for_return(task.task_id, i + 1)
                 for i in range(task.spec.num_returns)]
 
-    def _fail(self, task: _Task, error: BaseException) -> None:
+    def fail(self, task: _Task, error: BaseException) -> None:
         from miniray.core_worker.core_worker import error_payload
         if task.generator is not None:
             task.generator.fail(error)
@@ -277,7 +300,7 @@ class NormalTaskSubmitter:
 
     def _fail_queue(self, state: _KeyState, error: BaseException) -> None:
         while state.queue:
-            self._fail(state.queue.popleft(), error)
+            self.fail(state.queue.popleft(), error)
 
     def _complete(self, task: _Task, payloads) -> None:
         """Store a finished task's return values and drop its argument refs."""
@@ -329,12 +352,15 @@ class NormalTaskSubmitter:
         if task is None:
             return
         task.cancelled = True
+        if task.is_actor_task:
+            await self.actor_submitter.cancel(task, force, recursive)
+            return
         if task.waiting_deps:
             return       # fails with TaskCancelledError once resolved
         state = self._keys.get(task.key) if task.key is not None else None
         if state is not None and task in state.queue:
             state.queue.remove(task)
-            self._fail(task, exceptions.TaskCancelledError(task_id.hex()))
+            self.fail(task, exceptions.TaskCancelledError(task_id.hex()))
             return
         lease = task.worker
         if lease is not None:

@@ -12,11 +12,12 @@ import signal
 
 from miniray.common import config
 from miniray.common.process import die_with_parent
+from miniray.gcs.actor_manager import ActorManager
 from miniray.gcs.node_manager import NodeManager
 from miniray.gcs.servicer import GcsServicer
 from miniray.gcs.tables import FunctionTable, InternalKV, JobTable
 from miniray.protocol import gcs_pb2_grpc
-from miniray.rpc import start_server
+from miniray.rpc import ChannelPool, start_server
 
 log = logging.getLogger("miniray.gcs")
 
@@ -27,6 +28,8 @@ class GcsServer:
         self.jobs = JobTable()
         self.functions = FunctionTable()
         self.kv = InternalKV()
+        self.channels = ChannelPool()
+        self.actors = ActorManager(self)
 
     async def serve(self, host: str, port: int) -> None:
         stop = asyncio.Event()

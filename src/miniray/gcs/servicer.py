@@ -1,7 +1,8 @@
 """GcsService: thin gRPC handlers over the GCS tables."""
 from __future__ import annotations
 
-from miniray.common.ids import FunctionID, JobID, NodeID
+from miniray.common.ids import ActorID, FunctionID, JobID, NodeID, WorkerID
+from miniray.gcs.actor_table import NameTakenError
 from miniray.protocol import gcs_pb2, gcs_pb2_grpc
 
 
@@ -27,7 +28,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
 
     async def AddJob(self, request, context):
         job_id = self.server.jobs.add(request.config, request.driver_pid)
-        return gcs_pb2.AddJobReply(job_id=job_id)
+        return gcs_pb2.AddJobReply(job_id=job_id,
+                                   namespace=self.server.jobs.config(job_id).namespace)
 
     async def MarkJobFinished(self, request, context):
         self.server.jobs.finish(JobID(request.job_id))
@@ -70,3 +72,63 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     async def GetClusterStatus(self, request, context):
         return gcs_pb2.GetClusterStatusReply(nodes=self.server.nodes.all_nodes(),
                                              num_jobs_running=self.server.jobs.num_running())
+
+    # --- actors ----------------------------------------------------------------
+    async def RegisterActor(self, request, context):
+        actors = self.server.actors
+        options = request.creation_spec.actor_options
+        if options.get_if_exists and options.name:
+            existing = actors.table.by_name(options.name, options.namespace)
+            if existing is not None:
+                return gcs_pb2.RegisterActorReply(existing=existing.info,
+                                                  found_existing=True)
+        try:
+            actors.register(request.creation_spec)
+        except NameTakenError as exc:
+            return gcs_pb2.RegisterActorReply(error=str(exc))
+        return gcs_pb2.RegisterActorReply()
+
+    async def GetActorInfo(self, request, context):
+        table = self.server.actors.table
+        if request.actor_id:
+            entry = table.get(ActorID(request.actor_id))
+        else:
+            entry = table.by_name(request.name, request.namespace)
+        if entry is None:
+            return gcs_pb2.GetActorInfoReply(found=False)
+        return gcs_pb2.GetActorInfoReply(info=entry.info, found=True)
+
+    async def WaitActorChange(self, request, context):
+        entry = await self.server.actors.wait_change(
+            ActorID(request.actor_id), request.known_state, request.known_num_restarts,
+            request.timeout)
+        if entry is None:
+            return gcs_pb2.WaitActorChangeReply(found=False)
+        return gcs_pb2.WaitActorChangeReply(info=entry.info, found=True)
+
+    async def KillActor(self, request, context):
+        actors = self.server.actors
+        entry = actors.table.get(ActorID(request.actor_id))
+        if entry is None:
+            return gcs_pb2.KillActorReply(found=False)
+        if request.out_of_scope:
+            await actors.kill(entry, force=False, no_restart=True,
+                              cause="The actor died because all references to it "
+                                    "went out of scope.")
+        else:
+            await actors.kill(entry, force=request.force, no_restart=request.no_restart)
+        return gcs_pb2.KillActorReply(found=True)
+
+    async def ActorExiting(self, request, context):
+        self.server.actors.mark_exiting(ActorID(request.actor_id))
+        return gcs_pb2.ActorExitingReply()
+
+    async def ListNamedActors(self, request, context):
+        entries = self.server.actors.table.named(
+            None if request.all_namespaces else request.namespace)
+        return gcs_pb2.ListNamedActorsReply(actors=[e.info for e in entries])
+
+    async def ReportWorkerFailure(self, request, context):
+        await self.server.actors.on_worker_failure(WorkerID(request.worker_id),
+                                                   request.is_driver)
+        return gcs_pb2.ReportWorkerFailureReply()

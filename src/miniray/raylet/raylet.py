@@ -136,10 +136,12 @@ class Raylet:
 
     # --- leases ---------------------------------------------------------------------
     async def request_lease(self, resources: dict, job_id: bytes, requester: bytes,
-                            name: str) -> Lease:
-        if not self.scheduler.feasible(resources):
-            self._warn_infeasible(resources, name)
-        request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name)
+                            name: str, placement: dict | None = None,
+                            actor_id: bytes = b"") -> Lease:
+        if not self.scheduler.feasible(resources, placement):
+            self._warn_infeasible({**(placement or {}), **resources}, name)
+        request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name,
+                               placement or {}, actor_id)
         future = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
         self.scheduler.submit(request)
@@ -159,7 +161,7 @@ class Raylet:
         for request in self.scheduler.schedule():
             future = self._waiting.pop(request.request_id, None)
             lease = Lease(str(next(self._lease_ids)).encode(), request.resources,
-                          request.requester, request.job_id)
+                          request.requester, request.job_id, actor_id=request.actor_id)
             self.leases[lease.lease_id] = lease
             asyncio.get_running_loop().create_task(self._grant(lease, future))
 
@@ -220,13 +222,28 @@ class Raylet:
         if driver is not None:
             _, job_id = driver
             for worker in self.pool.workers_of_job(job_id):
+                if self._hosts_actor(worker):
+                    continue    # the GCS decides: detached actors outlive drivers
                 self.pool.kill(worker)
                 self._on_worker_gone(worker.worker_id, worker.lease_id)
             asyncio.get_running_loop().create_task(self._mark_job_finished(job_id))
         worker = self.pool.workers.get(worker_id)
         if worker is not None:
             self.pool.kill(worker)
-        self._on_worker_gone(worker_id, worker.lease_id if worker else b"")
+        self._on_worker_gone(worker_id, worker.lease_id if worker else b"",
+                             is_driver=driver is not None)
+
+    def _hosts_actor(self, worker) -> bool:
+        lease = self.leases.get(worker.lease_id)
+        return lease is not None and bool(lease.actor_id)
+
+    async def _report_failure(self, worker_id: WorkerID, is_driver: bool) -> None:
+        """The GCS restarts or buries actors hosted or owned by this worker."""
+        try:
+            await self.gcs.ReportWorkerFailure(gcs_pb2.ReportWorkerFailureRequest(
+                worker_id=worker_id, node_id=self.node_id, is_driver=is_driver))
+        except Exception:
+            pass
 
     async def _mark_job_finished(self, job_id: bytes) -> None:
         try:
@@ -234,7 +251,9 @@ class Raylet:
         except Exception:
             pass
 
-    def _on_worker_gone(self, worker_id: WorkerID, lease_id: bytes) -> None:
+    def _on_worker_gone(self, worker_id: WorkerID, lease_id: bytes,
+                        is_driver: bool = False) -> None:
+        asyncio.get_running_loop().create_task(self._report_failure(worker_id, is_driver))
         if lease_id:
             self._end_lease(lease_id)
         for request in self.scheduler.cancel(worker_id):

@@ -17,8 +17,10 @@ class LeaseRequest:
     request_id: int
     resources: dict
     job_id: bytes
-    requester: bytes          # WorkerID of the owner asking
+    requester: bytes          # WorkerID of the owner asking (empty: the GCS)
     name: str = ""
+    placement: dict = field(default_factory=dict)   # must fit, not held
+    actor_id: bytes = b""
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Lease:
     job_id: bytes
     worker_id: bytes = b""
     blocked: bool = False
+    actor_id: bytes = b""     # a dedicated actor worker: ends with the actor
 
 
 @dataclass
@@ -41,9 +44,9 @@ class LeaseScheduler:
         if not self.available:
             self.available = dict(self.total)
 
-    def feasible(self, request: dict) -> bool:
+    def feasible(self, request: dict, placement: dict | None = None) -> bool:
         """Could the node ever grant this, with nothing else running?"""
-        return res.fits(request, self.total)
+        return res.fits(request, self.total) and res.fits(placement or {}, self.total)
 
     def submit(self, request: LeaseRequest) -> None:
         self.queue.append(request)
@@ -52,7 +55,8 @@ class LeaseScheduler:
         """Grant every queued request that fits now, in order (first fit)."""
         granted, waiting = [], []
         for request in self.queue:
-            if res.fits(request.resources, self.available):
+            if res.fits(request.resources, self.available) and \
+                    res.fits(request.placement, self.available):
                 res.subtract(self.available, request.resources)
                 granted.append(request)
             else:

@@ -27,7 +27,9 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         raylet = self.raylet
         lease = await raylet.request_lease(dict(request.resources), request.job_id,
                                            request.requester_worker_id,
-                                           request.function_name)
+                                           request.function_name,
+                                           dict(request.placement_resources),
+                                           request.actor_id)
         worker = raylet.pool.workers.get(WorkerID(lease.worker_id))
         if worker is None:        # died between grant and reply
             raylet.return_lease(lease.lease_id, exiting=True)

@@ -1,0 +1,286 @@
+"""Actors: ``@miniray.remote`` on a class, handles, methods, exit_actor().
+
+An ActorClass creates actors (``Cls.remote()`` registers the actor with the
+GCS, which places it); an ActorHandle names one actor and submits method
+calls straight to its worker. Handles are reference counted like
+ObjectRefs: when the last handle anywhere is gone, a non-detached actor
+exits.
+"""
+from __future__ import annotations
+
+import inspect
+import pickle
+
+from miniray.common.ids import ActorID, ObjectID
+from miniray.common.serialization import note_nested_ref
+from miniray.core_worker.submitter import RefInfo
+from miniray.remote_function import TASK_OPTIONS, resource_request, validate_options
+
+ACTOR_OPTIONS = (TASK_OPTIONS - {"num_returns", "max_retries", "retry_exceptions",
+                                 "max_calls"}) | {
+    "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls",
+    "namespace", "lifetime", "get_if_exists", "concurrency_groups",
+    "allow_out_of_order_execution"}
+METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries",
+                  "retry_exceptions", "_generator_backpressure_num_objects",
+                  "enable_task_events", "tensor_transport"}
+TERMINATE = "__ray_terminate__"
+
+
+def handle_object_id(actor_id: ActorID) -> ObjectID:
+    """The id under which handles to an actor are reference counted."""
+    return ObjectID(bytes(actor_id) + b"\x00" * 12)
+
+
+def method(*args, **options):
+    """Per-method options: ``@miniray.method(num_returns=2)``."""
+    def decorate(function):
+        for key in options:
+            if key not in METHOD_OPTIONS:
+                raise ValueError(f"Invalid option keyword {key} for actor methods. "
+                                 f"Valid ones are {sorted(METHOD_OPTIONS)}.")
+        function.__miniray_method_options__ = options
+        return function
+
+    if len(args) == 1 and callable(args[0]) and not options:
+        return decorate(args[0])
+    if args:
+        raise TypeError("@method takes keyword options only, e.g. "
+                        "@miniray.method(num_returns=2)")
+    return decorate
+
+
+def _method_meta(cls) -> dict:
+    meta = {}
+    for name, member in inspect.getmembers(cls):
+        if not callable(member) or (name.startswith("__") and name != "__call__"):
+            continue
+        function = getattr(member, "__func__", member)
+        options = dict(getattr(function, "__miniray_method_options__", {}))
+        meta[name] = {
+            "num_returns": options.get("num_returns",
+                                       "streaming" if inspect.isgeneratorfunction(function)
+                                       or inspect.isasyncgenfunction(function) else 1),
+            "concurrency_group": options.get("concurrency_group", ""),
+            "is_async": inspect.iscoroutinefunction(function)
+            or inspect.isasyncgenfunction(function),
+        }
+    meta[TERMINATE] = {"num_returns": 1, "concurrency_group": "", "is_async": False}
+    return meta
+
+
+class ActorClass:
+    def __init__(self, cls, options: dict):
+        _validate_actor_options(options)
+        self._cls = cls
+        self._options = options
+        self._meta = _method_meta(cls)
+        self._is_asyncio = any(m["is_async"] for m in self._meta.values())
+        self._pickled = None
+        self.__name__ = cls.__name__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            "Actors cannot be instantiated directly. Instead of "
+            f"'{self._cls.__name__}()', use '{self._cls.__name__}.remote()'.")
+
+    def options(self, **options) -> "_BoundActorClass":
+        _validate_actor_options(options)
+        return _BoundActorClass(self, {**self._options, **options})
+
+    def remote(self, *args, **kwargs) -> "ActorHandle":
+        return self._remote(args, kwargs, self._options)
+
+    def _remote(self, args, kwargs, options: dict) -> "ActorHandle":
+        from miniray import api
+        from miniray.core_worker.function_manager import pickle_function
+        from miniray.protocol import common_pb2
+
+        worker = api.ensure_initialized()
+        if self._pickled is None:
+            self._pickled = pickle_function(self._cls)
+        function_id, pickled = self._pickled
+        worker.functions.export(function_id, pickled, self._cls.__qualname__)
+
+        num_cpus = options.get("num_cpus")
+        lifetime = resource_request(options, 0 if num_cpus is None else num_cpus)
+        placement = {"CPU": 1.0} if num_cpus is None else {}
+        name = options.get("name") or ""
+        namespace = options.get("namespace")
+        if namespace is None:
+            namespace = worker.namespace
+        spec = common_pb2.TaskSpec(
+            type=common_pb2.ACTOR_CREATION_TASK, function_id=function_id,
+            function_name=f"{self._cls.__name__}.__init__", resources=lifetime,
+            num_returns=0, name=name)
+        default_concurrency = 1000 if self._is_asyncio else 1
+        spec.actor_options.CopyFrom(common_pb2.ActorCreationOptions(
+            max_restarts=options.get("max_restarts", 0),
+            max_task_retries=options.get("max_task_retries", 0),
+            max_concurrency=options.get("max_concurrency") or default_concurrency,
+            max_pending_calls=options.get("max_pending_calls", -1),
+            name=name, namespace=namespace,
+            detached=options.get("lifetime") == "detached",
+            is_asyncio=self._is_asyncio,
+            concurrency_groups=options.get("concurrency_groups") or {},
+            placement_resources=placement, class_meta=pickle.dumps(self._meta),
+            class_name=self._cls.__name__,
+            get_if_exists=bool(options.get("get_if_exists"))))
+        info = worker.create_actor(spec, args, kwargs)
+        return ActorHandle._from_info(info) if info is not None else ActorHandle(
+            ActorID(spec.actor_id), self._meta, self._cls.__name__, worker.address)
+
+
+class _BoundActorClass:
+    def __init__(self, actor_class: ActorClass, options: dict):
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args, **kwargs) -> "ActorHandle":
+        return self._actor_class._remote(args, kwargs, self._options)
+
+
+def _validate_actor_options(options: dict) -> None:
+    validate_options(options, ACTOR_OPTIONS, "actors")
+    lifetime = options.get("lifetime")
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError("actor `lifetime` argument must be one of 'detached', "
+                         f"'non_detached' and 'None', got {lifetime!r}")
+    for key in ("max_restarts", "max_task_retries"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, int) or value < -1):
+            raise ValueError(f"The {key} option must be an integer >= -1, got {value!r}")
+    concurrency = options.get("max_concurrency")
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise ValueError(f"max_concurrency must be a positive integer, got {concurrency!r}")
+    pending = options.get("max_pending_calls")
+    if pending is not None and (not isinstance(pending, int) or pending == 0
+                                or pending < -1):
+        raise ValueError(f"max_pending_calls must be -1 or a positive integer, "
+                         f"got {pending!r}")
+    groups = options.get("concurrency_groups")
+    if groups is not None and not (isinstance(groups, dict) and all(
+            isinstance(k, str) and isinstance(v, int) and v > 0
+            for k, v in groups.items())):
+        raise ValueError("concurrency_groups must map group names to positive integers")
+    if options.get("get_if_exists") and not options.get("name"):
+        raise ValueError("The actor name must be specified to use `get_if_exists`.")
+
+
+class ActorHandle:
+    """A handle to an actor: call ``handle.method.remote(...)``."""
+
+    def __init__(self, actor_id: ActorID, meta: dict, class_name: str, owner,
+                 *, _count: bool = True):
+        from miniray.core_worker import object_ref
+        self._actor_id = actor_id
+        self._meta = meta
+        self._class_name = class_name
+        self._owner = owner
+        self._handle_id = handle_object_id(actor_id)
+        self._worker = object_ref.core_worker() if _count else None
+        if self._worker is not None:
+            self._worker.add_local_ref(self._handle_id, owner)
+
+    @classmethod
+    def _from_info(cls, info) -> "ActorHandle":
+        from miniray.common.address import WorkerAddress
+        return cls(ActorID(info.actor_id), pickle.loads(info.class_meta),
+                   info.class_name, WorkerAddress.from_proto(info.owner))
+
+    def __del__(self):
+        worker = self.__dict__.get("_worker")
+        if worker is not None:
+            worker.remove_local_ref(self._handle_id)
+
+    def __getattr__(self, name: str) -> "ActorMethod":
+        meta = self.__dict__.get("_meta")
+        if meta is None or name not in meta:
+            raise AttributeError(
+                f"'{self.__dict__.get('_class_name', 'Actor')}' object has no "
+                f"attribute '{name}'")
+        return ActorMethod(self, name, meta[name])
+
+    def __repr__(self):
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __hash__(self):
+        return hash(self._actor_id)
+
+    def __eq__(self, other):
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __reduce__(self):
+        note_nested_ref(RefInfo(self._handle_id, self._owner))
+        owner = self._owner
+        return _rebuild_handle, (bytes(self._actor_id), self._meta, self._class_name,
+                                 owner.ip, owner.port, bytes(owner.worker_id),
+                                 bytes(owner.node_id))
+
+
+def _rebuild_handle(actor_id, meta, class_name, ip, port, worker_id, node_id):
+    from miniray.common.address import WorkerAddress
+    from miniray.common.ids import NodeID, WorkerID
+    return ActorHandle(ActorID(actor_id), meta, class_name,
+                       WorkerAddress(ip, port, WorkerID(worker_id), NodeID(node_id)))
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, meta: dict, options=None):
+        self._handle = handle
+        self._name = name
+        self._meta = meta
+        self._options = options or {}
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError("Actor methods cannot be called directly. Instead of running "
+                        f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
+
+    def options(self, **options) -> "ActorMethod":
+        for key in options:
+            if key not in METHOD_OPTIONS:
+                raise ValueError(f"Invalid option keyword {key} for actor methods. "
+                                 f"Valid ones are {sorted(METHOD_OPTIONS)}.")
+        return ActorMethod(self._handle, self._name, self._meta,
+                           {**self._options, **options})
+
+    def remote(self, *args, **kwargs):
+        from miniray import api
+        from miniray.protocol import common_pb2
+        worker = api.ensure_initialized()
+        handle = self._handle
+        num_returns = self._options.get("num_returns", self._meta["num_returns"])
+        streaming = num_returns == "streaming"
+        spec = common_pb2.TaskSpec(
+            type=common_pb2.ACTOR_TASK, actor_id=handle._actor_id,
+            method_name=self._name,
+            function_name=f"{handle._class_name}.{self._name}",
+            concurrency_group=self._options.get(
+                "concurrency_group", self._meta["concurrency_group"]))
+        result = worker.submit_actor_task(spec, args, kwargs,
+                                          0 if streaming else num_returns, streaming)
+        if streaming:
+            return result
+        if num_returns == 1:
+            return result[0]
+        return None if num_returns == 0 else result
+
+
+class _ActorExit(SystemExit):
+    """Raised by exit_actor() in a sync actor method."""
+
+
+def exit_actor() -> None:
+    """Intentionally exit the current actor (from inside one of its methods)."""
+    from miniray.core_worker import object_ref
+    from miniray.exceptions import AsyncioActorExit
+    worker = object_ref.core_worker()
+    if worker is None or worker.executor is None or worker.executor.actor is None:
+        raise TypeError("exit_actor API is called on a non-actor worker. Call this "
+                        "API inside an actor method if you'd like to exit the actor "
+                        "gracefully.")
+    worker.executor.actor.should_exit = True
+    if worker.executor.actor.in_event_loop():
+        raise AsyncioActorExit()
+    raise _ActorExit(0)

@@ -1,0 +1,215 @@
+"""The actor living in a worker process: its instance, call ordering and
+concurrency.
+
+Calls arrive on the io thread numbered per caller; they are released to
+execution strictly in each caller's order. Where they run depends on the
+actor: a plain actor runs them one by one on the main thread; a threaded
+actor (``max_concurrency`` > 1) or a concurrency group runs them on a
+thread pool of that size; an async actor (any ``async def`` method) runs
+them as tasks on one event loop in its own thread, at most
+``max_concurrency`` at once per group.
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import os
+import pickle
+import threading
+
+from miniray import exceptions
+from miniray.common.address import WorkerAddress
+from miniray.common.ids import ActorID, TaskID
+from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
+
+TERMINATE = "__ray_terminate__"
+
+
+class ActorRuntime:
+    def __init__(self, executor, spec):
+        self.executor = executor
+        self.worker = executor.worker
+        options = spec.actor_options
+        self.instance = None
+        self.actor_id = ActorID(spec.actor_id)
+        self.name = options.name
+        self.num_restarts = options.num_restarts
+        self.class_name = options.class_name
+        self.meta = pickle.loads(options.class_meta)
+        self.owner = WorkerAddress.from_proto(spec.caller)
+        self.is_asyncio = options.is_asyncio
+        self.max_concurrency = options.max_concurrency or 1
+        self.groups = dict(options.concurrency_groups)
+        self.should_exit = False
+        self.canceled: set[TaskID] = set()
+        self._expected: dict[bytes, int] = {}
+        self._buffered: dict[bytes, dict[int, tuple]] = {}
+        self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._async_tasks: dict[TaskID, asyncio.Task] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._exiting = False
+
+    def start(self) -> None:
+        """Called once the constructor succeeded."""
+        if self.is_asyncio:
+            self._loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(target=self._loop.run_forever,
+                                                 name="miniray-actor-loop", daemon=True)
+            self._loop_thread.start()
+
+    def in_event_loop(self) -> bool:
+        return self._loop_thread is not None and \
+            threading.get_ident() == self._loop_thread.ident
+
+    def handle(self):
+        from miniray.actor import ActorHandle
+        return ActorHandle(self.actor_id, self.meta, self.class_name, self.owner)
+
+    # --- ordering (io thread) ------------------------------------------------------
+    async def submit(self, spec) -> cw_pb2.PushTaskReply:
+        future = asyncio.get_running_loop().create_future()
+        caller = spec.caller.worker_id
+        expected = self._expected.get(caller, 0)
+        seq = spec.sequence_number
+        if seq > expected:
+            self._buffered.setdefault(caller, {})[seq] = (spec, future)
+            return await future
+        self._dispatch(spec, future)
+        if seq == expected:
+            expected += 1
+            buffered = self._buffered.get(caller, {})
+            while expected in buffered:
+                self._dispatch(*buffered.pop(expected))
+                expected += 1
+            self._expected[caller] = expected
+        return await future
+
+    def _dispatch(self, spec, future: asyncio.Future) -> None:
+        io_loop = self.worker.loop
+        if self._exiting:
+            future.set_exception(RuntimeError("the actor is exiting"))
+            return
+        if spec.method_name == TERMINATE:
+            self._queue_main(lambda: self._terminate(spec), future)
+            return
+        group = spec.concurrency_group or self.meta.get(
+            spec.method_name, {}).get("concurrency_group", "")
+        if self._loop is not None:
+            done = asyncio.run_coroutine_threadsafe(self._run_async(spec, group), self._loop)
+            done.add_done_callback(lambda f: io_loop.call_soon_threadsafe(
+                _copy_result, f, future))
+            return
+        limit = self.groups.get(group) if group else self.max_concurrency
+        if limit is None:
+            raise ValueError(f"unknown concurrency group {group!r}")
+        if limit <= 1 and not group:
+            self._queue_main(lambda: self._run_sync(spec), future)
+            return
+        pool = self._pools.get(group)
+        if pool is None:
+            pool = self._pools[group] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=limit, thread_name_prefix=f"miniray-actor-{group or 'default'}")
+        done = pool.submit(self._run_sync, spec)
+        done.add_done_callback(lambda f: io_loop.call_soon_threadsafe(
+            _copy_result, f, future))
+
+    def _queue_main(self, job, future) -> None:
+        self.executor._queue.put((job, future))
+
+    # --- running calls ---------------------------------------------------------------
+    def _method(self, spec):
+        method = getattr(self.instance, spec.method_name, None)
+        if method is None:
+            raise AttributeError(
+                f"'{self.class_name}' object has no attribute '{spec.method_name}'")
+        return method
+
+    def _run_sync(self, spec) -> cw_pb2.PushTaskReply:
+        return self.executor.run_task(spec, lambda: self._method(spec))
+
+    async def _run_async(self, spec, group: str) -> cw_pb2.PushTaskReply:
+        semaphore = self._semaphores.get(group)
+        if semaphore is None:
+            limit = self.groups.get(group, self.max_concurrency) if group \
+                else self.max_concurrency
+            semaphore = self._semaphores[group] = asyncio.Semaphore(limit)
+        task_id = TaskID(spec.task_id)
+        async with semaphore:
+            self._async_tasks[task_id] = asyncio.current_task()
+            try:
+                return await self.executor.run_task_async(spec, self._method(spec))
+            finally:
+                self._async_tasks.pop(task_id, None)
+
+    def cancel(self, task_id: TaskID) -> bool:
+        self.canceled.add(task_id)
+        task = self._async_tasks.get(task_id)
+        if task is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(task.cancel)
+        return True
+
+    # --- exiting ---------------------------------------------------------------------
+    def exit_requested(self, exc: BaseException) -> bool:
+        return self.should_exit and isinstance(
+            exc, (SystemExit, exceptions.AsyncioActorExit))
+
+    def exit_after_reply(self, reply, return_ids, caller) -> None:
+        """exit_actor() ran: the caller sees the actor's death, then we exit."""
+        error = exceptions.ActorDiedError(
+            "The actor exited intentionally: exit_actor() was called.")
+        self.executor._store_error(reply, return_ids, caller, error)
+        reply.actor_exiting = True
+        self.worker.loop.call_soon_threadsafe(self.worker.spawn, self.exit_process())
+
+    def _terminate(self, spec) -> cw_pb2.PushTaskReply:
+        reply = cw_pb2.PushTaskReply()
+        self.executor._store_values(reply, self.executor.return_ids(spec),
+                                    WorkerAddress.from_proto(spec.caller), [None])
+        reply.actor_exiting = True
+        self.worker.loop.call_soon_threadsafe(self.worker.spawn, self.exit_process())
+        return reply
+
+    def request_exit(self) -> None:
+        """ExitWorker(force=False): exit after the calls queued so far (io thread)."""
+        future = self.worker.loop.create_future()
+        self._queue_main(lambda: self._graceful_exit(), future)
+
+    def _graceful_exit(self) -> cw_pb2.PushTaskReply:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self.worker.loop.call_soon_threadsafe(self.worker.spawn, self.exit_process())
+        return cw_pb2.PushTaskReply()
+
+    async def exit_process(self) -> None:
+        """Tell the GCS this exit is intended, let replies go out, then exit."""
+        if self._exiting:
+            return
+        self._exiting = True
+        worker = self.worker
+        try:
+            await worker.gcs.ActorExiting(gcs_pb2.ActorExitingRequest(
+                actor_id=self.actor_id), timeout=5)
+        except Exception:
+            pass
+        try:
+            await worker._server.stop(grace=0.5)
+        except Exception:
+            pass
+        try:
+            atexit._run_exitfuncs()
+        finally:
+            os._exit(0)
+
+
+def _copy_result(source: concurrent.futures.Future, dest: asyncio.Future) -> None:
+    if dest.done():
+        return
+    if source.cancelled():
+        dest.set_exception(exceptions.TaskCancelledError())
+    elif source.exception() is not None:
+        dest.set_exception(source.exception())
+    else:
+        dest.set_result(source.result())

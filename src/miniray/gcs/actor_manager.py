@@ -1,0 +1,187 @@
+"""Creating, restarting and killing actors: the RPCs behind the actor table.
+
+Creation: pick a node that can hold the actor, lease a dedicated worker
+from its raylet (the lease lasts as long as the actor), and push the
+creation task to that worker. The worker's reply says whether the
+constructor succeeded. When a worker hosting an actor dies the table
+decides between a restart (run creation again) and death.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from miniray import exceptions
+from miniray.common.ids import ActorID, WorkerID
+from miniray.common.resources import fits
+from miniray.common.serialization import serialize
+from miniray.gcs.actor_table import ALIVE, DEAD, ActorEntry, ActorTable
+from miniray.protocol import (
+    common_pb2, core_worker_pb2 as cw_pb2, core_worker_pb2_grpc as cw_grpc,
+    raylet_pb2, raylet_pb2_grpc)
+
+log = logging.getLogger("miniray.gcs")
+
+
+def death_cause(message: str) -> bytes:
+    """A serialized ActorDiedError, as callers will raise it."""
+    return serialize(exceptions.ActorDiedError(message), is_error=True).to_bytes()
+
+
+class ActorManager:
+    def __init__(self, server):
+        self.server = server          # GcsServer: nodes, channels
+        self.table = ActorTable()
+        self._changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- registration and creation ---------------------------------------------
+    def register(self, spec: common_pb2.TaskSpec) -> ActorEntry:
+        entry = self.table.register(spec)
+        self._spawn(self._create(entry))
+        return entry
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _create(self, entry: ActorEntry) -> None:
+        """Lease a worker for the actor and run its constructor there."""
+        while entry.info.state != DEAD:
+            node = self._pick_node(entry)
+            if node is None:
+                await asyncio.sleep(0.5)      # wait for a node that can host it
+                continue
+            spec = entry.spec
+            options = spec.actor_options
+            raylet = self.server.channels.stub(f"{node.ip}:{node.raylet_port}",
+                                               raylet_pb2_grpc.RayletServiceStub)
+            try:
+                lease = await raylet.RequestWorkerLease(raylet_pb2.RequestWorkerLeaseRequest(
+                    resources=spec.resources, job_id=spec.job_id,
+                    function_name=options.class_name, actor_id=spec.actor_id,
+                    placement_resources=options.placement_resources))
+            except Exception as exc:
+                log.warning("leasing a worker for actor %s failed: %s",
+                            options.class_name, exc)
+                await asyncio.sleep(0.2)
+                continue
+            if entry.info.state == DEAD:          # killed while we waited
+                await self._kill_worker(node, lease.worker.worker_id)
+                return
+            entry.worker_id = WorkerID(lease.worker.worker_id)
+            entry.node_id = node.node_id
+            options.num_restarts = entry.info.num_restarts
+            worker = self.server.channels.stub(f"{lease.worker.ip}:{lease.worker.port}",
+                                               cw_grpc.CoreWorkerServiceStub)
+            try:
+                reply = await worker.PushTask(cw_pb2.PushTaskRequest(spec=spec))
+            except Exception:
+                # The worker died while constructing: a failure like any other.
+                await self.on_worker_failure(entry.worker_id)
+                return
+            if reply.is_application_error:
+                self.table.mark_dead(entry, reply.returns[0].data if reply.returns
+                                     else death_cause("The actor's constructor failed."))
+                await self._kill_worker(node, lease.worker.worker_id)
+            elif entry.info.state != DEAD:
+                self.table.mark_alive(entry, lease.worker, entry.worker_id, 0)
+            await self._notify()
+            return
+
+    def _pick_node(self, entry: ActorEntry):
+        spec = entry.spec
+        needed = dict(spec.resources)
+        for key, value in spec.actor_options.placement_resources.items():
+            needed[key] = max(needed.get(key, 0.0), value)
+        nodes = self.server.nodes.alive_nodes()
+        feasible = [n for n in nodes if fits(needed, n.resources_total)]
+        if not feasible:
+            return None
+        free = [n for n in feasible if fits(needed, n.resources_available)]
+        return (free or feasible)[0]
+
+    async def _kill_worker(self, node, worker_id: bytes) -> None:
+        raylet = self.server.channels.stub(f"{node.ip}:{node.raylet_port}",
+                                           raylet_pb2_grpc.RayletServiceStub)
+        try:
+            await raylet.KillWorker(raylet_pb2.KillWorkerRequest(worker_id=worker_id,
+                                                                 force=True))
+        except Exception:
+            pass
+
+    # --- failures and kills -------------------------------------------------------
+    async def on_worker_failure(self, worker_id: WorkerID, is_driver: bool = False) -> None:
+        for entry in self.table.hosted_by(worker_id):
+            exiting = entry.exiting
+            if self.table.on_failure(entry):
+                log.info("restarting actor %s", entry.info.class_name)
+                self._spawn(self._create(entry))
+            else:
+                self.table.mark_dead(entry, death_cause(
+                    "The actor exited intentionally (exit_actor or __ray_terminate__)."
+                    if exiting else
+                    "The actor died unexpectedly: its worker process exited."))
+        for entry in self.table.owned_by(worker_id):
+            await self.kill(entry, force=True, no_restart=True,
+                            cause="The actor died because its owner has died.")
+        await self._notify()
+
+    async def kill(self, entry: ActorEntry, *, force: bool, no_restart: bool,
+                   cause: str = "The actor was killed by miniray.kill().") -> None:
+        node = self._node_of(entry)
+        worker_id = entry.worker_id
+        if no_restart:
+            entry.exiting = True
+            self.table.mark_dead(entry, death_cause(cause))
+        if node is None or worker_id is None:
+            await self._notify()
+            return
+        if force:
+            await self._kill_worker(node, worker_id)
+        else:
+            address = entry.info.address if entry.info.state == ALIVE else None
+            await self._exit_gracefully(address, node, worker_id)
+        await self._notify()
+
+    async def _exit_gracefully(self, address, node, worker_id) -> None:
+        if address is None:
+            await self._kill_worker(node, worker_id)
+            return
+        stub = self.server.channels.stub(f"{address.ip}:{address.port}",
+                                         cw_grpc.CoreWorkerServiceStub)
+        try:
+            await stub.ExitWorker(cw_pb2.ExitWorkerRequest(force=False))
+        except Exception:
+            await self._kill_worker(node, worker_id)
+
+    def _node_of(self, entry: ActorEntry):
+        for node in self.server.nodes.alive_nodes():
+            if node.node_id == entry.node_id:
+                return node
+        return None
+
+    def mark_exiting(self, actor_id: ActorID) -> None:
+        entry = self.table.get(actor_id)
+        if entry is not None:
+            entry.exiting = True
+
+    # --- watching -------------------------------------------------------------------
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_change(self, actor_id: ActorID, known_state: int,
+                          known_restarts: int, timeout: float) -> ActorEntry | None:
+        def changed():
+            entry = self.table.get(actor_id)
+            return entry is None or entry.info.state != known_state \
+                or entry.info.num_restarts != known_restarts
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(changed), timeout)
+            except asyncio.TimeoutError:
+                pass
+        return self.table.get(actor_id)
