@@ -128,8 +128,10 @@ class ActorClass:
             class_name=self._cls.__name__,
             get_if_exists=bool(options.get("get_if_exists"))))
         info = worker.create_actor(spec, args, kwargs)
-        return ActorHandle._from_info(info) if info is not None else ActorHandle(
-            ActorID(spec.actor_id), self._meta, self._cls.__name__, worker.address)
+        if info is not None:            # get_if_exists found a live actor
+            return ActorHandle._from_info(info)
+        return ActorHandle(ActorID(spec.actor_id), self._meta, self._cls.__name__,
+                           worker.address, spec.actor_options.max_pending_calls)
 
 
 class _BoundActorClass:
@@ -172,9 +174,10 @@ class ActorHandle:
     """A handle to an actor: call ``handle.method.remote(...)``."""
 
     def __init__(self, actor_id: ActorID, meta: dict, class_name: str, owner,
-                 *, _count: bool = True):
+                 max_pending_calls: int = -1, *, _count: bool = True):
         from miniray.core_worker import object_ref
         self._actor_id = actor_id
+        self._max_pending_calls = max_pending_calls
         self._meta = meta
         self._class_name = class_name
         self._owner = owner
@@ -187,7 +190,8 @@ class ActorHandle:
     def _from_info(cls, info) -> "ActorHandle":
         from miniray.common.address import WorkerAddress
         return cls(ActorID(info.actor_id), pickle.loads(info.class_meta),
-                   info.class_name, WorkerAddress.from_proto(info.owner))
+                   info.class_name, WorkerAddress.from_proto(info.owner),
+                   info.max_pending_calls)
 
     def __del__(self):
         worker = self.__dict__.get("_worker")
@@ -216,14 +220,16 @@ class ActorHandle:
         owner = self._owner
         return _rebuild_handle, (bytes(self._actor_id), self._meta, self._class_name,
                                  owner.ip, owner.port, bytes(owner.worker_id),
-                                 bytes(owner.node_id))
+                                 bytes(owner.node_id), self._max_pending_calls)
 
 
-def _rebuild_handle(actor_id, meta, class_name, ip, port, worker_id, node_id):
+def _rebuild_handle(actor_id, meta, class_name, ip, port, worker_id, node_id,
+                    max_pending_calls):
     from miniray.common.address import WorkerAddress
     from miniray.common.ids import NodeID, WorkerID
     return ActorHandle(ActorID(actor_id), meta, class_name,
-                       WorkerAddress(ip, port, WorkerID(worker_id), NodeID(node_id)))
+                       WorkerAddress(ip, port, WorkerID(worker_id), NodeID(node_id)),
+                       max_pending_calls)
 
 
 class ActorMethod:
@@ -250,6 +256,8 @@ class ActorMethod:
         from miniray.protocol import common_pb2
         worker = api.ensure_initialized()
         handle = self._handle
+        worker.actor_submitter.check_pending_limit(handle._actor_id,
+                                                   handle._max_pending_calls)
         num_returns = self._options.get("num_returns", self._meta["num_returns"])
         streaming = num_returns == "streaming"
         spec = common_pb2.TaskSpec(

@@ -173,14 +173,16 @@ def _local_raylet(gcs_address: str) -> str:
 
 
 def _code_search_path() -> list[str]:
-    """Workers import the driver's modules from the same places."""
+    """Workers import the driver's modules from the same places: the script's
+    directory and the working directory first, then the driver's sys.path."""
     paths = []
     main = sys.modules.get("__main__")
     main_file = getattr(main, "__file__", None)
     if main_file:
         paths.append(os.path.dirname(os.path.abspath(main_file)))
     paths.append(os.getcwd())
-    return paths
+    paths += [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]
+    return list(dict.fromkeys(paths))
 
 
 def shutdown() -> None:

@@ -40,6 +40,7 @@ class ActorRuntime:
         self.owner = WorkerAddress.from_proto(spec.caller)
         self.is_asyncio = options.is_asyncio
         self.max_concurrency = options.max_concurrency or 1
+        self.max_pending_calls = options.max_pending_calls
         self.groups = dict(options.concurrency_groups)
         self.should_exit = False
         self.canceled: set[TaskID] = set()
@@ -51,6 +52,7 @@ class ActorRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._exiting = False
+        self._closing = False     # no new calls start: the actor is on its way out
 
     def start(self) -> None:
         """Called once the constructor succeeded."""
@@ -66,7 +68,8 @@ class ActorRuntime:
 
     def handle(self):
         from miniray.actor import ActorHandle
-        return ActorHandle(self.actor_id, self.meta, self.class_name, self.owner)
+        return ActorHandle(self.actor_id, self.meta, self.class_name, self.owner,
+                           self.max_pending_calls)
 
     # --- ordering (io thread) ------------------------------------------------------
     async def submit(self, spec) -> cw_pb2.PushTaskReply:
@@ -89,10 +92,11 @@ class ActorRuntime:
 
     def _dispatch(self, spec, future: asyncio.Future) -> None:
         io_loop = self.worker.loop
-        if self._exiting:
+        if self._closing:
             future.set_exception(RuntimeError("the actor is exiting"))
             return
         if spec.method_name == TERMINATE:
+            self._closing = True
             self._queue_main(lambda: self._terminate(spec), future)
             return
         group = spec.concurrency_group or self.meta.get(
@@ -162,6 +166,7 @@ class ActorRuntime:
             "The actor exited intentionally: exit_actor() was called.")
         self.executor._store_error(reply, return_ids, caller, error)
         reply.actor_exiting = True
+        self._closing = True
         self.worker.loop.call_soon_threadsafe(self.worker.spawn, self.exit_process())
 
     def _terminate(self, spec) -> cw_pb2.PushTaskReply:
@@ -175,6 +180,7 @@ class ActorRuntime:
     def request_exit(self) -> None:
         """ExitWorker(force=False): exit after the calls queued so far (io thread)."""
         future = self.worker.loop.create_future()
+        self._closing = True
         self._queue_main(lambda: self._graceful_exit(), future)
 
     def _graceful_exit(self) -> cw_pb2.PushTaskReply:

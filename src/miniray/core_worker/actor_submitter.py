@@ -11,6 +11,7 @@ otherwise they fail with RayActorError (ActorDiedError once it is dead).
 from __future__ import annotations
 
 import collections
+import threading
 
 from miniray import exceptions
 from miniray.common.address import WorkerAddress
@@ -45,12 +46,23 @@ class ActorTaskSubmitter:
         self.worker = worker
         self.tasks = normal_submitter          # shares completion and bookkeeping
         self._actors: dict[ActorID, _ActorQueue] = {}
+        self._pending: collections.Counter = collections.Counter()   # per actor
+        self._pending_lock = threading.Lock()
 
-    def num_pending(self, actor_id: ActorID) -> int:
-        queue = self._actors.get(actor_id)
-        return 0 if queue is None else len(queue.queue) + len(queue.inflight)
+    def check_pending_limit(self, actor_id: ActorID, limit: int) -> None:
+        """Raise PendingCallsLimitExceeded before submitting one call too many."""
+        if limit > 0 and self._pending[actor_id] >= limit:
+            raise exceptions.PendingCallsLimitExceeded(
+                f"The actor {actor_id.hex()} has {self._pending[actor_id]} calls "
+                f"pending, the limit set by max_pending_calls={limit}.")
+
+    def on_task_done(self, task: _Task) -> None:
+        with self._pending_lock:
+            self._pending[ActorID(task.spec.actor_id)] -= 1
 
     def submit_threadsafe(self, spec, arg_ids, generator=None) -> None:
+        with self._pending_lock:
+            self._pending[ActorID(spec.actor_id)] += 1
         task = _Task(spec, arg_ids)
         task.generator = generator
         self.worker.loop.call_soon_threadsafe(self._submit, task)

@@ -213,9 +213,11 @@ class TaskExecutor:
         worker.job_id = job_id
         reply = worker.call("gcs", "GetJobConfig", gcs_pb2.GetJobConfigRequest(job_id=job_id))
         if reply.found:
-            for path in reversed(reply.config.code_search_path):
+            paths = list(reply.config.code_search_path)
+            for path in reversed(paths[:2]):          # script dir and cwd first
                 if path not in sys.path:
                     sys.path.insert(0, path)
+            sys.path.extend(p for p in paths[2:] if p not in sys.path)
             if reply.config.working_dir and os.path.isdir(reply.config.working_dir):
                 os.chdir(reply.config.working_dir)
             worker.namespace = reply.config.namespace

@@ -304,7 +304,8 @@ class NormalTaskSubmitter:
 
     def _complete(self, task: _Task, payloads) -> None:
         """Store a finished task's return values and drop its argument refs."""
-        self._tasks.pop(task.task_id, None)
+        if self._tasks.pop(task.task_id, None) is not None and task.is_actor_task:
+            self.actor_submitter.on_task_done(task)
         worker = self.worker
         for payload in payloads:
             self.store_owned_payload(ObjectID(payload.object_id), payload)

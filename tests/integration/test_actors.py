@@ -1,0 +1,432 @@
+"""Actors on a real local cluster: calls, concurrency, names, lifecycle."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import miniray as ray
+from miniray import exceptions
+from miniray.testing import wait_for_condition
+
+pytestmark = pytest.mark.usefixtures("ray_start")
+
+
+@ray.remote
+class Counter:
+    def __init__(self, start=0):
+        self.value = start
+
+    def incr(self, by=1):
+        self.value += by
+        return self.value
+
+    def get(self):
+        return self.value
+
+    def pid(self):
+        return os.getpid()
+
+    def fail(self):
+        raise KeyError("nope")
+
+    @ray.method(num_returns=2)
+    def pair(self):
+        return self.value, -self.value
+
+
+def test_calls_run_in_order_and_keep_state():
+    counter = Counter.remote(10)
+    refs = [counter.incr.remote() for _ in range(100)]
+    assert ray.get(refs) == list(range(11, 111))
+    assert ray.get(counter.get.remote()) == 110
+
+
+def test_num_returns_and_errors():
+    counter = Counter.remote(3)
+    a, b = counter.pair.remote()
+    assert ray.get([a, b]) == [3, -3]
+    x, y, z = counter.incr.options(num_returns=1).remote(), *counter.pair.options(
+        num_returns=2).remote()
+    assert ray.get([x, y, z]) == [4, 4, -4]
+    with pytest.raises(KeyError) as info:
+        ray.get(counter.fail.remote())
+    assert isinstance(info.value, exceptions.RayTaskError)
+    assert ray.get(counter.get.remote()) == 4      # the actor lives on
+
+
+def test_direct_calls_are_rejected():
+    with pytest.raises(TypeError):
+        Counter()
+    counter = Counter.remote()
+    with pytest.raises(TypeError):
+        counter.incr()
+    with pytest.raises(AttributeError):
+        counter.no_such_method
+    with pytest.raises(ValueError):
+        Counter.options(max_concurrency=0)
+    with pytest.raises(ValueError):
+        Counter.options(lifetime="forever")
+
+
+def test_handles_are_passed_around():
+    counter = Counter.remote()
+
+    @ray.remote
+    def bump(handle, n):
+        return ray.get([handle.incr.remote() for _ in range(n)])[-1]
+
+    assert ray.get(bump.remote(counter, 5)) == 5
+
+    @ray.remote
+    def make():
+        return Counter.remote(100)
+
+    made = ray.get(make.remote())
+    assert ray.get(made.incr.remote()) == 101
+
+    @ray.remote
+    class Caller:
+        def call(self, handles):
+            return ray.get(handles[0].incr.remote())
+
+    caller = Caller.remote()
+    assert ray.get(caller.call.remote([counter])) == 6
+    stored = ray.put({"handle": counter})
+    assert ray.get(ray.get(stored)["handle"].get.remote()) == 6
+
+
+def test_calls_queue_while_the_actor_is_created():
+    @ray.remote
+    class Slow:
+        def __init__(self):
+            time.sleep(1)
+
+        def ping(self, i):
+            return i
+
+    slow = Slow.remote()
+    assert ray.get([slow.ping.remote(i) for i in range(5)]) == list(range(5))
+
+
+def test_object_ref_arguments():
+    counter = Counter.remote()
+    ref = ray.put(5)
+    assert ray.get(counter.incr.remote(ref)) == 5
+
+    @ray.remote
+    def seven():
+        return 7
+
+    assert ray.get(counter.incr.remote(seven.remote())) == 12
+
+
+def test_async_actor_runs_calls_concurrently():
+    @ray.remote
+    class AsyncActor:
+        def __init__(self):
+            self.event = asyncio.Event()
+
+        async def wait(self):
+            await self.event.wait()
+            return "released"
+
+        async def release(self):
+            self.event.set()
+            return "set"
+
+    actor = AsyncActor.remote()
+    waiting = [actor.wait.remote() for _ in range(5)]
+    assert ray.get(actor.release.remote()) == "set"
+    assert ray.get(waiting, timeout=10) == ["released"] * 5
+
+
+def test_threaded_actor():
+    @ray.remote(max_concurrency=4)
+    class Threaded:
+        def __init__(self):
+            self.barrier = threading.Barrier(4, timeout=10)
+
+        def meet(self):
+            self.barrier.wait()
+            return threading.get_ident()
+
+    actor = Threaded.remote()
+    idents = ray.get([actor.meet.remote() for _ in range(4)], timeout=20)
+    assert len(set(idents)) == 4
+
+
+def test_concurrency_groups():
+    @ray.remote(concurrency_groups={"io": 2})
+    class Grouped:
+        def __init__(self):
+            self.barrier = threading.Barrier(2, timeout=10)
+
+        @ray.method(concurrency_group="io")
+        def io(self):
+            self.barrier.wait()
+            return "io"
+
+        def compute(self):
+            return "compute"
+
+    actor = Grouped.remote()
+    assert ray.get([actor.io.remote(), actor.io.remote()], timeout=20) == ["io", "io"]
+    assert ray.get(actor.compute.remote()) == "compute"
+
+
+def test_named_actors_and_namespaces():
+    counter = Counter.options(name="shared", namespace="ns1").remote(1)
+    assert ray.get(counter.incr.remote()) == 2
+    again = ray.get_actor("shared", namespace="ns1")
+    assert ray.get(again.incr.remote()) == 3
+    with pytest.raises(ValueError, match="already taken"):
+        Counter.options(name="shared", namespace="ns1").remote()
+    with pytest.raises(ValueError):
+        ray.get_actor("shared")            # another namespace
+    with pytest.raises(ValueError):
+        ray.get_actor("missing", namespace="ns1")
+    same = Counter.options(name="shared", namespace="ns1", get_if_exists=True).remote()
+    assert ray.get(same.get.remote()) == 3
+    names = ray.util.list_named_actors(all_namespaces=True)
+    assert {"name": "shared", "namespace": "ns1"} in names
+    ray.kill(counter)
+    wait_for_condition(lambda: _name_free("shared", "ns1"), timeout=10)
+    fresh = Counter.options(name="shared", namespace="ns1").remote(50)
+    assert ray.get(fresh.get.remote()) == 50
+
+
+def _name_free(name, namespace) -> bool:
+    try:
+        ray.get_actor(name, namespace=namespace)
+        return False
+    except ValueError:
+        return True
+
+
+def test_constructor_failure():
+    @ray.remote
+    class Broken:
+        def __init__(self):
+            raise ValueError("bad init")
+
+        def ping(self):
+            return 1
+
+    broken = Broken.remote()
+    with pytest.raises(exceptions.ActorDiedError) as info:
+        ray.get(broken.ping.remote(), timeout=20)
+    assert "bad init" in str(info.value)
+
+
+def test_kill_and_terminate():
+    counter = Counter.remote()
+    assert ray.get(counter.incr.remote()) == 1
+    ray.kill(counter)
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(counter.incr.remote(), timeout=20)
+
+    other = Counter.remote()
+    ray.get(other.incr.remote())
+    other.__ray_terminate__.remote()
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(other.incr.remote(), timeout=20)
+    with pytest.raises(ValueError):
+        ray.kill("not an actor")
+
+
+def test_exit_actor():
+    @ray.remote
+    class Quitter:
+        def quit(self):
+            ray.actor.exit_actor()
+
+        def ping(self):
+            return "pong"
+
+    quitter = Quitter.remote()
+    assert ray.get(quitter.ping.remote()) == "pong"
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(quitter.quit.remote(), timeout=20)
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(quitter.ping.remote(), timeout=20)
+
+
+def test_restart_after_crash():
+    @ray.remote(max_restarts=1)
+    class Phoenix:
+        def __init__(self):
+            self.calls = 0
+
+        def call(self):
+            self.calls += 1
+            return self.calls, ray.get_runtime_context().was_current_actor_reconstructed
+
+        def pid(self):
+            return os.getpid()
+
+    actor = Phoenix.remote()
+    assert ray.get(actor.call.remote()) == (1, False)
+    os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
+    wait_for_condition(lambda: _call_succeeds(actor), timeout=30)
+    calls, reconstructed = ray.get(actor.call.remote())
+    assert reconstructed and calls <= 2        # state was reset by the restart
+    os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
+    with pytest.raises(exceptions.ActorDiedError):
+        for _ in range(50):
+            ray.get(actor.call.remote(), timeout=20)
+
+
+def _call_succeeds(actor) -> bool:
+    try:
+        ray.get(actor.call.remote(), timeout=5)
+        return True
+    except exceptions.RayActorError:
+        return False
+
+
+def test_max_task_retries(tmp_path):
+    started = tmp_path / "started"
+
+    @ray.remote(max_restarts=1, max_task_retries=1)
+    class Retry:
+        def pid(self):
+            return os.getpid()
+
+        def slow(self, marker):
+            open(marker, "a").close()
+            time.sleep(2)
+            return "done"
+
+    actor = Retry.remote()
+    pid = ray.get(actor.pid.remote())
+    ref = actor.slow.remote(str(started))
+    wait_for_condition(started.exists, timeout=20)
+    os.kill(pid, signal.SIGKILL)
+    assert ray.get(ref, timeout=30) == "done"
+
+
+def test_max_pending_calls(tmp_path):
+    @ray.remote(max_pending_calls=2)
+    class Busy:
+        def wait_for(self, path):
+            while not os.path.exists(path):
+                time.sleep(0.01)
+
+    release = tmp_path / "release"
+    busy = Busy.remote()
+    refs = [busy.wait_for.remote(str(release)) for _ in range(2)]
+    with pytest.raises(exceptions.PendingCallsLimitExceeded):
+        busy.wait_for.remote(str(release))
+    release.touch()
+    ray.get(refs, timeout=20)
+    ray.get(busy.wait_for.remote(str(release)), timeout=20)
+
+
+def test_handles_going_out_of_scope_end_the_actor():
+    counter = Counter.remote()
+    pid = ray.get(counter.pid.remote())
+    del counter
+    wait_for_condition(lambda: not _alive(pid), timeout=20)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def test_runtime_context_in_actor():
+    @ray.remote
+    class Introspect:
+        def info(self):
+            ctx = ray.get_runtime_context()
+            return ctx.get_actor_id(), ctx.get_actor_name(), repr(ctx.current_actor)
+
+    actor = Introspect.options(name="introspect").remote()
+    actor_id, name, handle_repr = ray.get(actor.info.remote())
+    assert actor_id == actor._actor_id.hex()
+    assert name == "introspect"
+    assert actor_id in handle_repr
+
+
+def test_cancel_actor_tasks(tmp_path):
+    started = tmp_path / "started"
+
+    @ray.remote
+    class Worker:
+        def spin(self, marker):
+            open(marker, "a").close()
+            ctx = ray.get_runtime_context()
+            for _ in range(2000):
+                if ctx.is_canceled():
+                    return "canceled"
+                time.sleep(0.01)
+            return "finished"
+
+    worker = Worker.remote()
+    ref = worker.spin.remote(str(started))
+    wait_for_condition(started.exists, timeout=20)
+    ray.cancel(ref)
+    assert ray.get(ref, timeout=20) == "canceled"
+
+    @ray.remote
+    class AsyncWorker:
+        def __init__(self):
+            self.started = asyncio.Event()
+
+        async def forever(self):
+            self.started.set()
+            await asyncio.sleep(600)
+
+        async def wait_started(self):
+            await self.started.wait()
+
+    async_worker = AsyncWorker.remote()
+    ref = async_worker.forever.remote()
+    ray.get(async_worker.wait_started.remote(), timeout=20)
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=20)
+
+
+DRIVER = """
+import sys, time
+import miniray as ray
+ray.init(address=sys.argv[1])
+
+@ray.remote
+class Keeper:
+    def pid(self):
+        import os
+        return os.getpid()
+
+owned = Keeper.remote()
+detached = Keeper.options(name="keeper", namespace="shared", lifetime="detached").remote()
+print(ray.get(owned.pid.remote()), ray.get(detached.pid.remote()), flush=True)
+if sys.argv[2] == "crash":
+    import os
+    os._exit(1)
+"""
+
+
+@pytest.mark.parametrize("ending", ["exit", "crash"])
+def test_detached_actor_outlives_its_driver(tmp_path, ray_start, ending):
+    import subprocess
+    import sys
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    out = subprocess.run([sys.executable, str(script), ray_start.address, ending],
+                         capture_output=True, text=True, timeout=60)
+    owned_pid, detached_pid = map(int, out.stdout.split())
+    wait_for_condition(lambda: not _alive(owned_pid), timeout=20)
+    keeper = ray.get_actor("keeper", namespace="shared")
+    assert ray.get(keeper.pid.remote()) == detached_pid
+    ray.kill(keeper)
+    wait_for_condition(lambda: not _alive(detached_pid), timeout=20)
