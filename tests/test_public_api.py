@@ -3,8 +3,9 @@ import miniray
 
 EXPECTED = {
     "ObjectRef", "ObjectRefGenerator", "__version__", "available_resources", "cancel",
-    "cluster_resources", "exceptions", "get", "get_gpu_ids", "get_runtime_context",
-    "init", "is_initialized", "nodes", "put", "remote", "shutdown", "wait",
+    "cluster_resources", "exceptions", "get", "get_actor", "get_gpu_ids",
+    "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put",
+    "remote", "shutdown", "wait",
 }
 
 
