@@ -150,6 +150,92 @@ def get_large(backend, cfg):
 
 
 # --------------------------------------------------------------------------- child side
+# --------------------------------------------------------------------------- actors
+class _Echo:
+    def ping(self, x=None):
+        return x
+
+
+class _AsyncEcho:
+    async def ping(self, x=None):
+        return x
+
+
+class _Caller:
+    """An actor that calls another actor (the n:n workload)."""
+
+    def __init__(self, target, backend_name):
+        self.target = target
+        self.backend = importlib.import_module(backend_name)
+
+    def run(self, n):
+        return len(self.backend.get([self.target.ping.remote() for _ in range(n)]))
+
+
+def _actor(backend, cls, **options):
+    handle = backend.remote(**options)(cls).remote() if options else backend.remote(cls).remote()
+    backend.get(handle.ping.remote())
+    return handle
+
+
+@workload("actor_calls_sync")
+def actor_calls_sync(backend, cfg):
+    actor = _actor(backend, _Echo)
+    rate = 1 / mean_time(lambda: backend.get(actor.ping.remote()), cfg.budget)
+    return {"1:1 get(a.ping.remote())": (rate, "calls/s")}
+
+
+@workload("actor_calls_async")
+def actor_calls_async(backend, cfg):
+    actor = _actor(backend, _Echo)
+    t = mean_time(lambda: backend.get([actor.ping.remote() for _ in range(cfg.batch)]),
+                  cfg.budget)
+    return {f"1:1 get([a.ping.remote() x {cfg.batch}])": (cfg.batch / t, "calls/s")}
+
+
+@workload("async_actor_calls")
+def async_actor_calls(backend, cfg):
+    actor = _actor(backend, _AsyncEcho)
+    t = mean_time(lambda: backend.get([actor.ping.remote() for _ in range(cfg.batch)]),
+                  cfg.budget)
+    return {f"async actor, {cfg.batch} in flight": (cfg.batch / t, "calls/s")}
+
+
+@workload("actor_calls_with_arg")
+def actor_calls_with_arg(backend, cfg):
+    actor = _actor(backend, _Echo)
+    ref = backend.put(b"x" * 1024)
+    t = mean_time(lambda: backend.get([actor.ping.remote(ref) for _ in range(cfg.batch)]),
+                  cfg.budget)
+    return {f"a.ping.remote(ref) x {cfg.batch}": (cfg.batch / t, "calls/s")}
+
+
+@workload("actor_calls_n_n")
+def actor_calls_n_n(backend, cfg):
+    n = max(2, (os.cpu_count() or 2))
+    targets = [_actor(backend, _Echo) for _ in range(n)]
+    callers = [backend.remote(_Caller).remote(t, backend.__name__) for t in targets]
+    backend.get([c.run.remote(1) for c in callers])
+    per = cfg.batch // n
+    t = mean_time(lambda: backend.get([c.run.remote(per) for c in callers]), cfg.budget)
+    return {f"{n} callers -> {n} actors": (per * n / t, "calls/s")}
+
+
+@workload("actor_creation")
+def actor_creation(backend, cfg):
+    count = 10 if cfg.batch < 1000 else 20
+
+    def create():
+        actors = [backend.remote(num_cpus=0)(_Echo).remote() for _ in range(count)]
+        backend.get([a.ping.remote() for a in actors])
+        for a in actors:
+            backend.kill(a)
+
+    create()
+    return {f"create {count} actors + first call": (count / mean_time(create, cfg.budget),
+                                                    "actors/s")}
+
+
 def emit(prefix, payload):
     print(prefix + json.dumps(payload), flush=True)
 

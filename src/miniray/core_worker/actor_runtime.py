@@ -132,6 +132,8 @@ class ActorRuntime:
         return method
 
     def _run_sync(self, spec) -> cw_pb2.PushTaskReply:
+        if self._closing:      # queued behind exit_actor(): never starts
+            raise RuntimeError("the actor is exiting")
         return self.executor.run_task(spec, lambda: self._method(spec))
 
     async def _run_async(self, spec, group: str) -> cw_pb2.PushTaskReply:
@@ -142,6 +144,8 @@ class ActorRuntime:
             semaphore = self._semaphores[group] = asyncio.Semaphore(limit)
         task_id = TaskID(spec.task_id)
         async with semaphore:
+            if self._closing:
+                raise RuntimeError("the actor is exiting")
             self._async_tasks[task_id] = asyncio.current_task()
             try:
                 return await self.executor.run_task_async(spec, self._method(spec))

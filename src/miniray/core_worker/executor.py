@@ -73,7 +73,11 @@ class TaskExecutor:
             if item is None:
                 break
             job, future = item
-            reply = job()
+            try:
+                reply = job()
+            except Exception as exc:       # noqa: BLE001 - becomes the RPC's error
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+                continue
             loop.call_soon_threadsafe(_set_result, future, reply)
 
     def _on_sigint(self, signum, frame):
@@ -351,6 +355,11 @@ def _is_retryable(spec, exc: BaseException) -> bool:
     import pickle
     types = pickle.loads(spec.retry_exception_types)
     return isinstance(exc, types)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 def _set_result(future: asyncio.Future, reply) -> None:
