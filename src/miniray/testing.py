@@ -21,3 +21,103 @@ def wait_for_condition(condition: Callable[[], bool], timeout: float = 10.0,
     if last_error is not None:
         message += f" (last error: {last_error!r})"
     raise RuntimeError(message)
+
+
+class Cluster:
+    """Several nodes on this machine, for tests and demos.
+
+    The first node added is the head (GCS + raylet); later ones are raylets
+    that join it. Nodes are child processes of this process and die with it.
+
+        cluster = Cluster()
+        cluster.add_node(num_cpus=2)
+        worker = cluster.add_node(num_cpus=2, resources={"gpu_box": 1})
+        miniray.init(address=cluster.address)
+        cluster.kill_node(worker)
+    """
+
+    def __init__(self, initialize_head: bool = False, connect: bool = False,
+                 head_node_args: dict | None = None):
+        self.head_node = None
+        self.worker_nodes: list = []
+        self._connected = False
+        if initialize_head:
+            self.add_node(**(head_node_args or {}))
+            if connect:
+                self.connect()
+
+    @property
+    def address(self) -> str:
+        if self.head_node is None:
+            raise RuntimeError("the cluster has no head node yet")
+        return self.head_node.gcs_address
+
+    def add_node(self, *, num_cpus: int = 1, num_gpus: int = 0,
+                 resources: dict | None = None,
+                 object_store_memory: int = 256 * 1024 * 1024,
+                 wait: bool = True, **_ignored):
+        """Start a node; returns its NodeProcesses (``.node_id`` is a NodeID)."""
+        from miniray import node as node_module
+        args = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                    object_store_memory=object_store_memory)
+        if self.head_node is None:
+            self.head_node = node_module.start_head(**args)
+            return self.head_node
+        worker = node_module.start_worker_node(self.address, **args)
+        self.worker_nodes.append(worker)
+        return worker
+
+    def remove_node(self, node, allow_graceful: bool = True) -> None:
+        """Stop a node (SIGTERM, or SIGKILL without grace)."""
+        if node is self.head_node:
+            raise ValueError("remove worker nodes only; shutdown() stops the head")
+        if allow_graceful:
+            node.stop()
+        else:
+            self._kill(node)
+        self.worker_nodes.remove(node)
+
+    def kill_node(self, node) -> None:
+        """Kill a worker node's raylet with SIGKILL, as a machine failure would."""
+        self.remove_node(node, allow_graceful=False)
+
+    @staticmethod
+    def _kill(node) -> None:
+        from miniray.node import remove_session_files
+        for proc in node.processes:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        remove_session_files(node.session_dir)
+
+    def list_all_nodes(self) -> list:
+        return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)
+
+    def wait_for_nodes(self, timeout: float = 30.0) -> None:
+        """Wait until the GCS sees exactly the nodes this Cluster runs as alive."""
+        from miniray.node import get_nodes
+        expected = {bytes(n.node_id) for n in self.list_all_nodes()}
+
+        def settled():
+            alive = {bytes(n.node_id) for n in get_nodes(self.address) if n.alive}
+            return alive == expected
+
+        wait_for_condition(settled, timeout=timeout)
+
+    def connect(self, namespace: str | None = None):
+        import miniray
+        context = miniray.init(address=self.address, namespace=namespace)
+        self._connected = True
+        return context
+
+    def shutdown(self) -> None:
+        import miniray
+        if self._connected:
+            miniray.shutdown()
+            self._connected = False
+        for node in list(self.worker_nodes):
+            node.stop()
+        self.worker_nodes.clear()
+        if self.head_node is not None:
+            self.head_node.stop()
+            self.head_node = None
