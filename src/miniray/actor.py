@@ -14,7 +14,8 @@ import pickle
 from miniray.common.ids import ActorID, ObjectID
 from miniray.common.serialization import note_nested_ref
 from miniray.core_worker.submitter import RefInfo
-from miniray.remote_function import TASK_OPTIONS, resource_request, validate_options
+from miniray.remote_function import (
+    TASK_OPTIONS, resource_request, scheduling_strategy, validate_options)
 
 ACTOR_OPTIONS = (TASK_OPTIONS - {"num_returns", "max_retries", "retry_exceptions",
                                  "max_calls"}) | {
@@ -113,7 +114,7 @@ class ActorClass:
         spec = common_pb2.TaskSpec(
             type=common_pb2.ACTOR_CREATION_TASK, function_id=function_id,
             function_name=f"{self._cls.__name__}.__init__", resources=lifetime,
-            num_returns=0, name=name)
+            num_returns=0, name=name, scheduling_strategy=scheduling_strategy(options))
         default_concurrency = 1000 if self._is_asyncio else 1
         spec.actor_options.CopyFrom(common_pb2.ActorCreationOptions(
             max_restarts=options.get("max_restarts", 0),

@@ -67,10 +67,18 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
     name = options.get("name")
     if name is not None and not isinstance(name, str):
         raise ValueError(f"The name option must be a string, got {name!r}")
+    if "scheduling_strategy" in options:
+        from miniray.util.scheduling_strategies import to_proto
+        to_proto(options["scheduling_strategy"])        # raises ValueError if bad
     runtime_env = options.get("runtime_env")
     if runtime_env:
         warnings.warn("runtime_env is not supported by miniray yet and is ignored",
                       stacklevel=4)
+
+
+def scheduling_strategy(options: dict):
+    from miniray.util.scheduling_strategies import to_proto
+    return to_proto(options.get("scheduling_strategy"))
 
 
 def resource_request(options: dict, default_cpus: float) -> dict:
@@ -131,7 +139,8 @@ class RemoteFunction:
             retry_exceptions=bool(retry),
             retry_exception_types=pickle.dumps(tuple(retry))
             if isinstance(retry, (list, tuple)) else b"",
-            name=options.get("name") or "")
+            name=options.get("name") or "",
+            scheduling_strategy=scheduling_strategy(options))
         result = worker.submit_task(spec, args, kwargs,
                                     0 if streaming else num_returns, streaming)
         if streaming:

@@ -76,6 +76,7 @@ class CoreWorker:
         self.submitter.actor_submitter = self.actor_submitter
         # Actors this process created: handle id -> (actor id, held arg ids, detached)
         self._owned_actors: dict[ObjectID, tuple] = {}
+        self._node_addresses: dict[bytes, str] = {}
         self.executor = TaskExecutor(self) if mode == WORKER else None
 
         self.port = self.run(self._start_server())
@@ -152,6 +153,22 @@ class CoreWorker:
     def gcs(self) -> gcs_pb2_grpc.GcsServiceStub:
         return self.channels.stub(self.gcs_address, gcs_pb2_grpc.GcsServiceStub)
 
+    def raylet_stub(self, address: str) -> raylet_pb2_grpc.RayletServiceStub:
+        return self.channels.stub(address, raylet_pb2_grpc.RayletServiceStub)
+
+    def raylet_address_of(self, node_id: bytes) -> str | None:
+        """The raylet address of a node (cached from the GCS node table)."""
+        address = self._node_addresses.get(node_id)
+        if address is None:
+            reply = self.call("gcs", "GetAllNodes", gcs_pb2.GetAllNodesRequest()) \
+                if not self.in_loop_thread() else None
+            if reply is not None:
+                for node in reply.nodes:
+                    if node.alive:
+                        self._node_addresses[node.node_id] = f"{node.ip}:{node.raylet_port}"
+            address = self._node_addresses.get(node_id)
+        return address
+
     def worker_stub(self, address: WorkerAddress) -> cw_grpc.CoreWorkerServiceStub:
         return self.channels.stub(address.target, cw_grpc.CoreWorkerServiceStub)
 
@@ -221,7 +238,7 @@ class CoreWorker:
 
     def apply_ref_actions(self, actions: Iterable) -> None:
         """Carry out reference-counter actions; call on the io thread."""
-        plasma_frees: list[bytes] = []
+        plasma_frees: dict[bytes, list[bytes]] = {}       # node id -> objects
         releases: dict[WorkerAddress, list] = {}
         for action in actions:
             if isinstance(action, FreeObject):
@@ -230,7 +247,7 @@ class CoreWorker:
                     continue
                 payload = self.memory_store.delete(action.object_id)
                 if payload is not None and payload.in_plasma:
-                    plasma_frees.append(action.object_id)
+                    plasma_frees.setdefault(payload.node_id, []).append(action.object_id)
             elif isinstance(action, ReleaseBorrow):
                 self.memory_store.delete(action.object_id)
                 if action.delta:
@@ -238,8 +255,8 @@ class CoreWorker:
                         cw_pb2.RefCountUpdate(object_id=action.object_id,
                                               borrower_id=self.worker_id,
                                               delta=action.delta))
-        if plasma_frees:
-            task = self.spawn(self._free_plasma(plasma_frees))
+        for node_id, object_ids in plasma_frees.items():
+            task = self.spawn(self._free_plasma(object_ids, node_id))
             self._pending_frees.add(task)
             task.add_done_callback(self._pending_frees.discard)
         for owner, updates in releases.items():
@@ -262,9 +279,23 @@ class CoreWorker:
         except Exception:
             pass          # the GCS is gone: the cluster is shutting down
 
-    async def _free_plasma(self, object_ids: list[bytes]) -> None:
+    async def _free_plasma(self, object_ids: list[bytes], node_id: bytes = b"") -> None:
+        if node_id and node_id != self.node_id:
+            address = self._node_addresses.get(node_id)
+            if address is None:
+                try:
+                    reply = await self.gcs.GetAllNodes(gcs_pb2.GetAllNodesRequest())
+                except Exception:
+                    return
+                address = next((f"{n.ip}:{n.raylet_port}" for n in reply.nodes
+                                if n.node_id == node_id and n.alive), None)
+                if address is None:
+                    return            # the node is gone, and its store with it
+            stub = self.raylet_stub(address)
+        else:
+            stub = self.raylet
         try:
-            await self.raylet.FreeObjects(raylet_pb2.FreeObjectsRequest(object_ids=object_ids))
+            await stub.FreeObjects(raylet_pb2.FreeObjectsRequest(object_ids=object_ids))
         except Exception:
             pass     # the raylet is gone; its store went with it
 
@@ -383,8 +414,14 @@ class CoreWorker:
         try:
             buffer = plasma.read(path)
         except FileNotFoundError:
-            reply = self.call("raylet", "EnsureLocal",
-                              raylet_pb2.EnsureLocalRequest(object_id=object_id))
+            source = ""
+            if payload.node_id and payload.node_id != self.node_id:
+                source = self.raylet_address_of(payload.node_id) or ""
+                if not source:
+                    raise exceptions.ObjectLostError(
+                        object_id.hex(), call_site="its node is dead") from None
+            reply = self.call("raylet", "EnsureLocal", raylet_pb2.EnsureLocalRequest(
+                object_id=object_id, source_address=source))
             if not reply.found:
                 raise exceptions.ObjectLostError(object_id.hex()) from None
             buffer = plasma.read(reply.path)

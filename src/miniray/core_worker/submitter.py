@@ -57,9 +57,10 @@ class _Task:
 
 
 class _Lease:
-    __slots__ = ("lease_id", "address", "stub", "in_flight", "idle_timer")
+    __slots__ = ("lease_id", "address", "stub", "in_flight", "idle_timer", "raylet")
 
-    def __init__(self, lease_id: bytes, address: WorkerAddress, stub):
+    def __init__(self, lease_id: bytes, address: WorkerAddress, stub, raylet: str):
+        self.raylet = raylet              # the raylet that granted it
         self.lease_id = lease_id
         self.address = address
         self.stub = stub
@@ -68,9 +69,14 @@ class _Lease:
 
 
 class _KeyState:
-    __slots__ = ("resources", "queue", "leases", "pending_leases", "function_name")
+    __slots__ = ("resources", "queue", "leases", "pending_leases", "function_name",
+                 "strategy", "max_in_flight")
 
-    def __init__(self, resources: dict, function_name: str):
+    def __init__(self, resources: dict, function_name: str, strategy):
+        self.strategy = strategy
+        # SPREAD: one task per lease at a time, so tasks spread over leases.
+        self.max_in_flight = 1 if strategy.kind == strategy.SPREAD \
+            else config.MAX_TASKS_IN_FLIGHT_PER_WORKER
         self.resources = resources
         self.queue: collections.deque[_Task] = collections.deque()
         self.leases: dict[bytes, _Lease] = {}
@@ -163,10 +169,12 @@ class NormalTaskSubmitter:
     # --- leasing and pushing -------------------------------------------------------------
     def _enqueue(self, task: _Task, front: bool = False) -> None:
         resources = dict(task.spec.resources)
-        key = shape_key(resources)
+        strategy = task.spec.scheduling_strategy
+        key = (shape_key(resources), strategy.SerializeToString())
         state = self._keys.get(key)
         if state is None:
-            state = self._keys[key] = _KeyState(resources, task.spec.function_name)
+            state = self._keys[key] = _KeyState(resources, task.spec.function_name,
+                                                strategy)
         task.key = key
         if front:
             state.queue.appendleft(task)
@@ -175,7 +183,7 @@ class NormalTaskSubmitter:
         self._dispatch(state)
 
     def _dispatch(self, state: _KeyState) -> None:
-        limit = config.MAX_TASKS_IN_FLIGHT_PER_WORKER
+        limit = state.max_in_flight
         leases = state.leases
         while state.queue and leases:
             lease = min(leases.values(), key=lambda l: l.in_flight)
@@ -190,12 +198,18 @@ class NormalTaskSubmitter:
 
     async def _request_lease(self, state: _KeyState) -> None:
         worker = self.worker
+        raylet = worker.raylet_address
+        request = raylet_pb2.RequestWorkerLeaseRequest(
+            resources=state.resources, job_id=worker.job_id,
+            requester_worker_id=worker.worker_id, function_name=state.function_name,
+            strategy=state.strategy)
         try:
-            reply = await worker.raylet.RequestWorkerLease(
-                raylet_pb2.RequestWorkerLeaseRequest(
-                    resources=state.resources, job_id=worker.job_id,
-                    requester_worker_id=worker.worker_id,
-                    function_name=state.function_name))
+            for _ in range(8):       # follow spillbacks to the raylet that grants
+                reply = await worker.raylet_stub(raylet).RequestWorkerLease(request)
+                if not reply.spillback_address:
+                    break
+                raylet = reply.spillback_address
+                request.grant_or_reject = True
         except Exception as exc:
             state.pending_leases -= 1
             if not self._stopped:
@@ -207,7 +221,7 @@ class NormalTaskSubmitter:
             self._fail_queue(state, exceptions.TaskUnschedulableError(reply.reject_reason))
             return
         address = WorkerAddress.from_proto(reply.worker)
-        lease = _Lease(reply.lease_id, address, worker.worker_stub(address))
+        lease = _Lease(reply.lease_id, address, worker.worker_stub(address), raylet)
         state.leases[lease.lease_id] = lease
         self._dispatch(state)
         if lease.in_flight == 0:
@@ -252,7 +266,8 @@ class NormalTaskSubmitter:
 
     async def _release(self, lease: _Lease, exiting: bool) -> None:
         try:
-            await self.worker.raylet.ReturnWorker(raylet_pb2.ReturnWorkerRequest(
+            await self.worker.raylet_stub(lease.raylet).ReturnWorker(
+                raylet_pb2.ReturnWorkerRequest(
                 lease_id=lease.lease_id, worker_exiting=exiting))
         except Exception:
             pass       # raylet gone: nothing left to return the lease to

@@ -13,7 +13,6 @@ import logging
 
 from miniray import exceptions
 from miniray.common.ids import ActorID, WorkerID
-from miniray.common.resources import fits
 from miniray.common.serialization import serialize
 from miniray.gcs.actor_table import ALIVE, DEAD, ActorEntry, ActorTable
 from miniray.protocol import (
@@ -32,6 +31,8 @@ class ActorManager:
     def __init__(self, server):
         self.server = server          # GcsServer: nodes, channels
         self.table = ActorTable()
+        from miniray.raylet.cluster_policy import ClusterPolicy
+        self._policy = ClusterPolicy(local_node_id=b"")   # the GCS has no local node
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task] = set()
 
@@ -51,6 +52,9 @@ class ActorManager:
         while entry.info.state != DEAD:
             node = self._pick_node(entry)
             if node is None:
+                if entry.info.state == DEAD:      # unschedulable
+                    await self._notify()
+                    return
                 await asyncio.sleep(0.5)      # wait for a node that can host it
                 continue
             spec = entry.spec
@@ -91,16 +95,26 @@ class ActorManager:
             return
 
     def _pick_node(self, entry: ActorEntry):
+        """Where to place the actor (None: no live node can host it yet)."""
+        from miniray.raylet.cluster_policy import ClusterPolicy, NodeView
         spec = entry.spec
         needed = dict(spec.resources)
         for key, value in spec.actor_options.placement_resources.items():
             needed[key] = max(needed.get(key, 0.0), value)
-        nodes = self.server.nodes.alive_nodes()
-        feasible = [n for n in nodes if fits(needed, n.resources_total)]
-        if not feasible:
+        nodes = {n.node_id: NodeView(n.node_id, f"{n.ip}:{n.raylet_port}",
+                                     dict(n.resources_total), dict(n.resources_available))
+                 for n in self.server.nodes.alive_nodes()}
+        strategy = spec.scheduling_strategy
+        decision = self._policy.pick(needed, strategy.kind, nodes, strategy.node_id,
+                                     strategy.soft)
+        if decision.unschedulable:
+            self.table.mark_dead(entry, death_cause(
+                f"The actor is not schedulable: {decision.reason}."))
             return None
-        free = [n for n in feasible if fits(needed, n.resources_available)]
-        return (free or feasible)[0]
+        if decision.node_id is None:
+            return None
+        return next(n for n in self.server.nodes.alive_nodes()
+                    if n.node_id == decision.node_id)
 
     async def _kill_worker(self, node, worker_id: bytes) -> None:
         raylet = self.server.channels.stub(f"{node.ip}:{node.raylet_port}",
@@ -127,6 +141,12 @@ class ActorManager:
             await self.kill(entry, force=True, no_restart=True,
                             cause="The actor died because its owner has died.")
         await self._notify()
+
+    async def on_node_failure(self, node_id: bytes) -> None:
+        """A node died: its actors restart elsewhere (or die)."""
+        workers = {e.worker_id for e in self.table.on_node(node_id) if e.worker_id}
+        for worker_id in workers:
+            await self.on_worker_failure(worker_id)
 
     async def kill(self, entry: ActorEntry, *, force: bool, no_restart: bool,
                    cause: str = "The actor was killed by miniray.kill().") -> None:

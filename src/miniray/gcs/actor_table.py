@@ -115,6 +115,10 @@ class ActorTable:
         if entry.info.name and self._names.get(key) == entry.actor_id:
             del self._names[key]
 
+    def on_node(self, node_id: bytes) -> list[ActorEntry]:
+        return [e for e in self._actors.values()
+                if e.node_id == node_id and e.info.state != DEAD]
+
     def hosted_by(self, worker_id: WorkerID) -> list[ActorEntry]:
         return [e for e in self._actors.values() if e.worker_id == worker_id]
 

@@ -49,6 +49,7 @@ class GcsServer:
             await asyncio.sleep(config.HEARTBEAT_PERIOD_S)
             for node_id in self.nodes.check_timeouts():
                 log.warning("node %s missed its heartbeats: marked dead", node_id.hex())
+                await self.actors.on_node_failure(node_id)
 
 
 def main(argv=None) -> None:

@@ -15,13 +15,15 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         return gcs_pb2.RegisterNodeReply()
 
     async def UnregisterNode(self, request, context):
-        self.server.nodes.mark_dead(NodeID(request.node_id))
+        if self.server.nodes.mark_dead(NodeID(request.node_id)):
+            await self.server.actors.on_node_failure(NodeID(request.node_id))
         return gcs_pb2.UnregisterNodeReply()
 
     async def Heartbeat(self, request, context):
         alive = self.server.nodes.heartbeat(NodeID(request.node_id),
                                             request.resources_available)
-        return gcs_pb2.HeartbeatReply(node_dead=not alive)
+        return gcs_pb2.HeartbeatReply(node_dead=not alive,
+                                      nodes=self.server.nodes.alive_nodes())
 
     async def GetAllNodes(self, request, context):
         return gcs_pb2.GetAllNodesReply(nodes=self.server.nodes.all_nodes())

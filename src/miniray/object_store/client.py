@@ -15,7 +15,7 @@ from typing import Callable
 __all__ = ["create_and_write", "read", "write_bytes"]
 
 
-def _allocate(fd: int, size: int) -> None:
+def allocate(fd: int, size: int) -> None:
     """Give the file ``size`` bytes of real backing.
 
     On tmpfs (/dev/shm) fallocate fails cleanly with ENOSPC when memory is
@@ -45,7 +45,7 @@ def create_and_write(path: str, size: int,
             if size == 0:
                 write(memoryview(bytearray()))
             else:
-                _allocate(fd, size)
+                allocate(fd, size)
                 with mmap.mmap(fd, size, access=mmap.ACCESS_WRITE) as mapping:
                     view = memoryview(mapping)
                     try:

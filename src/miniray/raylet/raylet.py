@@ -24,8 +24,11 @@ from miniray.common.process import die_with_parent
 from miniray.object_store.store import PlasmaStore
 from miniray.protocol import (
     common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc)
+from miniray.object_store.transfer import ObjectPuller
+from miniray.raylet.cluster_policy import ClusterPolicy, Decision, NodeView
 from miniray.raylet.scheduler import Lease, LeaseRequest, LeaseScheduler
-from miniray.raylet.servicer import RayletServicer
+from miniray.protocol import object_manager_pb2_grpc as om_grpc
+from miniray.raylet.servicer import ObjectManagerServicer, RayletServicer
 from miniray.raylet.worker_pool import WorkerPool
 from miniray.rpc import ChannelPool, start_server
 
@@ -51,6 +54,9 @@ class Raylet:
         self.store = PlasmaStore(self.store_directory, object_store_memory,
                                  os.path.join(session_dir, f"spill-{short}"))
         self.channels = ChannelPool()
+        self.puller = ObjectPuller(self.store, self.channels)
+        self.policy = ClusterPolicy(bytes(node_id))
+        self.remote_nodes: dict[bytes, NodeView] = {}   # from GCS heartbeats
         self.leases: dict[bytes, Lease] = {}
         self.drivers: dict[WorkerID, tuple[int, bytes]] = {}   # id -> (pid, job)
         self._waiting: dict[int, asyncio.Future] = {}
@@ -69,9 +75,12 @@ class Raylet:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        server, self.port = await start_server(
-            lambda s: raylet_pb2_grpc.add_RayletServiceServicer_to_server(
-                RayletServicer(self), s), self.host, port)
+        def add_servicers(server):
+            raylet_pb2_grpc.add_RayletServiceServicer_to_server(RayletServicer(self), server)
+            om_grpc.add_ObjectManagerServiceServicer_to_server(
+                ObjectManagerServicer(self), server)
+
+        server, self.port = await start_server(add_servicers, self.host, port)
         address = f"{self.host}:{self.port}"
         self.pool = WorkerPool(address, self.gcs_address,
                                int(self.total.get("CPU", 1)))
@@ -123,6 +132,11 @@ class Raylet:
             if reply.node_dead:
                 log.error("the GCS marked this node dead: shutting down")
                 self._stop.set()
+            self.remote_nodes = {
+                n.node_id: NodeView(n.node_id, f"{n.ip}:{n.raylet_port}",
+                                    dict(n.resources_total), dict(n.resources_available))
+                for n in reply.nodes if n.node_id != self.node_id}
+            self._respill()
 
     async def _monitor_loop(self) -> None:
         while True:
@@ -134,10 +148,37 @@ class Raylet:
                     self.disconnect(driver_id)
             self.pool.reap_idle()
 
+    # --- placement across nodes -------------------------------------------------------
+    def cluster_view(self) -> dict[bytes, NodeView]:
+        view = dict(self.remote_nodes)
+        view[bytes(self.node_id)] = NodeView(
+            bytes(self.node_id), f"{self.host}:{self.port}", self.total,
+            dict(self.scheduler.available))
+        return view
+
+    def place(self, needed: dict, strategy) -> Decision:
+        return self.policy.pick(needed, strategy.kind, self.cluster_view(),
+                                strategy.node_id, strategy.soft)
+
+    def _respill(self) -> None:
+        """Requests queued here that only another node can run: send them on."""
+        for request in list(self.scheduler.queue):
+            needed = {**request.placement, **request.resources}
+            if self.scheduler.feasible(request.resources, request.placement):
+                continue
+            decision = self.policy.pick(needed, 0, self.cluster_view())
+            if decision.node_id is None or decision.node_id == bytes(self.node_id):
+                continue
+            self.scheduler.queue.remove(request)
+            future = self._waiting.pop(request.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(self.cluster_view()[decision.node_id].address)
+
     # --- leases ---------------------------------------------------------------------
     async def request_lease(self, resources: dict, job_id: bytes, requester: bytes,
                             name: str, placement: dict | None = None,
-                            actor_id: bytes = b"") -> Lease:
+                            actor_id: bytes = b"") -> Lease | str:
+        """A lease granted here, or the address of a raylet to ask instead."""
         if not self.scheduler.feasible(resources, placement):
             self._warn_infeasible({**(placement or {}), **resources}, name)
         request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name,

@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
+
 from miniray.common.ids import ObjectID, WorkerID
 from miniray.exceptions import ObjectStoreFullError
-from miniray.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
+from miniray.object_store.transfer import read_chunk
+from miniray.protocol import (
+    common_pb2, object_manager_pb2 as om_pb2, object_manager_pb2_grpc as om_grpc,
+    raylet_pb2, raylet_pb2_grpc)
 
 
 class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
@@ -25,11 +30,22 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
 
     async def RequestWorkerLease(self, request, context):
         raylet = self.raylet
+        if not request.grant_or_reject:
+            needed = {**request.placement_resources, **request.resources}
+            decision = raylet.place(needed, request.strategy)
+            if decision.unschedulable:
+                return raylet_pb2.RequestWorkerLeaseReply(
+                    rejected=True, reject_reason=decision.reason)
+            if decision.node_id is not None and decision.node_id != bytes(raylet.node_id):
+                return raylet_pb2.RequestWorkerLeaseReply(
+                    spillback_address=raylet.cluster_view()[decision.node_id].address)
         lease = await raylet.request_lease(dict(request.resources), request.job_id,
                                            request.requester_worker_id,
                                            request.function_name,
                                            dict(request.placement_resources),
                                            request.actor_id)
+        if isinstance(lease, str):          # only another node can run it
+            return raylet_pb2.RequestWorkerLeaseReply(spillback_address=lease)
         worker = raylet.pool.workers.get(WorkerID(lease.worker_id))
         if worker is None:        # died between grant and reply
             raylet.return_lease(lease.lease_id, exiting=True)
@@ -66,10 +82,14 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         return raylet_pb2.SealObjectReply()
 
     async def EnsureLocal(self, request, context):
+        raylet = self.raylet
+        object_id = ObjectID(request.object_id)
         try:
-            path = await asyncio.to_thread(self.raylet.store.ensure_local,
-                                           ObjectID(request.object_id))
-        except KeyError:
+            if request.source_address and not raylet.store.contains(object_id):
+                path = await raylet.puller.pull(object_id, request.source_address)
+            else:
+                path = await asyncio.to_thread(raylet.store.ensure_local, object_id)
+        except (KeyError, OSError, grpc.RpcError):
             return raylet_pb2.EnsureLocalReply(found=False)
         return raylet_pb2.EnsureLocalReply(path=path, found=True)
 
@@ -100,3 +120,19 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
             num_leases=stats["num_leases"], num_pending_leases=stats["pending"],
             store_capacity=store.capacity, store_used=store.used,
             store_num_objects=store.num_objects, store_num_spilled=store.num_spilled)
+
+
+class ObjectManagerServicer(om_grpc.ObjectManagerServiceServicer):
+    """Serves chunks of this node's objects to raylets pulling them."""
+
+    def __init__(self, raylet):
+        self.raylet = raylet
+
+    async def ReadObjectChunk(self, request, context):
+        try:
+            data, total = await asyncio.to_thread(
+                read_chunk, self.raylet.store, ObjectID(request.object_id),
+                request.offset, request.length)
+        except (KeyError, OSError):
+            return om_pb2.ReadObjectChunkReply(found=False)
+        return om_pb2.ReadObjectChunkReply(data=data, total_size=total, found=True)

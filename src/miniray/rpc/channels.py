@@ -52,9 +52,10 @@ class ChannelPool:
         for key in [k for k in self._stubs if k[0] == address]:
             del self._stubs[key]
         if channel is not None:
-            # Closing is asynchronous; the channel is unusable either way.
+            # Let calls still in flight finish (they fail fast against a dead
+            # peer) rather than cancelling them under their callers.
             import asyncio
-            asyncio.ensure_future(channel.close())
+            asyncio.ensure_future(channel.close(grace=5.0))
 
     async def close(self) -> None:
         channels = list(self._channels.values())
