@@ -10,6 +10,7 @@ allows it (``retry_exceptions``).
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 from typing import NamedTuple
 
@@ -198,18 +199,12 @@ class NormalTaskSubmitter:
 
     async def _request_lease(self, state: _KeyState) -> None:
         worker = self.worker
-        raylet = worker.raylet_address
         request = raylet_pb2.RequestWorkerLeaseRequest(
             resources=state.resources, job_id=worker.job_id,
             requester_worker_id=worker.worker_id, function_name=state.function_name,
             strategy=state.strategy)
         try:
-            for _ in range(8):       # follow spillbacks to the raylet that grants
-                reply = await worker.raylet_stub(raylet).RequestWorkerLease(request)
-                if not reply.spillback_address:
-                    break
-                raylet = reply.spillback_address
-                request.grant_or_reject = True
+            reply, raylet = await self._lease_from_cluster(request)
         except Exception as exc:
             state.pending_leases -= 1
             if not self._stopped:
@@ -226,6 +221,26 @@ class NormalTaskSubmitter:
         self._dispatch(state)
         if lease.in_flight == 0:
             self._return_lease(state, lease)
+
+    async def _lease_from_cluster(self, request):
+        """Ask the local raylet, following spillbacks; a raylet that spilled
+        us to a node that just died is asked again after a short pause."""
+        worker = self.worker
+        for attempt in range(100):
+            raylet = worker.raylet_address
+            request.grant_or_reject = False
+            try:
+                for _ in range(8):
+                    reply = await worker.raylet_stub(raylet).RequestWorkerLease(request)
+                    if not reply.spillback_address:
+                        return reply, raylet
+                    raylet = reply.spillback_address
+                    request.grant_or_reject = True
+            except Exception:
+                if raylet == worker.raylet_address:
+                    raise              # our own raylet is gone
+            await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
+        raise RuntimeError("no raylet would grant a lease")
 
     def _push(self, state: _KeyState, lease: _Lease, task: _Task) -> None:
         if lease.idle_timer is not None:

@@ -57,6 +57,7 @@ class Raylet:
         self.puller = ObjectPuller(self.store, self.channels)
         self.policy = ClusterPolicy(bytes(node_id))
         self.remote_nodes: dict[bytes, NodeView] = {}   # from GCS heartbeats
+        self._view_time = 0.0
         self.leases: dict[bytes, Lease] = {}
         self.drivers: dict[WorkerID, tuple[int, bytes]] = {}   # id -> (pid, job)
         self._waiting: dict[int, asyncio.Future] = {}
@@ -132,10 +133,7 @@ class Raylet:
             if reply.node_dead:
                 log.error("the GCS marked this node dead: shutting down")
                 self._stop.set()
-            self.remote_nodes = {
-                n.node_id: NodeView(n.node_id, f"{n.ip}:{n.raylet_port}",
-                                    dict(n.resources_total), dict(n.resources_available))
-                for n in reply.nodes if n.node_id != self.node_id}
+            self._set_view(reply.nodes)
             self._respill()
 
     async def _monitor_loop(self) -> None:
@@ -156,9 +154,34 @@ class Raylet:
             dict(self.scheduler.available))
         return view
 
-    def place(self, needed: dict, strategy) -> Decision:
-        return self.policy.pick(needed, strategy.kind, self.cluster_view(),
-                                strategy.node_id, strategy.soft)
+    def _set_view(self, nodes) -> None:
+        self._view_time = time.monotonic()
+        self.remote_nodes = {
+            n.node_id: NodeView(n.node_id, f"{n.ip}:{n.raylet_port}",
+                                dict(n.resources_total), dict(n.resources_available))
+            for n in nodes if n.node_id != self.node_id and n.alive}
+
+    async def place(self, needed: dict, strategy) -> Decision:
+        """Which node should take a request (local first when it fits)."""
+        from miniray.common.resources import fits
+        if strategy.kind == 0 and fits(needed, self.scheduler.available):
+            return Decision(bytes(self.node_id))      # the common, fast path
+        if time.monotonic() - self._view_time > config.HEARTBEAT_PERIOD_S / 2:
+            await self._refresh_view()
+        decision = self.policy.pick(needed, strategy.kind, self.cluster_view(),
+                                    strategy.node_id, strategy.soft)
+        if decision.node_id is None:
+            await self._refresh_view()      # a node may have just joined
+            decision = self.policy.pick(needed, strategy.kind, self.cluster_view(),
+                                        strategy.node_id, strategy.soft)
+        return decision
+
+    async def _refresh_view(self) -> None:
+        try:
+            reply = await self.gcs.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=5)
+        except Exception:
+            return
+        self._set_view(reply.nodes)
 
     def _respill(self) -> None:
         """Requests queued here that only another node can run: send them on."""

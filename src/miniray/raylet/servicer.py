@@ -32,7 +32,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         raylet = self.raylet
         if not request.grant_or_reject:
             needed = {**request.placement_resources, **request.resources}
-            decision = raylet.place(needed, request.strategy)
+            decision = await raylet.place(needed, request.strategy)
             if decision.unschedulable:
                 return raylet_pb2.RequestWorkerLeaseReply(
                     rejected=True, reject_reason=decision.reason)
