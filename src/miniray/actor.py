@@ -16,6 +16,7 @@ from miniray.common.serialization import note_nested_ref
 from miniray.core_worker.submitter import RefInfo
 from miniray.remote_function import (
     TASK_OPTIONS, resource_request, scheduling_strategy, validate_options)
+from miniray.util.scheduling_strategies import bundle_request
 
 ACTOR_OPTIONS = (TASK_OPTIONS - {"num_returns", "max_retries", "retry_exceptions",
                                  "max_calls"}) | {
@@ -105,8 +106,12 @@ class ActorClass:
         worker.functions.export(function_id, pickled, self._cls.__qualname__)
 
         num_cpus = options.get("num_cpus")
-        lifetime = resource_request(options, 0 if num_cpus is None else num_cpus)
-        placement = {"CPU": 1.0} if num_cpus is None else {}
+        strategy = scheduling_strategy(options, worker)
+        lifetime = bundle_request(
+            resource_request(options, 0 if num_cpus is None else num_cpus), strategy)
+        placement = bundle_request({"CPU": 1.0}, strategy) if num_cpus is None else {}
+        if strategy.kind == strategy.PLACEMENT_GROUP and num_cpus is None:
+            lifetime = {k: v for k, v in lifetime.items() if not k.startswith("bundle_")}
         name = options.get("name") or ""
         namespace = options.get("namespace")
         if namespace is None:
@@ -114,7 +119,7 @@ class ActorClass:
         spec = common_pb2.TaskSpec(
             type=common_pb2.ACTOR_CREATION_TASK, function_id=function_id,
             function_name=f"{self._cls.__name__}.__init__", resources=lifetime,
-            num_returns=0, name=name, scheduling_strategy=scheduling_strategy(options))
+            num_returns=0, name=name, scheduling_strategy=strategy)
         default_concurrency = 1000 if self._is_asyncio else 1
         spec.actor_options.CopyFrom(common_pb2.ActorCreationOptions(
             max_restarts=options.get("max_restarts", 0),

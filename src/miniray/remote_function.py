@@ -8,6 +8,7 @@ import warnings
 from miniray.common import config
 from miniray.common.resources import validate_request
 from miniray.protocol import common_pb2
+from miniray.util.scheduling_strategies import bundle_request
 
 # Ray's task options. The ones marked "accepted" are taken for compatibility
 # and have no effect on a single node yet.
@@ -76,9 +77,14 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
                       stacklevel=4)
 
 
-def scheduling_strategy(options: dict):
+def scheduling_strategy(options: dict, worker=None):
+    """The strategy proto; tasks started inside a placement group that
+    captures child tasks default to that group."""
     from miniray.util.scheduling_strategies import to_proto
-    return to_proto(options.get("scheduling_strategy"))
+    strategy = options.get("scheduling_strategy")
+    if strategy is None and worker is not None and worker.current_placement_group:
+        return worker.current_placement_group
+    return to_proto(strategy)
 
 
 def resource_request(options: dict, default_cpus: float) -> dict:
@@ -131,16 +137,17 @@ class RemoteFunction:
             num_returns = "streaming" if self._is_generator else 1
         streaming = num_returns == "streaming"
         retry = options.get("retry_exceptions", False)
+        strategy = scheduling_strategy(options, worker)
         spec = common_pb2.TaskSpec(
             type=common_pb2.NORMAL_TASK, function_id=function_id,
             function_name=options.get("name") or self._name,
-            resources=resource_request(options, 1),
+            resources=bundle_request(resource_request(options, 1), strategy),
             max_retries=options.get("max_retries", config.DEFAULT_MAX_RETRIES),
             retry_exceptions=bool(retry),
             retry_exception_types=pickle.dumps(tuple(retry))
             if isinstance(retry, (list, tuple)) else b"",
             name=options.get("name") or "",
-            scheduling_strategy=scheduling_strategy(options))
+            scheduling_strategy=strategy)
         result = worker.submit_task(spec, args, kwargs,
                                     0 if streaming else num_returns, streaming)
         if streaming:

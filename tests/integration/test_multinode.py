@@ -134,3 +134,45 @@ def _where(actor):
         return ray.get(actor.where.remote(), timeout=10)
     except exceptions.RayActorError:
         return None
+
+
+def test_placement_groups(cluster):
+    from miniray.util import (
+        get_placement_group, placement_group, placement_group_table,
+        remove_placement_group)
+    from miniray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    head, worker = _head_and_worker(cluster)
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD", name="pair")
+    assert ray.get(pg.ready(), timeout=30) == pg
+    table = placement_group_table(pg)
+    assert table["state"] == "CREATED" and table["strategy"] == "STRICT_SPREAD"
+    assert set(table["bundles_to_node_id"].values()) == {head, worker}
+    assert get_placement_group("pair") == pg
+
+    for index in (0, 1):
+        strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
+        where = ray.get(node_id.options(scheduling_strategy=strategy).remote())
+        assert where == table["bundles_to_node_id"][index]
+
+    @ray.remote(num_cpus=1)
+    class InGroup:
+        def where(self):
+            return ray.get_runtime_context().get_node_id()
+
+    actor = InGroup.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+        pg, placement_group_bundle_index=1)).remote()
+    assert ray.get(actor.where.remote()) == table["bundles_to_node_id"][1]
+
+    # Three 1-CPU bundles can't STRICT_PACK on any node: pending, not an error.
+    too_big = placement_group([{"CPU": 1}] * 3, strategy="STRICT_PACK")
+    assert not too_big.wait(timeout_seconds=0.5)
+    assert placement_group_table(too_big)["state"] == "PENDING"
+    remove_placement_group(too_big)
+    remove_placement_group(pg)
+    wait_for_condition(lambda: placement_group_table(pg)["state"] == "REMOVED")
+    wait_for_condition(lambda: ray.available_resources().get("CPU", 0) >= 1)
+    with pytest.raises(ValueError):
+        placement_group([{"CPU": 1}], strategy="NOPE")
+    with pytest.raises(ValueError):
+        placement_group([{}])

@@ -77,6 +77,8 @@ class CoreWorker:
         # Actors this process created: handle id -> (actor id, held arg ids, detached)
         self._owned_actors: dict[ObjectID, tuple] = {}
         self._node_addresses: dict[bytes, str] = {}
+        # The placement group strategy children of the running task inherit.
+        self.current_placement_group = None
         self.executor = TaskExecutor(self) if mode == WORKER else None
 
         self.port = self.run(self._start_server())
@@ -674,6 +676,32 @@ class CoreWorker:
         self._owned_actors[handle_id] = (actor_id, [r.id for r in held],
                                          spec.actor_options.detached)
         return None
+
+    def placement_group_ready(self, placement_group) -> ObjectRef:
+        """An owned ObjectRef set to ``placement_group`` once it is placed."""
+        object_id = self.next_put_id()
+        with self._lock:
+            self.refs.add_owned(object_id)
+        ref = ObjectRef(object_id, self.address)
+
+        async def wait():
+            try:
+                reply = await self.gcs.WaitPlacementGroupReady(
+                    gcs_pb2.WaitPlacementGroupReadyRequest(
+                        placement_group_id=placement_group.id, timeout=-1))
+                if reply.found and reply.info.state == common_pb2.PG_CREATED:
+                    value = serialize(placement_group)
+                    payload = common_pb2.ObjectPayload(
+                        object_id=object_id, data=value.to_bytes(), size=value.size)
+                else:
+                    payload = error_payload(object_id, exceptions.RaySystemError(
+                        "the placement group was removed before it was placed"))
+            except Exception as exc:           # noqa: BLE001 - the GCS went away
+                payload = error_payload(object_id, exceptions.RaySystemError(str(exc)))
+            self.memory_store.put(object_id, payload)
+
+        self.loop.call_soon_threadsafe(lambda: self.spawn(wait()))
+        return ref
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         if ref.owner.worker_id != self.worker_id:

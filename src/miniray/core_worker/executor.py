@@ -119,6 +119,11 @@ class TaskExecutor:
             return reply
         self._bind_job(JobID(spec.job_id))
         worker.set_task_context(task_id, spec.function_name)
+        strategy = spec.scheduling_strategy
+        if strategy.kind == strategy.PLACEMENT_GROUP and strategy.capture_child_tasks:
+            worker.current_placement_group = strategy
+        elif self.actor is None:
+            worker.current_placement_group = None
         self._running = task_id
         try:
             try:

@@ -22,7 +22,8 @@ class NodeManager:
         self._nodes[node_id] = node
         self._last_seen[node_id] = time.monotonic() if now is None else now
 
-    def heartbeat(self, node_id: NodeID, available, now: float | None = None) -> bool:
+    def heartbeat(self, node_id: NodeID, available, now: float | None = None,
+                  total=None) -> bool:
         """Record a heartbeat; False if the node is unknown or already dead."""
         node = self._nodes.get(node_id)
         if node is None or not node.alive:
@@ -30,6 +31,9 @@ class NodeManager:
         self._last_seen[node_id] = time.monotonic() if now is None else now
         node.resources_available.clear()
         node.resources_available.update(available)
+        if total:
+            node.resources_total.clear()
+            node.resources_total.update(total)
         return True
 
     def mark_dead(self, node_id: NodeID) -> bool:

@@ -14,6 +14,7 @@ from miniray.common import config
 from miniray.common.process import die_with_parent
 from miniray.gcs.actor_manager import ActorManager
 from miniray.gcs.node_manager import NodeManager
+from miniray.gcs.placement_groups import PlacementGroupManager
 from miniray.gcs.servicer import GcsServicer
 from miniray.gcs.tables import FunctionTable, InternalKV, JobTable
 from miniray.protocol import gcs_pb2_grpc
@@ -30,6 +31,7 @@ class GcsServer:
         self.kv = InternalKV()
         self.channels = ChannelPool()
         self.actors = ActorManager(self)
+        self.placement_groups = PlacementGroupManager(self)
 
     async def serve(self, host: str, port: int) -> None:
         stop = asyncio.Event()

@@ -21,7 +21,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
 
     async def Heartbeat(self, request, context):
         alive = self.server.nodes.heartbeat(NodeID(request.node_id),
-                                            request.resources_available)
+                                            request.resources_available,
+                                            total=request.resources_total)
         return gcs_pb2.HeartbeatReply(node_dead=not alive,
                                       nodes=self.server.nodes.alive_nodes())
 
@@ -35,6 +36,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
 
     async def MarkJobFinished(self, request, context):
         self.server.jobs.finish(JobID(request.job_id))
+        await self.server.placement_groups.on_job_finished(request.job_id)
         return gcs_pb2.MarkJobFinishedReply()
 
     async def GetJobConfig(self, request, context):
@@ -134,3 +136,33 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         await self.server.actors.on_worker_failure(WorkerID(request.worker_id),
                                                    request.is_driver)
         return gcs_pb2.ReportWorkerFailureReply()
+
+    # --- placement groups ---------------------------------------------------------
+    async def CreatePlacementGroup(self, request, context):
+        error = self.server.placement_groups.create(request.info)
+        return gcs_pb2.CreatePlacementGroupReply(error=error)
+
+    async def RemovePlacementGroup(self, request, context):
+        found = await self.server.placement_groups.remove(request.placement_group_id)
+        return gcs_pb2.RemovePlacementGroupReply(found=found)
+
+    async def GetPlacementGroup(self, request, context):
+        groups = self.server.placement_groups
+        if request.placement_group_id:
+            group = groups.groups.get(request.placement_group_id)
+        else:
+            group = groups.by_name(request.name, request.namespace)
+        if group is None:
+            return gcs_pb2.GetPlacementGroupReply(found=False)
+        return gcs_pb2.GetPlacementGroupReply(info=group, found=True)
+
+    async def WaitPlacementGroupReady(self, request, context):
+        group = await self.server.placement_groups.wait_ready(
+            request.placement_group_id, request.timeout)
+        if group is None:
+            return gcs_pb2.WaitPlacementGroupReadyReply(found=False)
+        return gcs_pb2.WaitPlacementGroupReadyReply(info=group, found=True)
+
+    async def GetAllPlacementGroups(self, request, context):
+        return gcs_pb2.GetAllPlacementGroupsReply(
+            groups=list(self.server.placement_groups.groups.values()))

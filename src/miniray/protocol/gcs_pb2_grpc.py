@@ -135,6 +135,31 @@ class GcsServiceStub:
                 request_serializer=miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureReply.FromString,
                 _registered_method=True)
+        self.CreatePlacementGroup = channel.unary_unary(
+                '/miniray.protocol.GcsService/CreatePlacementGroup',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.CreatePlacementGroupRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.CreatePlacementGroupReply.FromString,
+                _registered_method=True)
+        self.RemovePlacementGroup = channel.unary_unary(
+                '/miniray.protocol.GcsService/RemovePlacementGroup',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.RemovePlacementGroupRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.RemovePlacementGroupReply.FromString,
+                _registered_method=True)
+        self.GetPlacementGroup = channel.unary_unary(
+                '/miniray.protocol.GcsService/GetPlacementGroup',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetPlacementGroupRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetPlacementGroupReply.FromString,
+                _registered_method=True)
+        self.WaitPlacementGroupReady = channel.unary_unary(
+                '/miniray.protocol.GcsService/WaitPlacementGroupReady',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.WaitPlacementGroupReadyRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.WaitPlacementGroupReadyReply.FromString,
+                _registered_method=True)
+        self.GetAllPlacementGroups = channel.unary_unary(
+                '/miniray.protocol.GcsService/GetAllPlacementGroups',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsReply.FromString,
+                _registered_method=True)
         self.GetClusterStatus = channel.unary_unary(
                 '/miniray.protocol.GcsService/GetClusterStatus',
                 request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetClusterStatusRequest.SerializeToString,
@@ -265,6 +290,36 @@ class GcsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreatePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitPlacementGroupReady(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllPlacementGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetClusterStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -373,6 +428,31 @@ def add_GcsServiceServicer_to_server(servicer, server):
                     servicer.ReportWorkerFailure,
                     request_deserializer=miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureReply.SerializeToString,
+            ),
+            'CreatePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePlacementGroup,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.CreatePlacementGroupRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.CreatePlacementGroupReply.SerializeToString,
+            ),
+            'RemovePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePlacementGroup,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.RemovePlacementGroupRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.RemovePlacementGroupReply.SerializeToString,
+            ),
+            'GetPlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlacementGroup,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetPlacementGroupRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.GetPlacementGroupReply.SerializeToString,
+            ),
+            'WaitPlacementGroupReady': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitPlacementGroupReady,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.WaitPlacementGroupReadyRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.WaitPlacementGroupReadyReply.SerializeToString,
+            ),
+            'GetAllPlacementGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllPlacementGroups,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsReply.SerializeToString,
             ),
             'GetClusterStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetClusterStatus,
@@ -920,6 +1000,141 @@ class GcsService:
             '/miniray.protocol.GcsService/ReportWorkerFailure',
             miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureRequest.SerializeToString,
             miniray_dot_protocol_dot_gcs__pb2.ReportWorkerFailureReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/CreatePlacementGroup',
+            miniray_dot_protocol_dot_gcs__pb2.CreatePlacementGroupRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.CreatePlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/RemovePlacementGroup',
+            miniray_dot_protocol_dot_gcs__pb2.RemovePlacementGroupRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.RemovePlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/GetPlacementGroup',
+            miniray_dot_protocol_dot_gcs__pb2.GetPlacementGroupRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.GetPlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitPlacementGroupReady(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/WaitPlacementGroupReady',
+            miniray_dot_protocol_dot_gcs__pb2.WaitPlacementGroupReadyRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.WaitPlacementGroupReadyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllPlacementGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/GetAllPlacementGroups',
+            miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsReply.FromString,
             options,
             channel_credentials,
             insecure,

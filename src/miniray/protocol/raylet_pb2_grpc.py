@@ -95,6 +95,16 @@ class RayletServiceStub:
                 request_serializer=miniray_dot_protocol_dot_raylet__pb2.GetNodeStatsRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_raylet__pb2.GetNodeStatsReply.FromString,
                 _registered_method=True)
+        self.ReserveBundle = channel.unary_unary(
+                '/miniray.protocol.RayletService/ReserveBundle',
+                request_serializer=miniray_dot_protocol_dot_raylet__pb2.ReserveBundleRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_raylet__pb2.ReserveBundleReply.FromString,
+                _registered_method=True)
+        self.ReturnBundles = channel.unary_unary(
+                '/miniray.protocol.RayletService/ReturnBundles',
+                request_serializer=miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesReply.FromString,
+                _registered_method=True)
 
 
 class RayletServiceServicer:
@@ -172,6 +182,18 @@ class RayletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveBundle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReturnBundles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RayletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +256,16 @@ def add_RayletServiceServicer_to_server(servicer, server):
                     servicer.GetNodeStats,
                     request_deserializer=miniray_dot_protocol_dot_raylet__pb2.GetNodeStatsRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_raylet__pb2.GetNodeStatsReply.SerializeToString,
+            ),
+            'ReserveBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveBundle,
+                    request_deserializer=miniray_dot_protocol_dot_raylet__pb2.ReserveBundleRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_raylet__pb2.ReserveBundleReply.SerializeToString,
+            ),
+            'ReturnBundles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReturnBundles,
+                    request_deserializer=miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -560,6 +592,60 @@ class RayletService:
             '/miniray.protocol.RayletService/GetNodeStats',
             miniray_dot_protocol_dot_raylet__pb2.GetNodeStatsRequest.SerializeToString,
             miniray_dot_protocol_dot_raylet__pb2.GetNodeStatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.RayletService/ReserveBundle',
+            miniray_dot_protocol_dot_raylet__pb2.ReserveBundleRequest.SerializeToString,
+            miniray_dot_protocol_dot_raylet__pb2.ReserveBundleReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReturnBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.RayletService/ReturnBundles',
+            miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesRequest.SerializeToString,
+            miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,8 +45,9 @@ class Raylet:
         self.host = host
         self.is_head = is_head
         self.owns_session_dir = owns_session_dir      # remove it on exit
-        self.total = resources
         self.scheduler = LeaseScheduler(dict(resources))
+        self.total = self.scheduler.total          # grows with placement groups
+        self.bundles: dict[bytes, list[tuple[dict, dict]]] = {}   # pg -> reservations
         self.object_store_memory = object_store_memory
         short = node_id.hex()[:8]
         self.store_directory = os.path.join(
@@ -121,8 +122,8 @@ class Raylet:
             await asyncio.sleep(config.HEARTBEAT_PERIOD_S)
             try:
                 reply = await self.gcs.Heartbeat(gcs_pb2.HeartbeatRequest(
-                    node_id=self.node_id,
-                    resources_available=self.scheduler.available), timeout=5)
+                    node_id=self.node_id, resources_available=self.scheduler.available,
+                    resources_total=self.total), timeout=5)
                 misses = 0
             except Exception:
                 misses += 1
@@ -164,7 +165,7 @@ class Raylet:
     async def place(self, needed: dict, strategy) -> Decision:
         """Which node should take a request (local first when it fits)."""
         from miniray.common.resources import fits
-        if strategy.kind == 0 and fits(needed, self.scheduler.available):
+        if strategy.kind in (0, 3) and fits(needed, self.scheduler.available):
             return Decision(bytes(self.node_id))      # the common, fast path
         if time.monotonic() - self._view_time > config.HEARTBEAT_PERIOD_S / 2:
             await self._refresh_view()
@@ -276,6 +277,37 @@ class Raylet:
                     self._schedule()
                 return
 
+    # --- placement group bundles -------------------------------------------------------
+    def reserve_bundle(self, pg_id: bytes, index: int, resources: dict) -> bool:
+        from miniray.common import resources as res
+        if not res.fits(resources, self.scheduler.available):
+            return False
+        res.subtract(self.scheduler.available, resources)
+        exposed = bundle_resources(pg_id, index, resources)
+        res.add(self.total, exposed)
+        res.add(self.scheduler.available, exposed)
+        self.bundles.setdefault(pg_id, []).append((resources, exposed))
+        self._schedule()
+        return True
+
+    def return_bundles(self, pg_id: bytes) -> None:
+        from miniray.common import resources as res
+        reservations = self.bundles.pop(pg_id, [])
+        if not reservations:
+            return
+        suffix = pg_id.hex()
+        for lease in [l for l in self.leases.values()
+                      if any(k.endswith(suffix) for k in l.resources)]:
+            self.return_lease(lease.lease_id, exiting=True)   # its bundle is gone
+        for resources, exposed in reservations:
+            res.subtract(self.total, exposed)
+            res.subtract(self.scheduler.available, exposed)
+            res.add(self.scheduler.available, resources)
+        for key in [k for k, v in self.total.items() if k.endswith(suffix) and v <= 1e-9]:
+            self.total.pop(key, None)
+            self.scheduler.available.pop(key, None)
+        self._schedule()
+
     # --- processes coming and going -------------------------------------------------
     def register_driver(self, worker_id: WorkerID, pid: int, job_id: bytes) -> None:
         self.drivers[worker_id] = (pid, job_id)
@@ -335,6 +367,16 @@ class Raylet:
         return dict(num_workers=len(self.pool.workers), num_idle=self.pool.num_idle(),
                     num_leases=len(self.leases), pending=len(self.scheduler.queue),
                     store=stats)
+
+
+def bundle_resources(pg_id: bytes, index: int, resources: dict) -> dict:
+    """The resources a reserved bundle exposes, named as Ray names them."""
+    suffix = pg_id.hex()
+    exposed = {"bundle_group_" + suffix: 1000.0, f"bundle_group_{index}_{suffix}": 1000.0}
+    for name, amount in resources.items():
+        exposed[f"{name}_group_{suffix}"] = amount
+        exposed[f"{name}_group_{index}_{suffix}"] = amount
+    return exposed
 
 
 def _process_alive(pid: int) -> bool:

@@ -122,6 +122,15 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
             store_num_objects=store.num_objects, store_num_spilled=store.num_spilled)
 
 
+    async def ReserveBundle(self, request, context):
+        reserved = self.raylet.reserve_bundle(request.placement_group_id,
+                                              request.bundle_index, dict(request.resources))
+        return raylet_pb2.ReserveBundleReply(reserved=reserved)
+
+    async def ReturnBundles(self, request, context):
+        self.raylet.return_bundles(request.placement_group_id)
+        return raylet_pb2.ReturnBundlesReply()
+
 class ObjectManagerServicer(om_grpc.ObjectManagerServiceServicer):
     """Serves chunks of this node's objects to raylets pulling them."""
 

@@ -1,11 +1,13 @@
-"""Utilities built on the core API: named-actor listing, ActorPool, Queue."""
+"""Utilities built on the core API: named-actor listing, placement groups,
+scheduling strategies, ActorPool and Queue (``miniray.util.queue``)."""
 from miniray.api import list_named_actors
+from miniray.util.actor_pool import ActorPool
+from miniray.util.placement_group import (
+    PlacementGroup, get_current_placement_group, get_placement_group, placement_group,
+    placement_group_table, remove_placement_group)
 
-__all__ = ["list_named_actors", "ActorPool"]
-
-
-def __getattr__(name):
-    if name == "ActorPool":
-        from miniray.util.actor_pool import ActorPool
-        return ActorPool
-    raise AttributeError(f"module 'miniray.util' has no attribute {name!r}")
+__all__ = [
+    "ActorPool", "PlacementGroup", "get_current_placement_group", "get_placement_group",
+    "list_named_actors", "placement_group", "placement_group_table",
+    "remove_placement_group",
+]

@@ -8,7 +8,8 @@ from __future__ import annotations
 from miniray.protocol import common_pb2
 
 __all__ = ["DEFAULT_SCHEDULING_STRATEGY", "SPREAD_SCHEDULING_STRATEGY",
-           "NodeAffinitySchedulingStrategy", "to_proto"]
+           "NodeAffinitySchedulingStrategy", "PlacementGroupSchedulingStrategy",
+           "to_proto", "bundle_request"]
 
 DEFAULT_SCHEDULING_STRATEGY = "DEFAULT"
 SPREAD_SCHEDULING_STRATEGY = "SPREAD"
@@ -35,6 +36,38 @@ class NodeAffinitySchedulingStrategy:
         return f"NodeAffinitySchedulingStrategy(node_id={self.node_id}, soft={self.soft})"
 
 
+class PlacementGroupSchedulingStrategy:
+    """Run in a bundle of ``placement_group`` (any bundle when the index is -1);
+    with ``placement_group_capture_child_tasks``, tasks it starts do too."""
+
+    def __init__(self, placement_group, placement_group_bundle_index: int = -1,
+                 placement_group_capture_child_tasks: bool | None = None):
+        from miniray.util.placement_group import PlacementGroup
+        if not isinstance(placement_group, PlacementGroup):
+            raise ValueError(f"placement_group must be a PlacementGroup, "
+                             f"got {placement_group!r}")
+        if not isinstance(placement_group_bundle_index, int) or \
+                placement_group_bundle_index < -1:
+            raise ValueError("placement_group_bundle_index must be an int >= -1, got "
+                             f"{placement_group_bundle_index!r}")
+        self.placement_group = placement_group
+        self.placement_group_bundle_index = placement_group_bundle_index
+        self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
+
+
+def bundle_request(resources: dict, strategy: common_pb2.SchedulingStrategy) -> dict:
+    """Rename a task's resources to those of its placement group bundle."""
+    if strategy.kind != strategy.PLACEMENT_GROUP:
+        return resources
+    suffix = strategy.placement_group_id.hex()
+    index = strategy.bundle_index
+    tag = f"_group_{index}_{suffix}" if index >= 0 else f"_group_{suffix}"
+    renamed = {name + tag: amount for name, amount in resources.items() if amount}
+    if not renamed:        # a zero-resource task still needs to land in the group
+        renamed["bundle" + tag] = 0.001
+    return renamed
+
+
 def to_proto(strategy) -> common_pb2.SchedulingStrategy:
     """Validate a user's scheduling_strategy option and encode it."""
     kinds = common_pb2.SchedulingStrategy
@@ -45,6 +78,16 @@ def to_proto(strategy) -> common_pb2.SchedulingStrategy:
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         return kinds(kind=kinds.NODE_AFFINITY, node_id=bytes.fromhex(strategy.node_id),
                      soft=strategy.soft)
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        pg = strategy.placement_group
+        if strategy.placement_group_bundle_index >= pg.bundle_count > 0:
+            raise ValueError(
+                f"placement_group_bundle_index {strategy.placement_group_bundle_index} "
+                f"is out of range: the placement group has {pg.bundle_count} bundles")
+        return kinds(kind=kinds.PLACEMENT_GROUP, placement_group_id=pg.id,
+                     bundle_index=strategy.placement_group_bundle_index,
+                     capture_child_tasks=bool(
+                         strategy.placement_group_capture_child_tasks))
     raise ValueError(
-        f"Invalid scheduling_strategy {strategy!r}: use 'DEFAULT', 'SPREAD' or a "
-        "NodeAffinitySchedulingStrategy")
+        f"Invalid scheduling_strategy {strategy!r}: use 'DEFAULT', 'SPREAD', a "
+        "NodeAffinitySchedulingStrategy or a PlacementGroupSchedulingStrategy")

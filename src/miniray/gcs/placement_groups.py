@@ -1,0 +1,179 @@
+"""Placement groups in the GCS: choosing nodes for bundles and reserving them.
+
+``place_bundles`` is the pure decision (which node gets each bundle, given
+each node's available resources); the manager reserves the bundles on those
+raylets (ReserveBundle), rolls back and retries later when any of them
+fails, and returns them (ReturnBundles) when the group is removed or its
+job ends. Groups that can't be placed yet stay pending and are retried.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from miniray.common.resources import fits, subtract
+from miniray.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
+
+log = logging.getLogger("miniray.gcs")
+STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def place_bundles(bundles: list[dict], strategy: str,
+                  nodes: dict[bytes, dict]) -> list[bytes] | None:
+    """A node per bundle, or None if the strategy can't be met right now.
+
+    ``nodes`` maps node id -> available resources (not modified).
+    """
+    available = {n: dict(r) for n, r in nodes.items()}
+    order = sorted(available)
+    if strategy in ("PACK", "STRICT_PACK"):
+        total: dict = {}
+        for bundle in bundles:
+            for k, v in bundle.items():
+                total[k] = total.get(k, 0.0) + v
+        for node in order:
+            if fits(total, available[node]):
+                return [node] * len(bundles)
+        if strategy == "STRICT_PACK":
+            return None
+    placement: list[bytes] = []
+    used: set[bytes] = set()
+    for bundle in bundles:
+        candidates = [n for n in order if fits(bundle, available[n])]
+        if strategy in ("SPREAD", "STRICT_SPREAD"):
+            fresh = [n for n in candidates if n not in used]
+            if strategy == "STRICT_SPREAD":
+                candidates = fresh
+            elif fresh:
+                candidates = fresh
+        elif placement:          # PACK: prefer the nodes already in use
+            candidates.sort(key=lambda n: n not in used)
+        if not candidates:
+            return None
+        node = candidates[0]
+        subtract(available[node], bundle)
+        placement.append(node)
+        used.add(node)
+    return placement
+
+
+class PlacementGroupManager:
+    def __init__(self, server):
+        self.server = server
+        self.groups: dict[bytes, common_pb2.PlacementGroupInfo] = {}
+        self._changed = asyncio.Condition()
+        self._retry_task: asyncio.Task | None = None
+
+    def create(self, info: common_pb2.PlacementGroupInfo) -> str:
+        if info.name and any(g.name == info.name and g.namespace == info.namespace
+                             and g.state != common_pb2.PG_REMOVED
+                             for g in self.groups.values()):
+            return (f"Failed to create placement group '{info.name}' because a "
+                    f"placement group with the same name already exists in "
+                    f"namespace '{info.namespace}'.")
+        stored = common_pb2.PlacementGroupInfo()
+        stored.CopyFrom(info)
+        stored.state = common_pb2.PG_PENDING
+        self.groups[stored.placement_group_id] = stored
+        asyncio.get_running_loop().create_task(self._try_place(stored))
+        return ""
+
+    def by_name(self, name: str, namespace: str):
+        for group in self.groups.values():
+            if group.name == name and group.namespace == namespace \
+                    and group.state != common_pb2.PG_REMOVED:
+                return group
+        return None
+
+    async def _try_place(self, group: common_pb2.PlacementGroupInfo) -> bool:
+        if group.state != common_pb2.PG_PENDING:
+            return True
+        nodes = {n.node_id: n for n in self.server.nodes.alive_nodes()}
+        bundles = [dict(b.resources) for b in group.bundles]
+        placement = place_bundles(bundles, group.strategy,
+                                  {k: dict(n.resources_available) for k, n in nodes.items()})
+        if placement is None:
+            self._schedule_retry()
+            return False
+        reserved = []
+        for index, node_id in enumerate(placement):
+            node = nodes[node_id]
+            stub = self._raylet(node)
+            try:
+                reply = await stub.ReserveBundle(raylet_pb2.ReserveBundleRequest(
+                    placement_group_id=group.placement_group_id, bundle_index=index,
+                    resources=bundles[index]))
+                ok = reply.reserved
+            except Exception:
+                ok = False
+            if not ok:
+                await self._return(group, {n for n in reserved})
+                self._schedule_retry()
+                return False
+            reserved.append(node_id)
+        if group.state != common_pb2.PG_PENDING:      # removed meanwhile
+            await self._return(group, set(reserved))
+            return True
+        for bundle, node_id in zip(group.bundles, placement):
+            bundle.node_id = node_id
+        group.state = common_pb2.PG_CREATED
+        await self._notify()
+        return True
+
+    def _schedule_retry(self) -> None:
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.get_running_loop().create_task(self._retry_pending())
+
+    async def _retry_pending(self) -> None:
+        """Pending groups wait for room (resources freed, nodes joining)."""
+        while any(g.state == common_pb2.PG_PENDING for g in self.groups.values()):
+            await asyncio.sleep(0.2)
+            for group in list(self.groups.values()):
+                if group.state == common_pb2.PG_PENDING:
+                    await self._try_place(group)
+
+    def _raylet(self, node):
+        return self.server.channels.stub(f"{node.ip}:{node.raylet_port}",
+                                         raylet_pb2_grpc.RayletServiceStub)
+
+    async def _return(self, group, node_ids: set) -> None:
+        for node in self.server.nodes.alive_nodes():
+            if node.node_id in node_ids:
+                try:
+                    await self._raylet(node).ReturnBundles(raylet_pb2.ReturnBundlesRequest(
+                        placement_group_id=group.placement_group_id))
+                except Exception:
+                    pass
+
+    async def remove(self, placement_group_id: bytes) -> bool:
+        group = self.groups.get(placement_group_id)
+        if group is None or group.state == common_pb2.PG_REMOVED:
+            return False
+        was_created = group.state == common_pb2.PG_CREATED
+        group.state = common_pb2.PG_REMOVED
+        if was_created:
+            await self._return(group, {b.node_id for b in group.bundles})
+        await self._notify()
+        return True
+
+    async def on_job_finished(self, job_id: bytes) -> None:
+        for group in list(self.groups.values()):
+            if group.creator_job_id == job_id and not group.detached:
+                await self.remove(group.placement_group_id)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_ready(self, placement_group_id: bytes, timeout: float):
+        def settled():
+            group = self.groups.get(placement_group_id)
+            return group is None or group.state != common_pb2.PG_PENDING
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(settled),
+                                       None if timeout < 0 else timeout)
+            except asyncio.TimeoutError:
+                pass
+        return self.groups.get(placement_group_id)
