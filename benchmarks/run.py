@@ -236,6 +236,71 @@ def actor_creation(backend, cfg):
                                                     "actors/s")}
 
 
+# --------------------------------------------------------------------------- two nodes
+def _cluster_module(backend):
+    if backend.__name__ == "ray":
+        return importlib.import_module("ray.cluster_utils")
+    return importlib.import_module("miniray.testing")
+
+
+def _sized(n):
+    import numpy as np
+    return np.ones(n, dtype=np.uint8)
+
+
+@workload("two_nodes", fresh_process=True)
+def two_nodes(backend, cfg):
+    """A 2-node cluster on this host: object transfer, placement groups, tasks."""
+    import numpy as np
+    Cluster = _cluster_module(backend).Cluster
+    store = 512 * MiB
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "object_store_memory": store})
+    cluster.add_node(num_cpus=1, resources={"far": 1}, object_store_memory=store)
+    cluster.wait_for_nodes()
+    backend.init(address=cluster.address)
+    try:
+        @backend.remote(resources={"far": 1})
+        def size_of(array):
+            return array.nbytes
+
+        size = cfg.large // 2
+        backend.get(size_of.remote(np.ones(1024, dtype=np.uint8)))      # warm up
+        arrays = []
+
+        def transfer():
+            ref = backend.put(_sized(size))      # on the head; read on the far node
+            arrays.append(ref)
+            backend.get(size_of.remote(ref))
+            arrays.clear()
+
+        transfer_gbps = size / mean_time(transfer, cfg.budget * 2) / 1e9
+
+        from importlib import import_module
+        util = import_module(backend.__name__ + ".util")
+
+        def pg_cycle():
+            pg = util.placement_group([{"CPU": 0.01}], strategy="PACK")
+            backend.get(pg.ready())
+            util.remove_placement_group(pg)
+
+        pg_rate = 1 / mean_time(pg_cycle, cfg.budget)
+
+        @backend.remote(num_cpus=1, scheduling_strategy="SPREAD")
+        def noop_spread():
+            return None
+
+        backend.get([noop_spread.remote() for _ in range(cfg.warmup)])
+        t = mean_time(lambda: backend.get([noop_spread.remote() for _ in range(cfg.batch)]),
+                      cfg.budget)
+        return {f"transfer {size // MiB} MiB between nodes": (transfer_gbps, "GB/s"),
+                "placement group create+ready+remove": (pg_rate, "groups/s"),
+                f"{cfg.batch} SPREAD tasks over 2 nodes": (cfg.batch / t, "tasks/s")}
+    finally:
+        backend.shutdown()
+        cluster.shutdown()
+
+
 def emit(prefix, payload):
     print(prefix + json.dumps(payload), flush=True)
 

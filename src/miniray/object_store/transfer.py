@@ -14,7 +14,7 @@ from miniray.object_store.client import allocate
 from miniray.protocol import object_manager_pb2 as om_pb2
 from miniray.protocol import object_manager_pb2_grpc as om_grpc
 
-CHUNK_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 8 * 1024 * 1024
 CHUNKS_IN_FLIGHT = 4
 
 
