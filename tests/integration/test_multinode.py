@@ -176,3 +176,20 @@ def test_placement_groups(cluster):
         placement_group([{"CPU": 1}], strategy="NOPE")
     with pytest.raises(ValueError):
         placement_group([{}])
+
+
+def test_lost_objects_are_rebuilt_from_lineage(cluster):
+    head, worker = _head_and_worker(cluster)
+    strategy = NodeAffinitySchedulingStrategy(worker, soft=True)
+
+    @ray.remote
+    def produce(seed):
+        return np.full(2_000_000, seed, dtype=np.int64)
+
+    ref = produce.options(scheduling_strategy=strategy).remote(7)
+    ray.wait([ref], timeout=30)
+    put_ref = ray.put(np.ones(10))          # owned and stored by the driver's node
+    cluster.kill_node(cluster.worker_nodes[0])
+    value = ray.get(ref, timeout=60)         # its only copy died with the node
+    assert value[0] == 7 and len(value) == 2_000_000
+    assert ray.get(put_ref).sum() == 10

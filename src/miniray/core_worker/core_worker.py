@@ -247,6 +247,7 @@ class CoreWorker:
                 if action.object_id in self._owned_actors:
                     self._actor_out_of_scope(action.object_id)
                     continue
+                self.submitter.forget_lineage(action.object_id)
                 payload = self.memory_store.delete(action.object_id)
                 if payload is not None and payload.in_plasma:
                     plasma_frees.setdefault(payload.node_id, []).append(action.object_id)
@@ -433,13 +434,37 @@ class CoreWorker:
         payloads = self.wait_for_payloads(refs, timeout)
         values = []
         for ref in refs:
-            value, is_error = self.read_payload(payloads[ref.id])
+            value, is_error = self._read_or_recover(ref, payloads[ref.id], timeout)
             if is_error:
                 self.flush_borrows()
                 raise _as_raisable(value)
             values.append(value)
         self.flush_borrows()
         return values
+
+    def _read_or_recover(self, ref: ObjectRef, payload, timeout: float | None):
+        """read_payload, rebuilding the object from lineage if its copy is lost."""
+        for _ in range(3):
+            try:
+                return self.read_payload(payload)
+            except exceptions.ObjectLostError as lost:
+                error = lost
+                if ref.owner.worker_id == self.worker_id:
+                    if not self.run(self._reconstruct(ref.id)):
+                        raise
+                    payload = self.wait_for_payloads([ref], timeout)[ref.id]
+                else:
+                    self.memory_store.delete(ref.id)
+                    reply = self.call(ref.owner, "GetObject", cw_pb2.GetObjectRequest(
+                        object_id=ref.id, lost=True,
+                        timeout=-1.0 if timeout is None else timeout))
+                    if reply.status != cw_pb2.GetObjectReply.READY:
+                        raise
+                    payload = reply.payload
+        raise error
+
+    async def _reconstruct(self, object_id: ObjectID) -> bool:
+        return self.submitter.reconstruct(object_id)
 
     def wait_for_payloads(self, refs: list[ObjectRef], timeout: float | None) -> dict:
         """Block until every ref's payload is known (GetTimeoutError if not)."""

@@ -22,6 +22,8 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
     async def GetObject(self, request, context):
         worker = self.worker
         object_id = ObjectID(request.object_id)
+        if request.lost and not worker.submitter.reconstruct(object_id):
+            return cw_pb2.GetObjectReply(status=cw_pb2.GetObjectReply.FREED)
         payload = worker.memory_store.get(object_id)
         if payload is None:
             with worker._lock:

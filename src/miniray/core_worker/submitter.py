@@ -91,6 +91,9 @@ class NormalTaskSubmitter:
         self.actor_submitter = None           # set by the CoreWorker
         self._tasks: dict[TaskID, _Task] = {}
         self._keys: dict[tuple, _KeyState] = {}
+        # Lineage: the spec of each finished task whose returns are in a
+        # node's store, so a return lost with its node can be rebuilt.
+        self._lineage: dict[ObjectID, object] = {}
         self._stopped = False
 
     # --- entry points ---------------------------------------------------------
@@ -338,13 +341,13 @@ class NormalTaskSubmitter:
             self.actor_submitter.on_task_done(task)
         worker = self.worker
         for payload in payloads:
-            self.store_owned_payload(ObjectID(payload.object_id), payload)
+            self.store_owned_payload(ObjectID(payload.object_id), payload, task.spec)
         with worker._lock:
             actions = worker.refs.remove_submitted(task.arg_ids)
         if actions:
             worker.apply_ref_actions(actions)
 
-    def store_owned_payload(self, object_id: ObjectID, payload) -> None:
+    def store_owned_payload(self, object_id: ObjectID, payload, spec=None) -> None:
         """Keep a returned value if anyone still references it, else free it."""
         worker = self.worker
         nested = nested_ref_infos(payload)
@@ -354,6 +357,8 @@ class NormalTaskSubmitter:
                 worker.refs.add_contained(object_id, nested, registered_for_us=True)
         if alive:
             worker.memory_store.put(object_id, payload)
+            if payload.in_plasma and spec is not None and not spec.actor_id:
+                self._lineage[object_id] = spec
             return
         if payload.in_plasma:
             worker.spawn(worker._free_plasma([bytes(object_id)]))
@@ -364,6 +369,27 @@ class NormalTaskSubmitter:
                     object_id=ref.id, borrower_id=worker.worker_id, delta=-1))
         for owner, updates in releases.items():
             worker.spawn(worker._send_ref_updates(owner, updates))
+
+    # --- lineage reconstruction ------------------------------------------------------------
+    def forget_lineage(self, object_id: ObjectID) -> None:
+        self._lineage.pop(object_id, None)
+
+    def reconstruct(self, object_id: ObjectID) -> bool:
+        """Re-run the task that made a lost object (io thread). False if we
+        have no lineage for it (a put, or an actor task's return)."""
+        spec = self._lineage.get(object_id)
+        if spec is None:
+            return False
+        task_id = TaskID(spec.task_id)
+        if task_id in self._tasks:
+            return True                       # already being rebuilt
+        retry = type(spec)()
+        retry.CopyFrom(spec)
+        retry.attempt += 1
+        for i in range(retry.num_returns):
+            self.worker.memory_store.delete(ObjectID.for_return(task_id, i + 1))
+        self._submit(_Task(retry, []))
+        return True
 
     # --- streaming generators ------------------------------------------------------------
     def on_generator_item(self, task_id: TaskID, index: int, payload) -> None:
