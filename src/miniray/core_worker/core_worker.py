@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import threading
 import time
@@ -275,6 +276,22 @@ class CoreWorker:
         if not detached:
             self.spawn(self._gcs_call("KillActor", gcs_pb2.KillActorRequest(
                 actor_id=actor_id, out_of_scope=True)))
+
+    async def warn_if_infeasible(self, resources: dict, name: str, task_id) -> None:
+        """Say so, as Ray does, when no live node could ever run a request;
+        it stays pending in case such a node joins."""
+        from miniray.common.resources import fits
+        try:
+            reply = await self.gcs.GetAllNodes(gcs_pb2.GetAllNodesRequest())
+        except Exception:
+            return
+        if any(fits(resources, n.resources_total) for n in reply.nodes if n.alive):
+            return
+        logging.getLogger("miniray").warning(
+            "The actor or task %s (id %s) cannot be scheduled right now. It requires "
+            "%s for placement, but no node in the cluster has these resources. It "
+            "stays pending until a node that has them joins the cluster.",
+            name, task_id.hex(), resources)
 
     async def _gcs_call(self, method: str, request) -> None:
         try:
@@ -694,6 +711,10 @@ class CoreWorker:
             raise ValueError(reply.error)
         if reply.found_existing:
             return reply.existing
+        needed = dict(spec.resources)
+        needed.update(spec.actor_options.placement_resources)
+        self.loop.call_soon_threadsafe(lambda: self.spawn(self.warn_if_infeasible(
+            needed, spec.actor_options.class_name, spec.task_id)))
         handle_id = handle_object_id(actor_id)
         with self._lock:
             self.refs.add_submitted(held)     # kept for restarts

@@ -179,6 +179,8 @@ class NormalTaskSubmitter:
         if state is None:
             state = self._keys[key] = _KeyState(resources, task.spec.function_name,
                                                 strategy)
+            self.worker.spawn(self.worker.warn_if_infeasible(
+                resources, task.spec.function_name, task.task_id))
         task.key = key
         if front:
             state.queue.appendleft(task)

@@ -33,6 +33,20 @@ class GcsServer:
         self.actors = ActorManager(self)
         self.placement_groups = PlacementGroupManager(self)
 
+    async def broadcast_process_death(self, worker_id: bytes, node_id: bytes) -> None:
+        """Tell the other raylets, which may hold its leases and objects."""
+        from miniray.protocol import raylet_pb2, raylet_pb2_grpc
+        for node in self.nodes.alive_nodes():
+            if node.node_id == node_id:
+                continue
+            stub = self.channels.stub(f"{node.ip}:{node.raylet_port}",
+                                      raylet_pb2_grpc.RayletServiceStub)
+            try:
+                await stub.DisconnectWorker(raylet_pb2.DisconnectWorkerRequest(
+                    worker_id=worker_id, from_gcs=True), timeout=5)
+            except Exception:
+                pass
+
     async def serve(self, host: str, port: int) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

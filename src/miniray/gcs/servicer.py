@@ -135,6 +135,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     async def ReportWorkerFailure(self, request, context):
         await self.server.actors.on_worker_failure(WorkerID(request.worker_id),
                                                    request.is_driver)
+        await self.server.broadcast_process_death(request.worker_id, request.node_id)
         return gcs_pb2.ReportWorkerFailureReply()
 
     # --- placement groups ---------------------------------------------------------

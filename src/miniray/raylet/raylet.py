@@ -218,9 +218,9 @@ class Raylet:
         if key in self._warned_infeasible:
             return
         self._warned_infeasible.add(key)
-        log.warning("task %s requires %s but this node only has %s: it stays "
-                    "pending until a node that can run it joins", name, resources,
-                    self.total)
+        log.info("task %s requires %s but this node only has %s: it stays "
+                 "pending until a node that can run it joins", name, resources,
+                 self.total)
 
     def _schedule(self) -> None:
         for request in self.scheduler.schedule():
@@ -328,6 +328,17 @@ class Raylet:
             self.pool.kill(worker)
         self._on_worker_gone(worker_id, worker.lease_id if worker else b"",
                              is_driver=driver is not None)
+
+    def forget_remote_process(self, worker_id: WorkerID) -> None:
+        """An owner on another node died: end the leases it held here and free
+        the objects it owned here (they fate-share with their owner)."""
+        for request in self.scheduler.cancel(worker_id):
+            future = self._waiting.pop(request.request_id, None)
+            if future is not None and not future.done():
+                future.cancel()
+        for lease in [l for l in self.leases.values() if l.requester == worker_id]:
+            self.return_lease(lease.lease_id, exiting=True)
+        self.store.delete_owned_by(worker_id)
 
     def _hosts_actor(self, worker) -> bool:
         lease = self.leases.get(worker.lease_id)

@@ -98,7 +98,10 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         return raylet_pb2.FreeObjectsReply()
 
     async def DisconnectWorker(self, request, context):
-        self.raylet.disconnect(WorkerID(request.worker_id))
+        if request.from_gcs:
+            self.raylet.forget_remote_process(WorkerID(request.worker_id))
+        else:
+            self.raylet.disconnect(WorkerID(request.worker_id))
         return raylet_pb2.DisconnectWorkerReply()
 
     async def KillWorker(self, request, context):
