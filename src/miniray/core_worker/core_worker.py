@@ -13,24 +13,23 @@ import collections
 import logging
 import os
 import threading
-import time
 from typing import Iterable, Sequence
 
 from miniray import exceptions
 from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, NodeID, ObjectID, TaskID, WorkerID
-from miniray.common.serialization import SerializedObject, deserialize, serialize
+from miniray.common.serialization import serialize
 from miniray.core_worker import object_ref as object_ref_module
 from miniray.core_worker.memory_store import MemoryStore
+from miniray.core_worker.object_access import ObjectAccess, error_payload
 from miniray.core_worker.object_ref import ObjectRef
 from miniray.core_worker.reference_counter import (
     FreeObject, ReferenceCounter, ReleaseBorrow)
-from miniray.object_store import client as plasma
 from miniray.protocol import (
     common_pb2, core_worker_pb2 as cw_pb2, core_worker_pb2_grpc as cw_grpc,
     gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc)
-from miniray.rpc import ChannelPool, is_unavailable, start_server
+from miniray.rpc import ChannelPool, start_server
 
 DRIVER = "driver"
 WORKER = "worker"
@@ -43,7 +42,7 @@ class _TaskContext(threading.local):
     task_name: str = ""
 
 
-class CoreWorker:
+class CoreWorker(ObjectAccess):
     def __init__(self, *, mode: str, raylet_address: str, gcs_address: str,
                  worker_id: WorkerID | None = None, namespace: str = "",
                  code_search_path: Sequence[str] = ()):
@@ -369,274 +368,6 @@ class CoreWorker:
         if needed:
             self.run(self.register_borrows())
 
-    # --- objects -----------------------------------------------------------------------
-    def put(self, value, _owner_address=None) -> ObjectRef:
-        if isinstance(value, ObjectRef):
-            raise TypeError(
-                "Calling 'put' on an ObjectRef is not allowed. If you really "
-                "want to do this, you can wrap the ObjectRef in a list and "
-                "call 'put' on it.")
-        serialized = serialize(value)
-        object_id = self.next_put_id()
-        with self._lock:
-            self.refs.add_owned(object_id)
-            self.refs.add_contained(object_id, serialized.nested_refs)
-        payload = self.make_payload(object_id, serialized, self.worker_id)
-        self.memory_store.put(object_id, payload)
-        return ObjectRef(object_id, self.address)
-
-    def make_payload(self, object_id: ObjectID, serialized: SerializedObject,
-                     owner_id: WorkerID):
-        """Inline small values; write large ones to this node's store."""
-        payload = common_pb2.ObjectPayload(object_id=object_id, size=serialized.size,
-                                           is_error=serialized.is_error)
-        for ref in serialized.nested_refs:
-            ref_proto = payload.nested_refs.add(object_id=ref.id)
-            ref.owner.to_proto(ref_proto.owner)
-        if serialized.size <= config.MAX_INLINE_OBJECT_BYTES:
-            payload.data = serialized.to_bytes()
-        else:
-            self.write_to_plasma(object_id, serialized, owner_id)
-            payload.in_plasma = True
-            payload.node_id = self.node_id
-        return payload
-
-    def write_to_plasma(self, object_id: ObjectID, serialized: SerializedObject,
-                        owner_id: WorkerID) -> None:
-        async def reserve():
-            if self._pending_frees:       # let frees land before asking for room
-                await asyncio.gather(*list(self._pending_frees), return_exceptions=True)
-            return await self.raylet.ReserveObject(raylet_pb2.ReserveObjectRequest(
-                object_id=object_id, size=serialized.size, owner_worker_id=owner_id))
-
-        if self.in_loop_thread():
-            raise RuntimeError("write_to_plasma must not run on the io thread")
-        self._flush_decrefs_from_user_thread()
-        reply = self.run(reserve())
-        if reply.error:
-            raise exceptions.ObjectStoreFullError(reply.error)
-        plasma.create_and_write(reply.path, serialized.size, serialized.write_to)
-        self.call("raylet", "SealObject", raylet_pb2.SealObjectRequest(object_id=object_id))
-
-    def _flush_decrefs_from_user_thread(self) -> None:
-        if self._pending_decrefs:
-            self.run(self._async_flush())
-
-    async def _async_flush(self) -> None:
-        self._flush_decrefs()
-
-    def read_payload(self, payload):
-        """Deserialize a payload; returns (value, is_error)."""
-        if not payload.in_plasma:
-            return deserialize(payload.data)
-        object_id = ObjectID(payload.object_id)
-        path = os.path.join(self.store_directory, object_id.hex())
-        try:
-            buffer = plasma.read(path)
-        except FileNotFoundError:
-            source = ""
-            if payload.node_id and payload.node_id != self.node_id:
-                source = self.raylet_address_of(payload.node_id) or ""
-                if not source:
-                    raise exceptions.ObjectLostError(
-                        object_id.hex(), call_site="its node is dead") from None
-            reply = self.call("raylet", "EnsureLocal", raylet_pb2.EnsureLocalRequest(
-                object_id=object_id, source_address=source))
-            if not reply.found:
-                raise exceptions.ObjectLostError(object_id.hex()) from None
-            buffer = plasma.read(reply.path)
-        return deserialize(buffer)
-
-    def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
-        payloads = self.wait_for_payloads(refs, timeout)
-        values = []
-        for ref in refs:
-            value, is_error = self._read_or_recover(ref, payloads[ref.id], timeout)
-            if is_error:
-                self.flush_borrows()
-                raise _as_raisable(value)
-            values.append(value)
-        self.flush_borrows()
-        return values
-
-    def _read_or_recover(self, ref: ObjectRef, payload, timeout: float | None):
-        """read_payload, rebuilding the object from lineage if its copy is lost."""
-        for _ in range(3):
-            try:
-                return self.read_payload(payload)
-            except exceptions.ObjectLostError as lost:
-                error = lost
-                if ref.owner.worker_id == self.worker_id:
-                    if not self.run(self._reconstruct(ref.id)):
-                        raise
-                    payload = self.wait_for_payloads([ref], timeout)[ref.id]
-                else:
-                    self.memory_store.delete(ref.id)
-                    reply = self.call(ref.owner, "GetObject", cw_pb2.GetObjectRequest(
-                        object_id=ref.id, lost=True,
-                        timeout=-1.0 if timeout is None else timeout))
-                    if reply.status != cw_pb2.GetObjectReply.READY:
-                        raise
-                    payload = reply.payload
-        raise error
-
-    async def _reconstruct(self, object_id: ObjectID) -> bool:
-        return self.submitter.reconstruct(object_id)
-
-    def wait_for_payloads(self, refs: list[ObjectRef], timeout: float | None) -> dict:
-        """Block until every ref's payload is known (GetTimeoutError if not)."""
-        payloads: dict = {}
-        missing_owned: list[ObjectID] = []
-        missing_borrowed: list[ObjectRef] = []
-        for ref in refs:
-            payload = self.memory_store.get(ref.id)
-            if payload is not None:
-                payloads[ref.id] = payload
-            elif ref.owner.worker_id == self.worker_id:
-                missing_owned.append(ref.id)
-            else:
-                missing_borrowed.append(ref)
-        if not missing_owned and not missing_borrowed:
-            return payloads
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._blocked():
-            if missing_owned:
-                self._wait_owned(missing_owned, len(set(missing_owned)), deadline)
-                for object_id in missing_owned:
-                    payload = self.memory_store.get(object_id)
-                    if payload is None:
-                        # Freed while we waited: only possible if its refs died.
-                        raise exceptions.ObjectLostError(object_id.hex())
-                    payloads[object_id] = payload
-            if missing_borrowed:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                fetched = self.run(self._fetch_all(missing_borrowed, remaining))
-                for ref, payload in zip(missing_borrowed, fetched):
-                    if payload is None:
-                        raise exceptions.GetTimeoutError(
-                            f"Get timed out: some object(s) not ready after {timeout}s.")
-                    payloads[ref.id] = payload
-        return payloads
-
-    def _wait_owned(self, object_ids: list[ObjectID], needed: int,
-                    deadline: float | None, raise_on_timeout: bool = True) -> int:
-        """Wait until ``needed`` of the (distinct) objects are ready."""
-        event = threading.Event()
-        state = {"ready": 0}
-        lock = threading.Lock()
-
-        def on_ready(_):
-            with lock:
-                state["ready"] += 1
-                if state["ready"] >= needed:
-                    event.set()
-
-        registered = []
-        for object_id in set(object_ids):
-            if self.memory_store.add_waiter(object_id, on_ready):
-                registered.append(object_id)
-            else:
-                on_ready(object_id)
-        try:
-            while not event.is_set():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                event.wait(remaining if remaining is None else min(remaining, 1.0))
-                if self._shutdown:
-                    raise exceptions.RaySystemError("miniray was shut down")
-            if not event.is_set() and raise_on_timeout:
-                raise exceptions.GetTimeoutError(
-                    "Get timed out: some object(s) not ready after the timeout.")
-            return state["ready"]
-        finally:
-            for object_id in registered:
-                self.memory_store.remove_waiter(object_id, on_ready)
-
-    async def _fetch_all(self, refs: list[ObjectRef], timeout: float | None) -> list:
-        return await asyncio.gather(*(self.fetch_from_owner(r, timeout) for r in refs))
-
-    async def fetch_from_owner(self, ref: ObjectRef, timeout: float | None):
-        """Ask a borrowed object's owner for its payload (None on timeout)."""
-        cached = self.memory_store.get(ref.id)
-        if cached is not None:
-            return cached
-        try:
-            reply = await self.worker_stub(ref.owner).GetObject(cw_pb2.GetObjectRequest(
-                object_id=ref.id, timeout=-1.0 if timeout is None else timeout))
-        except Exception as exc:
-            if is_unavailable(exc):
-                return self._owner_died_payload(ref)
-            raise
-        if reply.status == cw_pb2.GetObjectReply.PENDING:
-            return None
-        if reply.status == cw_pb2.GetObjectReply.FREED:
-            return error_payload(ref.id, exceptions.ObjectFreedError(ref.hex()))
-        with self._lock:
-            cache = ref.id in self.refs
-        if cache:
-            self.memory_store.put(ref.id, reply.payload)
-        return reply.payload
-
-    def _owner_died_payload(self, ref: ObjectRef):
-        return error_payload(ref.id, exceptions.OwnerDiedError(
-            ref.hex(), owner_address=ref.owner.target))
-
-    def _blocked(self):
-        return _BlockedScope(self)
-
-    def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
-             fetch_local: bool = True) -> tuple[list, list]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        ready_ids = {r.id for r in refs if self.memory_store.contains(r.id)}
-        owned = [r.id for r in refs if r.id not in ready_ids
-                 and r.owner.worker_id == self.worker_id]
-        borrowed = [r for r in refs if r.id not in ready_ids
-                    and r.owner.worker_id != self.worker_id]
-        if len(ready_ids) < num_returns and (timeout is None or timeout > 0):
-            with self._blocked():
-                if borrowed:
-                    self._wait_borrowed(borrowed, deadline)
-                    ready_ids |= {r.id for r in borrowed if self.memory_store.contains(r.id)}
-                need = num_returns - len(ready_ids)
-                if owned and need > 0:
-                    self._wait_owned(owned, min(need, len(set(owned))), deadline,
-                                     raise_on_timeout=False)
-        ready_ids = {r.id for r in refs if self.memory_store.contains(r.id)}
-        ready, not_ready = [], []
-        for ref in refs:
-            if ref.id in ready_ids and len(ready) < num_returns:
-                ready.append(ref)
-            else:
-                not_ready.append(ref)
-        return ready, not_ready
-
-    def _wait_borrowed(self, refs: list[ObjectRef], deadline: float | None) -> None:
-        # Borrowed objects: ask owners with the remaining time (simple, and
-        # fine for the few borrowed refs a wait usually holds).
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        self.run(self._fetch_all(refs, remaining))
-
-    def get_future(self, ref: ObjectRef):
-        import concurrent.futures
-        future: concurrent.futures.Future = concurrent.futures.Future()
-
-        def resolve():
-            try:
-                future.set_result(self.get([ref])[0])
-            except BaseException as exc:       # noqa: BLE001 - handed to the future
-                future.set_exception(exc)
-
-        if ref.owner.worker_id == self.worker_id:
-            def on_ready(_):
-                threading.Thread(target=resolve, daemon=True).start() \
-                    if self.in_loop_thread() else resolve()
-            if not self.memory_store.add_waiter(ref.id, on_ready):
-                resolve()
-        else:
-            threading.Thread(target=resolve, daemon=True).start()
-        return future
-
     # --- tasks --------------------------------------------------------------------
     def submit_task(self, spec, arg_values: Sequence, kwarg_values: dict,
                     num_returns: int, streaming: bool = False):
@@ -754,44 +485,3 @@ class CoreWorker:
             raise ValueError(
                 "cancel() only works on ObjectRefs of tasks this process submitted")
         self.run(self.submitter.cancel(ref.id.task_id(), force, recursive))
-
-
-class _BlockedScope:
-    """While a worker's task waits in get/wait, give its CPU back to the raylet."""
-
-    __slots__ = ("worker", "active")
-
-    def __init__(self, worker: CoreWorker):
-        self.worker = worker
-        self.active = False
-
-    def __enter__(self):
-        worker = self.worker
-        if worker.mode == WORKER and worker._ctx.task_id is not None \
-                and not worker.in_loop_thread():
-            self.active = True
-            self._notify(True)
-
-    def __exit__(self, *exc):
-        if self.active:
-            self._notify(False)
-
-    def _notify(self, blocked: bool) -> None:
-        worker = self.worker
-        try:
-            worker.call("raylet", "NotifyBlocked", raylet_pb2.NotifyBlockedRequest(
-                worker_id=worker.worker_id, blocked=blocked))
-        except Exception:
-            pass
-
-
-def error_payload(object_id: ObjectID, error: BaseException):
-    serialized = serialize(error, is_error=True)
-    return common_pb2.ObjectPayload(object_id=object_id, data=serialized.to_bytes(),
-                                    size=serialized.size, is_error=True)
-
-
-def _as_raisable(error):
-    if isinstance(error, exceptions.RayTaskError):
-        return error.as_instanceof_cause()
-    return error

@@ -13,7 +13,6 @@ import os
 import queue
 import signal
 import sys
-import threading
 import traceback
 
 from miniray import exceptions

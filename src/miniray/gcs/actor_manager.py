@@ -96,7 +96,7 @@ class ActorManager:
 
     def _pick_node(self, entry: ActorEntry):
         """Where to place the actor (None: no live node can host it yet)."""
-        from miniray.raylet.cluster_policy import ClusterPolicy, NodeView
+        from miniray.raylet.cluster_policy import NodeView
         spec = entry.spec
         needed = dict(spec.resources)
         for key, value in spec.actor_options.placement_resources.items():

@@ -9,7 +9,10 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import pyarrow
 
 
 __all__ = ["create_and_write", "read", "write_bytes"]

@@ -19,7 +19,7 @@ import time
 import psutil
 
 from miniray.common import config
-from miniray.common.ids import NodeID, ObjectID, WorkerID
+from miniray.common.ids import NodeID, WorkerID
 from miniray.common.process import die_with_parent
 from miniray.object_store.store import PlasmaStore
 from miniray.protocol import (
