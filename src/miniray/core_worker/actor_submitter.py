@@ -10,6 +10,7 @@ otherwise they fail with RayActorError (ActorDiedError once it is dead).
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 
@@ -23,9 +24,63 @@ from miniray.protocol import common_pb2, core_worker_pb2 as cw_pb2, gcs_pb2
 ALIVE, DEAD = common_pb2.ALIVE, common_pb2.DEAD
 
 
+class _CallStream:
+    """One PushActorTasks stream to one incarnation of an actor."""
+
+    def __init__(self, submitter: "ActorTaskSubmitter", queue: "_ActorQueue"):
+        self.submitter = submitter
+        self.queue = queue
+        self.incarnation = queue.incarnation
+        self.call = queue.stub.PushActorTasks()
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.inflight: dict[bytes, _Task] = {}
+        worker = submitter.worker
+        worker.spawn(self._write())
+        worker.spawn(self._read())
+
+    def send(self, task: _Task) -> None:
+        self.inflight[task.spec.task_id] = task
+        self.outbox.put_nowait(task)
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                task = await self.outbox.get()
+                await self.call.write(cw_pb2.PushTaskRequest(spec=task.spec))
+        except Exception:       # noqa: BLE001 - the reader sees the stream fail
+            pass
+
+    async def _read(self) -> None:
+        submitter, queue = self.submitter, self.queue
+        try:
+            async for reply in self.call:
+                task = self.inflight.pop(reply.task_id, None)
+                if task is None:
+                    continue
+                queue.inflight.pop(task.spec.sequence_number, None)
+                if reply.system_error:
+                    submitter.worker.spawn(
+                        submitter._on_push_failed(queue, task, self.incarnation))
+                else:
+                    submitter.tasks.on_reply(task, reply)
+        except Exception:       # noqa: BLE001 - the actor's worker went away
+            pass
+        if queue.stream is self:
+            queue.stream = None
+        failed = sorted(self.inflight.values(), key=lambda t: t.order)
+        self.inflight.clear()
+        for task in failed:
+            queue.inflight.pop(task.spec.sequence_number, None)
+            submitter.worker.spawn(submitter._on_push_failed(queue, task, self.incarnation))
+
+    def close(self) -> None:
+        self.call.cancel()
+
+
 class _ActorQueue:
     __slots__ = ("actor_id", "state", "incarnation", "stub", "queue", "inflight",
-                 "next_seq", "watching", "death_cause", "max_task_retries", "counter")
+                 "next_seq", "watching", "death_cause", "max_task_retries", "counter",
+                 "stream")
 
     def __init__(self, actor_id: ActorID):
         self.actor_id = actor_id
@@ -39,6 +94,7 @@ class _ActorQueue:
         self.death_cause: bytes = b""
         self.max_task_retries = 0
         self.counter = 0                        # submission order, for retries
+        self.stream: _CallStream | None = None
 
 
 class ActorTaskSubmitter:
@@ -104,18 +160,11 @@ class ActorTaskSubmitter:
             queue.next_seq += 1
             task.spec.sequence_number = seq
             queue.inflight[seq] = task
-            self.worker.spawn(self._push(queue, task, seq, queue.incarnation))
-
-    async def _push(self, queue: _ActorQueue, task: _Task, seq: int,
-                    incarnation: int) -> None:
-        try:
-            reply = await queue.stub.PushTask(cw_pb2.PushTaskRequest(spec=task.spec))
-        except Exception:
-            queue.inflight.pop(seq, None)
-            await self._on_push_failed(queue, task, incarnation)
-            return
-        queue.inflight.pop(seq, None)
-        self.tasks.on_reply(task, reply)
+            if queue.stream is None or queue.stream.incarnation != queue.incarnation:
+                if queue.stream is not None:
+                    queue.stream.close()
+                queue.stream = _CallStream(self, queue)
+            queue.stream.send(task)
 
     async def _on_push_failed(self, queue: _ActorQueue, task: _Task,
                               incarnation: int) -> None:

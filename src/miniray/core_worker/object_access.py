@@ -208,7 +208,15 @@ class ObjectAccess:
                 self.memory_store.remove_waiter(object_id, on_ready)
 
     async def _fetch_all(self, refs: list[ObjectRef], timeout: float | None) -> list:
-        return await asyncio.gather(*(self.fetch_from_owner(r, timeout) for r in refs))
+        # Bounded: thousands of concurrent unary calls on one HTTP/2
+        # connection get streams reset by gRPC.
+        limit = asyncio.Semaphore(256)
+
+        async def fetch(ref):
+            async with limit:
+                return await self.fetch_from_owner(ref, timeout)
+
+        return await asyncio.gather(*(fetch(r) for r in refs))
 
     async def fetch_from_owner(self, ref: ObjectRef, timeout: float | None):
         """Ask a borrowed object's owner for its payload (None on timeout)."""

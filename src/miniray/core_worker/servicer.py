@@ -19,6 +19,45 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
             raise RuntimeError("drivers do not execute tasks")
         return await executor.push(request.spec)
 
+    async def PushActorTasks(self, request_iterator, context):
+        """Run a caller's actor calls as they arrive; reply as each finishes."""
+        executor = self.worker.executor
+        replies: asyncio.Queue = asyncio.Queue()
+        state = {"outstanding": 0, "reading": True}
+
+        async def run(spec):
+            try:
+                reply = await executor.push(spec)
+            except Exception as exc:         # noqa: BLE001 - reported per call
+                reply = cw_pb2.PushTaskReply(system_error=str(exc) or type(exc).__name__)
+            reply.task_id = spec.task_id
+            await replies.put(reply)
+
+        async def read():
+            try:
+                async for request in request_iterator:
+                    state["outstanding"] += 1
+                    task = asyncio.ensure_future(run(request.spec))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            finally:
+                state["reading"] = False
+                await replies.put(None)
+
+        tasks: set = set()
+        reader = asyncio.ensure_future(read())
+        try:
+            while state["reading"] or state["outstanding"]:
+                reply = await replies.get()
+                if reply is None:
+                    continue
+                state["outstanding"] -= 1
+                yield reply
+        finally:
+            reader.cancel()
+            for task in tasks:
+                task.cancel()
+
     async def GetObject(self, request, context):
         worker = self.worker
         object_id = ObjectID(request.object_id)

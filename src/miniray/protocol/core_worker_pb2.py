@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as miniray_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"miniray/protocol/core_worker.proto\x12\x10miniray.protocol\x1a\x1dminiray/protocol/common.proto\";\n\x0fPushTaskRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.miniray.protocol.TaskSpec\"\xaf\x01\n\rPushTaskReply\x12\x15\n\ractor_exiting\x18\x05 \x01(\x08\x12\x30\n\x07returns\x18\x01 \x03(\x0b\x32\x1f.miniray.protocol.ObjectPayload\x12\x1c\n\x14is_application_error\x18\x02 \x01(\x08\x12\x1a\n\x12is_retryable_error\x18\x03 \x01(\x08\x12\x1b\n\x13num_dynamic_returns\x18\x04 \x01(\x05\"D\n\x10GetObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\x12\x0c\n\x04lost\x18\x03 \x01(\x08\"\xa8\x01\n\x0eGetObjectReply\x12\x37\n\x06status\x18\x01 \x01(\x0e\x32\'.miniray.protocol.GetObjectReply.Status\x12\x30\n\x07payload\x18\x02 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayload\"+\n\x06Status\x12\t\n\x05READY\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\t\n\x05\x46REED\x10\x02\"G\n\x0eRefCountUpdate\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x13\n\x0b\x62orrower_id\x18\x02 \x01(\x0c\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x05\"K\n\x16UpdateRefCountsRequest\x12\x31\n\x07updates\x18\x01 \x03(\x0b\x32 .miniray.protocol.RefCountUpdate\"\x16\n\x14UpdateRefCountsReply\"F\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x11\n\trecursive\x18\x03 \x01(\x08\"$\n\x0f\x43\x61ncelTaskReply\x12\x11\n\tattempted\x18\x01 \x01(\x08\"k\n\x1aReportGeneratorItemRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\x05\x12-\n\x04item\x18\x03 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayload\"\x1a\n\x18ReportGeneratorItemReply\"\"\n\x11\x45xitWorkerRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\"\x11\n\x0f\x45xitWorkerReply2\xb8\x04\n\x11\x43oreWorkerService\x12N\n\x08PushTask\x12!.miniray.protocol.PushTaskRequest\x1a\x1f.miniray.protocol.PushTaskReply\x12Q\n\tGetObject\x12\".miniray.protocol.GetObjectRequest\x1a .miniray.protocol.GetObjectReply\x12\x63\n\x0fUpdateRefCounts\x12(.miniray.protocol.UpdateRefCountsRequest\x1a&.miniray.protocol.UpdateRefCountsReply\x12T\n\nCancelTask\x12#.miniray.protocol.CancelTaskRequest\x1a!.miniray.protocol.CancelTaskReply\x12o\n\x13ReportGeneratorItem\x12,.miniray.protocol.ReportGeneratorItemRequest\x1a*.miniray.protocol.ReportGeneratorItemReply\x12T\n\nExitWorker\x12#.miniray.protocol.ExitWorkerRequest\x1a!.miniray.protocol.ExitWorkerReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"miniray/protocol/core_worker.proto\x12\x10miniray.protocol\x1a\x1dminiray/protocol/common.proto\";\n\x0fPushTaskRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.miniray.protocol.TaskSpec\"\xd6\x01\n\rPushTaskReply\x12\x15\n\ractor_exiting\x18\x05 \x01(\x08\x12\x0f\n\x07task_id\x18\x06 \x01(\x0c\x12\x14\n\x0csystem_error\x18\x07 \x01(\t\x12\x30\n\x07returns\x18\x01 \x03(\x0b\x32\x1f.miniray.protocol.ObjectPayload\x12\x1c\n\x14is_application_error\x18\x02 \x01(\x08\x12\x1a\n\x12is_retryable_error\x18\x03 \x01(\x08\x12\x1b\n\x13num_dynamic_returns\x18\x04 \x01(\x05\"D\n\x10GetObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\x12\x0c\n\x04lost\x18\x03 \x01(\x08\"\xa8\x01\n\x0eGetObjectReply\x12\x37\n\x06status\x18\x01 \x01(\x0e\x32\'.miniray.protocol.GetObjectReply.Status\x12\x30\n\x07payload\x18\x02 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayload\"+\n\x06Status\x12\t\n\x05READY\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\t\n\x05\x46REED\x10\x02\"G\n\x0eRefCountUpdate\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x13\n\x0b\x62orrower_id\x18\x02 \x01(\x0c\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x05\"K\n\x16UpdateRefCountsRequest\x12\x31\n\x07updates\x18\x01 \x03(\x0b\x32 .miniray.protocol.RefCountUpdate\"\x16\n\x14UpdateRefCountsReply\"F\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x11\n\trecursive\x18\x03 \x01(\x08\"$\n\x0f\x43\x61ncelTaskReply\x12\x11\n\tattempted\x18\x01 \x01(\x08\"k\n\x1aReportGeneratorItemRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\x05\x12-\n\x04item\x18\x03 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayload\"\x1a\n\x18ReportGeneratorItemReply\"\"\n\x11\x45xitWorkerRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\"\x11\n\x0f\x45xitWorkerReply2\x92\x05\n\x11\x43oreWorkerService\x12N\n\x08PushTask\x12!.miniray.protocol.PushTaskRequest\x1a\x1f.miniray.protocol.PushTaskReply\x12X\n\x0ePushActorTasks\x12!.miniray.protocol.PushTaskRequest\x1a\x1f.miniray.protocol.PushTaskReply(\x01\x30\x01\x12Q\n\tGetObject\x12\".miniray.protocol.GetObjectRequest\x1a .miniray.protocol.GetObjectReply\x12\x63\n\x0fUpdateRefCounts\x12(.miniray.protocol.UpdateRefCountsRequest\x1a&.miniray.protocol.UpdateRefCountsReply\x12T\n\nCancelTask\x12#.miniray.protocol.CancelTaskRequest\x1a!.miniray.protocol.CancelTaskReply\x12o\n\x13ReportGeneratorItem\x12,.miniray.protocol.ReportGeneratorItemRequest\x1a*.miniray.protocol.ReportGeneratorItemReply\x12T\n\nExitWorker\x12#.miniray.protocol.ExitWorkerRequest\x1a!.miniray.protocol.ExitWorkerReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,31 +36,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUSHTASKREQUEST']._serialized_start=87
   _globals['_PUSHTASKREQUEST']._serialized_end=146
   _globals['_PUSHTASKREPLY']._serialized_start=149
-  _globals['_PUSHTASKREPLY']._serialized_end=324
-  _globals['_GETOBJECTREQUEST']._serialized_start=326
-  _globals['_GETOBJECTREQUEST']._serialized_end=394
-  _globals['_GETOBJECTREPLY']._serialized_start=397
-  _globals['_GETOBJECTREPLY']._serialized_end=565
-  _globals['_GETOBJECTREPLY_STATUS']._serialized_start=522
-  _globals['_GETOBJECTREPLY_STATUS']._serialized_end=565
-  _globals['_REFCOUNTUPDATE']._serialized_start=567
-  _globals['_REFCOUNTUPDATE']._serialized_end=638
-  _globals['_UPDATEREFCOUNTSREQUEST']._serialized_start=640
-  _globals['_UPDATEREFCOUNTSREQUEST']._serialized_end=715
-  _globals['_UPDATEREFCOUNTSREPLY']._serialized_start=717
-  _globals['_UPDATEREFCOUNTSREPLY']._serialized_end=739
-  _globals['_CANCELTASKREQUEST']._serialized_start=741
-  _globals['_CANCELTASKREQUEST']._serialized_end=811
-  _globals['_CANCELTASKREPLY']._serialized_start=813
-  _globals['_CANCELTASKREPLY']._serialized_end=849
-  _globals['_REPORTGENERATORITEMREQUEST']._serialized_start=851
-  _globals['_REPORTGENERATORITEMREQUEST']._serialized_end=958
-  _globals['_REPORTGENERATORITEMREPLY']._serialized_start=960
-  _globals['_REPORTGENERATORITEMREPLY']._serialized_end=986
-  _globals['_EXITWORKERREQUEST']._serialized_start=988
-  _globals['_EXITWORKERREQUEST']._serialized_end=1022
-  _globals['_EXITWORKERREPLY']._serialized_start=1024
-  _globals['_EXITWORKERREPLY']._serialized_end=1041
-  _globals['_COREWORKERSERVICE']._serialized_start=1044
-  _globals['_COREWORKERSERVICE']._serialized_end=1612
+  _globals['_PUSHTASKREPLY']._serialized_end=363
+  _globals['_GETOBJECTREQUEST']._serialized_start=365
+  _globals['_GETOBJECTREQUEST']._serialized_end=433
+  _globals['_GETOBJECTREPLY']._serialized_start=436
+  _globals['_GETOBJECTREPLY']._serialized_end=604
+  _globals['_GETOBJECTREPLY_STATUS']._serialized_start=561
+  _globals['_GETOBJECTREPLY_STATUS']._serialized_end=604
+  _globals['_REFCOUNTUPDATE']._serialized_start=606
+  _globals['_REFCOUNTUPDATE']._serialized_end=677
+  _globals['_UPDATEREFCOUNTSREQUEST']._serialized_start=679
+  _globals['_UPDATEREFCOUNTSREQUEST']._serialized_end=754
+  _globals['_UPDATEREFCOUNTSREPLY']._serialized_start=756
+  _globals['_UPDATEREFCOUNTSREPLY']._serialized_end=778
+  _globals['_CANCELTASKREQUEST']._serialized_start=780
+  _globals['_CANCELTASKREQUEST']._serialized_end=850
+  _globals['_CANCELTASKREPLY']._serialized_start=852
+  _globals['_CANCELTASKREPLY']._serialized_end=888
+  _globals['_REPORTGENERATORITEMREQUEST']._serialized_start=890
+  _globals['_REPORTGENERATORITEMREQUEST']._serialized_end=997
+  _globals['_REPORTGENERATORITEMREPLY']._serialized_start=999
+  _globals['_REPORTGENERATORITEMREPLY']._serialized_end=1025
+  _globals['_EXITWORKERREQUEST']._serialized_start=1027
+  _globals['_EXITWORKERREQUEST']._serialized_end=1061
+  _globals['_EXITWORKERREPLY']._serialized_start=1063
+  _globals['_EXITWORKERREPLY']._serialized_end=1080
+  _globals['_COREWORKERSERVICE']._serialized_start=1083
+  _globals['_COREWORKERSERVICE']._serialized_end=1741
 # @@protoc_insertion_point(module_scope)

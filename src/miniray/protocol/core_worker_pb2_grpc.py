@@ -40,6 +40,11 @@ class CoreWorkerServiceStub:
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.FromString,
                 _registered_method=True)
+        self.PushActorTasks = channel.stream_stream(
+                '/miniray.protocol.CoreWorkerService/PushActorTasks',
+                request_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.FromString,
+                _registered_method=True)
         self.GetObject = channel.unary_unary(
                 '/miniray.protocol.CoreWorkerService/GetObject',
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.GetObjectRequest.SerializeToString,
@@ -72,6 +77,14 @@ class CoreWorkerServiceServicer:
 
     def PushTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushActorTasks(self, request_iterator, context):
+        """Calls from one caller to one actor: a stream each way, replies in
+        completion order (one stream, so no per-call RPC and no stream limit).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -111,6 +124,11 @@ def add_CoreWorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'PushTask': grpc.unary_unary_rpc_method_handler(
                     servicer.PushTask,
+                    request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.SerializeToString,
+            ),
+            'PushActorTasks': grpc.stream_stream_rpc_method_handler(
+                    servicer.PushActorTasks,
                     request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.SerializeToString,
             ),
@@ -165,6 +183,33 @@ class CoreWorkerService:
             request,
             target,
             '/miniray.protocol.CoreWorkerService/PushTask',
+            miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.SerializeToString,
+            miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushActorTasks(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/miniray.protocol.CoreWorkerService/PushActorTasks',
             miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.SerializeToString,
             miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.FromString,
             options,
