@@ -347,3 +347,14 @@ def test_spill_when_store_is_full_and_restore():
     for i, ref in enumerate(refs):
         assert ray.get(ref)[-1] == i
     del refs
+
+
+def test_async_remote_function():
+    import asyncio as aio
+
+    @ray.remote
+    async def slow_double(x):
+        await aio.sleep(0.01)
+        return 2 * x
+
+    assert ray.get([slow_double.remote(i) for i in range(4)]) == [0, 2, 4, 6]

@@ -25,6 +25,9 @@ class _PrefixedStream:
     def write(self, text: str) -> int:
         worker = self._worker_ref()
         name = worker.current_task_name if worker is not None else ""
+        actor = worker.executor.actor if worker is not None else None
+        if actor is not None:
+            name = actor.class_name          # Ray prefixes actor output "(Cls pid=N)"
         prefix = f"({name} pid={os.getpid()}) " if name else f"(pid={os.getpid()}) "
         out = []
         for line in text.splitlines(keepends=True):

@@ -129,6 +129,8 @@ class TaskExecutor:
                 function = target()
                 args, kwargs = self._resolve_args(spec)
                 result = function(*args, **kwargs)
+                if inspect.iscoroutine(result):      # an `async def` remote function
+                    result = asyncio.run(result)
                 if spec.streaming:
                     reply.num_dynamic_returns = self._stream(spec, task_id, caller, result)
                 else:
