@@ -333,7 +333,8 @@ def test_delete_removes_files(store):
     creating = oid()
     open(store.reserve(creating, 10, OWNER) + ".tmp", "wb").close()
     assert store.delete([spilled, in_memory, creating, oid()]) == 3
-    assert os.listdir(store.directory) == []
+    # Only the recycled memory of the freed in-memory object remains.
+    assert all(name.startswith("free-") for name in os.listdir(store.directory))
     assert os.listdir(store.spill_directory) == []
     assert store.stats().used == 0 and store.stats().num_objects == 0
 
@@ -370,3 +371,34 @@ def test_read_is_zero_copy_and_read_only(tmp_path):
     assert first.to_pybytes()[:3] == b"\x00\x01\x02"
     with pytest.raises(FileNotFoundError):
         read(path)
+
+
+def test_freed_memory_is_reused_unless_mapped(tmp_path):
+    store = PlasmaStore(str(tmp_path / "shm"), 10_000, str(tmp_path / "spill"))
+    first = put(store, b"x" * 1000)
+    store.delete([first])
+    assert os.listdir(store.directory) == ["free-0"]
+    second = oid()
+    path = store.reserve(second, 900, OWNER)
+    assert os.path.exists(path + ".tmp")            # the recycled file, in place
+    write_bytes(path, b"y" * 900)
+    store.seal(second)
+    assert bytes(read(path)) == b"y" * 900
+
+    # A file that a reader still maps is never recycled.
+    view = read(path)
+    store.delete([second])
+    assert os.listdir(store.directory) == []
+    assert bytes(view) == b"y" * 900
+    store.close()
+
+
+def test_recycled_memory_counts_against_capacity(tmp_path):
+    store = PlasmaStore(str(tmp_path / "shm"), 2000, str(tmp_path / "spill"))
+    small = put(store, b"s" * 300)
+    store.delete([small])
+    assert os.listdir(store.directory) == ["free-0"]
+    big = oid()
+    store.reserve(big, 1900, OWNER)              # no room left for the pool
+    assert "free-0" not in os.listdir(store.directory)
+    store.close()

@@ -7,8 +7,10 @@ A get asks the raylet where the object is and :func:`read` s it zero-copy.
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
+import weakref
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
 
 
 __all__ = ["create_and_write", "read", "write_bytes"]
+
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)     # prefault in one call (Linux)
 
 
 def allocate(fd: int, size: int) -> None:
@@ -42,14 +46,22 @@ def create_and_write(path: str, size: int,
     temporary file is removed and the exception propagates.
     """
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    # No O_TRUNC: the store may have placed a recycled file here whose pages
+    # are already faulted in; resize it instead of starting from nothing.
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             if size == 0:
+                os.ftruncate(fd, 0)
                 write(memoryview(bytearray()))
             else:
-                allocate(fd, size)
-                with mmap.mmap(fd, size, access=mmap.ACCESS_WRITE) as mapping:
+                current = os.fstat(fd).st_size
+                if current > size:
+                    os.ftruncate(fd, size)
+                elif current < size:
+                    allocate(fd, size)
+                with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE) as mapping:
                     view = memoryview(mapping)
                     try:
                         write(view)
@@ -89,9 +101,23 @@ def read(path: str) -> "pyarrow.Buffer":
 
     # A pyarrow Buffer over a Python mmap: constant time whatever the size
     # (pyarrow's own memory_map().read_buffer() madvises the whole file).
-    with open(path, "rb") as f:            # FileNotFoundError if missing
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
+    # The shared flock, held while the mapping lives, stops the store from
+    # recycling the file under us (see recycling.py).
+    fd = os.open(path, os.O_RDONLY)               # FileNotFoundError if missing
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileNotFoundError(path) from None   # being recycled right now
+        stat = os.fstat(fd)
+        if os.stat(path).st_ino != stat.st_ino:
+            raise FileNotFoundError(path)             # replaced since we opened it
+        if stat.st_size == 0:
+            os.close(fd)
             return pa.py_buffer(b"")
-        mapping = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+        mapping = mmap.mmap(fd, stat.st_size, access=mmap.ACCESS_READ)
+    except BaseException:
+        os.close(fd)
+        raise
+    weakref.finalize(mapping, os.close, fd)
     return pa.py_buffer(mapping)

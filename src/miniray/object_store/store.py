@@ -19,6 +19,7 @@ from miniray.common.ids import ObjectID, WorkerID
 from miniray.exceptions import OutOfDiskError
 from miniray.object_store.policy import (
     Action, Evict, ObjectState, Spill, StorePolicy, StoreStats)
+from miniray.object_store.recycling import FilePool
 
 __all__ = ["PlasmaStore"]
 
@@ -52,6 +53,7 @@ class PlasmaStore:
         os.makedirs(directory, exist_ok=True)
         os.makedirs(spill_directory, exist_ok=True)
         self._policy = StorePolicy(capacity)
+        self._pool = FilePool(directory)
         self._lock = threading.RLock()
         self._closed = False
 
@@ -80,7 +82,13 @@ class PlasmaStore:
             except BaseException:
                 self._drop(object_id)
                 raise
-            return self.path(object_id)
+            path = self.path(object_id)
+            reused = self._pool.take(size)
+            if reused is not None:
+                os.rename(reused, path + _TMP)       # the writer fills it in place
+            stats = self._policy.snapshot()
+            self._pool.trim(stats.capacity - stats.used)
+            return path
 
     def seal(self, object_id: ObjectID) -> None:
         """Mark a written object immutable and readable.
@@ -129,9 +137,18 @@ class PlasmaStore:
             return self.path(object_id)
 
     def delete(self, object_ids: Iterable[ObjectID]) -> int:
-        """Free objects and their files; returns how many were known."""
+        """Free objects; their memory is kept for reuse when nobody maps it.
+        Returns how many were known."""
         with self._lock:
-            return sum(self._drop(oid) for oid in object_ids)
+            count = 0
+            for oid in object_ids:
+                record = self._policy.lookup(oid)
+                if record is not None and record.state is ObjectState.SEALED:
+                    self._pool.offer(self.path(oid), record.size)
+                count += self._drop(oid)
+            stats = self._policy.snapshot()
+            self._pool.trim(stats.capacity - stats.used)
+            return count
 
     def delete_owned_by(self, owner: WorkerID) -> list[ObjectID]:
         """Free every object owned by ``owner`` (e.g. when it dies)."""
