@@ -36,6 +36,22 @@ def allocate(fd: int, size: int) -> None:
         os.ftruncate(fd, size)
 
 
+def open_sized(path: str, size: int) -> int:
+    """Open (creating if needed) ``path`` for writing, exactly ``size`` bytes
+    long, keeping the pages of a recycled file that is already there."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        current = os.fstat(fd).st_size
+        if current > size:
+            os.ftruncate(fd, size)
+        elif current < size:
+            allocate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def create_and_write(path: str, size: int,
                      write: Callable[[memoryview], None]) -> None:
     """Create ``path`` holding exactly ``size`` bytes produced by ``write``.
@@ -48,18 +64,12 @@ def create_and_write(path: str, size: int,
     tmp = path + ".tmp"
     # No O_TRUNC: the store may have placed a recycled file here whose pages
     # are already faulted in; resize it instead of starting from nothing.
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_sized(tmp, size)
     try:
         try:
             if size == 0:
-                os.ftruncate(fd, 0)
                 write(memoryview(bytearray()))
             else:
-                current = os.fstat(fd).st_size
-                if current > size:
-                    os.ftruncate(fd, size)
-                elif current < size:
-                    allocate(fd, size)
                 with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE,
                                prot=mmap.PROT_READ | mmap.PROT_WRITE) as mapping:
                     view = memoryview(mapping)

@@ -10,7 +10,7 @@ import asyncio
 import os
 
 from miniray.common.ids import ObjectID, WorkerID
-from miniray.object_store.client import allocate
+from miniray.object_store.client import open_sized
 from miniray.protocol import object_manager_pb2 as om_pb2
 from miniray.protocol import object_manager_pb2_grpc as om_grpc
 
@@ -54,10 +54,8 @@ class ObjectPuller:
         path = await asyncio.to_thread(self.store.reserve, object_id, total,
                                        WorkerID.nil(), False)
         tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = open_sized(tmp, total)
         try:
-            if total:
-                allocate(fd, total)
             os.pwrite(fd, first.data, 0)
             limit = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
 
