@@ -193,3 +193,33 @@ def test_lost_objects_are_rebuilt_from_lineage(cluster):
     value = ray.get(ref, timeout=60)         # its only copy died with the node
     assert value[0] == 7 and len(value) == 2_000_000
     assert ray.get(put_ref).sum() == 10
+
+
+def test_copies_are_tracked_and_freed(cluster):
+    head, worker = _head_and_worker(cluster)
+
+    @ray.remote(resources={"special": 1})
+    def consume(array):
+        return int(array[0])
+
+    ref = ray.put(np.full(4_000_000, 3, dtype=np.uint8))
+    assert ray.get(consume.remote(ref)) == 3       # pulls a copy to the worker node
+    from miniray.core_worker.object_ref import core_worker
+    worker_core = core_worker()
+    wait_for_condition(lambda: worker_core.locations.get(ref.id) == {bytes.fromhex(worker)})
+    far = cluster.worker_nodes[0]
+    far_store = _store_used_at(far)
+    assert far_store >= 4_000_000
+    del ref
+    wait_for_condition(lambda: _store_used_at(far) < far_store, timeout=10)
+
+
+def _store_used_at(node) -> int:
+    import grpc
+    from miniray.node import get_nodes
+    from miniray.protocol import raylet_pb2, raylet_pb2_grpc
+    info = next(n for n in get_nodes(ray.get_runtime_context().gcs_address)
+                if n.node_id == node.node_id)
+    with grpc.insecure_channel(f"{info.ip}:{info.raylet_port}") as channel:
+        stub = raylet_pb2_grpc.RayletServiceStub(channel)
+        return stub.GetNodeStats(raylet_pb2.GetNodeStatsRequest(), timeout=5).store_used

@@ -77,6 +77,8 @@ class CoreWorker(ObjectAccess):
         # Actors this process created: handle id -> (actor id, held arg ids, detached)
         self._owned_actors: dict[ObjectID, tuple] = {}
         self._node_addresses: dict[bytes, str] = {}
+        # Owned objects' copies on other nodes than their payload's node_id.
+        self.locations: dict[ObjectID, set[bytes]] = {}
         # The placement group strategy children of the running task inherit.
         self.current_placement_group = None
         self.executor = TaskExecutor(self) if mode == WORKER else None
@@ -249,8 +251,10 @@ class CoreWorker(ObjectAccess):
                     continue
                 self.submitter.forget_lineage(action.object_id)
                 payload = self.memory_store.delete(action.object_id)
+                copies = self.locations.pop(action.object_id, set())
                 if payload is not None and payload.in_plasma:
-                    plasma_frees.setdefault(payload.node_id, []).append(action.object_id)
+                    for node_id in copies | {payload.node_id}:
+                        plasma_frees.setdefault(node_id, []).append(action.object_id)
             elif isinstance(action, ReleaseBorrow):
                 self.memory_store.delete(action.object_id)
                 if action.delta:

@@ -79,8 +79,9 @@ class ObjectAccess:
     async def _async_flush(self) -> None:
         self._flush_decrefs()
 
-    def read_payload(self, payload):
-        """Deserialize a payload; returns (value, is_error)."""
+    def read_payload(self, payload, owner=None):
+        """Deserialize a payload; returns (value, is_error). A copy pulled from
+        another node is reported to ``owner`` (its object directory)."""
         if not payload.in_plasma:
             return deserialize(payload.data)
         object_id = ObjectID(payload.object_id)
@@ -99,7 +100,44 @@ class ObjectAccess:
             if not reply.found:
                 raise exceptions.ObjectLostError(object_id.hex()) from None
             buffer = plasma.read(reply.path)
+            if source and owner is not None:
+                self._report_location(object_id, owner)
         return deserialize(buffer)
+
+    def _report_location(self, object_id: ObjectID, owner) -> None:
+        if owner.worker_id == self.worker_id:
+            self.loop.call_soon_threadsafe(self.add_location, object_id, self.node_id)
+            return
+        request = cw_pb2.AddObjectLocationRequest(object_id=object_id,
+                                                  node_id=self.node_id)
+
+        async def report():
+            try:
+                await self.worker_stub(owner).AddObjectLocation(request)
+            except Exception:       # noqa: BLE001 - the owner is gone
+                pass
+
+        self.loop.call_soon_threadsafe(lambda: self.spawn(report()))
+
+    def add_location(self, object_id: ObjectID, node_id: bytes) -> None:
+        """Owner side (io thread): another node holds a copy."""
+        if self.memory_store.contains(object_id):
+            self.locations.setdefault(object_id, set()).add(node_id)
+
+    def relocate(self, object_id: ObjectID) -> bool:
+        """Owner side: point a lost object's payload at another copy, if any."""
+        payload = self.memory_store.get(object_id)
+        copies = self.locations.get(object_id)
+        if payload is None or not copies:
+            return False
+        copies.discard(payload.node_id)
+        if not copies:
+            return False
+        moved = type(payload)()
+        moved.CopyFrom(payload)
+        moved.node_id = copies.pop()
+        self.memory_store.put(object_id, moved)
+        return True
 
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
         payloads = self.wait_for_payloads(refs, timeout)
@@ -117,11 +155,11 @@ class ObjectAccess:
         """read_payload, rebuilding the object from lineage if its copy is lost."""
         for _ in range(3):
             try:
-                return self.read_payload(payload)
+                return self.read_payload(payload, ref.owner)
             except exceptions.ObjectLostError as lost:
                 error = lost
                 if ref.owner.worker_id == self.worker_id:
-                    if not self.run(self._reconstruct(ref.id)):
+                    if not self.run(self._recover(ref.id)):
                         raise
                     payload = self.wait_for_payloads([ref], timeout)[ref.id]
                 else:
@@ -134,8 +172,9 @@ class ObjectAccess:
                     payload = reply.payload
         raise error
 
-    async def _reconstruct(self, object_id: ObjectID) -> bool:
-        return self.submitter.reconstruct(object_id)
+    async def _recover(self, object_id: ObjectID) -> bool:
+        """Another copy, else re-run the task that made it (io thread)."""
+        return self.relocate(object_id) or self.submitter.reconstruct(object_id)
 
     def wait_for_payloads(self, refs: list[ObjectRef], timeout: float | None) -> dict:
         """Block until every ref's payload is known (GetTimeoutError if not)."""

@@ -61,7 +61,7 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
     async def GetObject(self, request, context):
         worker = self.worker
         object_id = ObjectID(request.object_id)
-        if request.lost and not worker.submitter.reconstruct(object_id):
+        if request.lost and not await worker._recover(object_id):
             return cw_pb2.GetObjectReply(status=cw_pb2.GetObjectReply.FREED)
         payload = worker.memory_store.get(object_id)
         if payload is None:
@@ -108,3 +108,7 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
             os._exit(0)
         executor.actor.request_exit()
         return cw_pb2.ExitWorkerReply()
+
+    async def AddObjectLocation(self, request, context):
+        self.worker.add_location(ObjectID(request.object_id), request.node_id)
+        return cw_pb2.AddObjectLocationReply()

@@ -70,6 +70,11 @@ class CoreWorkerServiceStub:
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerReply.FromString,
                 _registered_method=True)
+        self.AddObjectLocation = channel.unary_unary(
+                '/miniray.protocol.CoreWorkerService/AddObjectLocation',
+                request_serializer=miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationReply.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServiceServicer:
@@ -119,6 +124,12 @@ class CoreWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddObjectLocation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +167,11 @@ def add_CoreWorkerServiceServicer_to_server(servicer, server):
                     servicer.ExitWorker,
                     request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerReply.SerializeToString,
+            ),
+            'AddObjectLocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddObjectLocation,
+                    request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -347,6 +363,33 @@ class CoreWorkerService:
             '/miniray.protocol.CoreWorkerService/ExitWorker',
             miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerRequest.SerializeToString,
             miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddObjectLocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.CoreWorkerService/AddObjectLocation',
+            miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationRequest.SerializeToString,
+            miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationReply.FromString,
             options,
             channel_credentials,
             insecure,
