@@ -15,7 +15,7 @@ from miniray.common.ids import ActorID, ObjectID
 from miniray.common.serialization import note_nested_ref
 from miniray.core_worker.submitter import RefInfo
 from miniray.remote_function import (
-    TASK_OPTIONS, resource_request, scheduling_strategy, validate_options)
+    TASK_OPTIONS, resource_request, scheduling_strategy, unpack_returns, validate_options)
 from miniray.util.scheduling_strategies import bundle_request
 
 ACTOR_OPTIONS = (TASK_OPTIONS - {"num_returns", "max_retries", "retry_exceptions",
@@ -272,13 +272,8 @@ class ActorMethod:
             function_name=f"{handle._class_name}.{self._name}",
             concurrency_group=self._options.get(
                 "concurrency_group", self._meta["concurrency_group"]))
-        result = worker.submit_actor_task(spec, args, kwargs,
-                                          0 if streaming else num_returns, streaming)
-        if streaming:
-            return result
-        if num_returns == 1:
-            return result[0]
-        return None if num_returns == 0 else result
+        return unpack_returns(worker.submit_actor_task(
+            spec, args, kwargs, 0 if streaming else num_returns, streaming), num_returns)
 
 
 class _ActorExit(SystemExit):

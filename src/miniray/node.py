@@ -164,6 +164,16 @@ def wait_for_node(gcs_address: str, node_id: NodeID, processes, timeout: float =
             time.sleep(0.005)
 
 
+def _started(node: NodeProcesses) -> NodeProcesses:
+    """Wait for the node's raylet to register; stop everything if it fails."""
+    try:
+        wait_for_node(node.gcs_address, node.node_id, node.processes)
+    except BaseException:
+        node.stop(timeout=2)
+        raise
+    return node
+
+
 def start_head(*, port: int | None = None, daemon: bool = False,
                **resource_args) -> NodeProcesses:
     """Start a GCS and a head raylet; returns once the raylet is registered."""
@@ -177,13 +187,7 @@ def start_head(*, port: int | None = None, daemon: bool = False,
     procs = [start_gcs(session_dir, gcs_port, daemon=daemon),
              start_raylet(session_dir, gcs_address, node_id, resources,
                           is_head=True, daemon=daemon)]
-    node = NodeProcesses(gcs_address, session_dir, node_id, procs)
-    try:
-        wait_for_node(gcs_address, node_id, procs)
-    except BaseException:
-        node.stop(timeout=2)
-        raise
-    return node
+    return _started(NodeProcesses(gcs_address, session_dir, node_id, procs))
 
 
 def start_worker_node(gcs_address: str, *, daemon: bool = False,
@@ -194,13 +198,7 @@ def start_worker_node(gcs_address: str, *, daemon: bool = False,
     node_id = NodeID.from_random()
     procs = [start_raylet(session_dir, gcs_address, node_id, resources,
                           is_head=False, daemon=daemon)]
-    node = NodeProcesses(gcs_address, session_dir, node_id, procs)
-    try:
-        wait_for_node(gcs_address, node_id, procs)
-    except BaseException:
-        node.stop(timeout=2)
-        raise
-    return node
+    return _started(NodeProcesses(gcs_address, session_dir, node_id, procs))
 
 
 def get_nodes(gcs_address: str, timeout: float = 5.0) -> list:

@@ -77,6 +77,15 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
                       stacklevel=4)
 
 
+def unpack_returns(result, num_returns):
+    """What ``.remote()`` returns: a generator, one ref, None or a list."""
+    if num_returns == "streaming":
+        return result
+    if num_returns == 1:
+        return result[0]
+    return None if num_returns == 0 else result
+
+
 def scheduling_strategy(options: dict, worker=None):
     """The strategy proto; tasks started inside a placement group that
     captures child tasks default to that group."""
@@ -148,13 +157,8 @@ class RemoteFunction:
             if isinstance(retry, (list, tuple)) else b"",
             name=options.get("name") or "",
             scheduling_strategy=strategy)
-        result = worker.submit_task(spec, args, kwargs,
-                                    0 if streaming else num_returns, streaming)
-        if streaming:
-            return result
-        if num_returns == 1:
-            return result[0]
-        return None if num_returns == 0 else result
+        return unpack_returns(worker.submit_task(
+            spec, args, kwargs, 0 if streaming else num_returns, streaming), num_returns)
 
 
 class _BoundOptions:

@@ -330,8 +330,9 @@ class Raylet:
                              is_driver=driver is not None)
 
     def forget_remote_process(self, worker_id: WorkerID) -> None:
-        """An owner on another node died: end the leases it held here and free
-        the objects it owned here (they fate-share with their owner)."""
+        """A process (here or on another node) died: drop its lease requests,
+        end the leases it held as an owner (their tasks have no owner now) and
+        free the objects it owned here (they fate-share with their owner)."""
         for request in self.scheduler.cancel(worker_id):
             future = self._waiting.pop(request.request_id, None)
             if future is not None and not future.done():
@@ -363,14 +364,7 @@ class Raylet:
         asyncio.get_running_loop().create_task(self._report_failure(worker_id, is_driver))
         if lease_id:
             self._end_lease(lease_id)
-        for request in self.scheduler.cancel(worker_id):
-            future = self._waiting.pop(request.request_id, None)
-            if future is not None and not future.done():
-                future.cancel()
-        # Leases this process held as an owner: their tasks have no owner now.
-        for lease in [l for l in self.leases.values() if l.requester == worker_id]:
-            self.return_lease(lease.lease_id, exiting=True)
-        self.store.delete_owned_by(worker_id)
+        self.forget_remote_process(worker_id)
         self._schedule()
 
     def node_stats(self) -> dict:
