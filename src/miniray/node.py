@@ -207,6 +207,18 @@ def get_nodes(gcs_address: str, timeout: float = 5.0) -> list:
         return list(stub.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=timeout).nodes)
 
 
+def forget_current_cluster() -> None:
+    """Remove the address file of `miniray start` (and the temp root if empty)."""
+    try:
+        os.unlink(CURRENT_CLUSTER_FILE)
+    except OSError:
+        pass
+    try:
+        os.rmdir(config.TEMP_ROOT)      # only if nothing else is left there
+    except OSError:
+        pass
+
+
 def read_current_cluster() -> str | None:
     try:
         with open(CURRENT_CLUSTER_FILE) as f:

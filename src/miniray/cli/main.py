@@ -245,10 +245,9 @@ def _describe(node) -> tuple[str, str]:
     return "127.0.0.1", "?"
 
 
-def _print_head_started(node, block: bool) -> None:
-    address = node.gcs_address
+def _started_banner(node) -> list[str]:
     ip, resources = _describe(node)
-    lines = [
+    return [
         f"Local node IP: {ip}",
         f"Node ID: {node.node_id.hex()}",
         f"Resources: {resources}",
@@ -258,6 +257,12 @@ def _print_head_started(node, block: bool) -> None:
         "miniray runtime started.",
         "--------------------",
         "",
+    ]
+
+
+def _print_head_started(node, block: bool) -> None:
+    address = node.gcs_address
+    lines = _started_banner(node) + [
         "Next steps",
         "  To add another node to this cluster, run",
         f"    miniray start --address='{address}'",
@@ -282,17 +287,7 @@ def _print_head_started(node, block: bool) -> None:
 
 
 def _print_worker_started(node, block: bool) -> None:
-    ip, resources = _describe(node)
-    lines = [
-        f"Local node IP: {ip}",
-        f"Node ID: {node.node_id.hex()}",
-        f"Resources: {resources}",
-        f"Logs: {os.path.join(node.session_dir, 'logs')}",
-        "",
-        "--------------------",
-        "miniray runtime started.",
-        "--------------------",
-        "",
+    lines = _started_banner(node) + [
         f"This node joined the cluster at {node.gcs_address}.",
         "",
     ]
@@ -362,14 +357,7 @@ def _block(node, signals: _Signals, *, is_head: bool) -> int:
     signals.ignore()                # let the shutdown finish
     node.stop()
     if is_head and node_module.read_current_cluster() == node.gcs_address:
-        try:
-            os.unlink(node_module.CURRENT_CLUSTER_FILE)
-        except OSError:
-            pass
-    try:
-        os.rmdir(config.TEMP_ROOT)      # only if nothing else is left there
-    except OSError:
-        pass
+        node_module.forget_current_cluster()
     print("miniray node stopped.", flush=True)
     return code
 

@@ -221,14 +221,7 @@ def clean_up(stopped_sessions: set[str]) -> tuple[int, int]:
         if _remove(path):
             removed_stores += 1
 
-    try:
-        os.unlink(node_module.CURRENT_CLUSTER_FILE)
-    except OSError:
-        pass
-    try:
-        os.rmdir(config.TEMP_ROOT)        # only if nothing else is left there
-    except OSError:
-        pass
+    node_module.forget_current_cluster()
     return removed_sessions, removed_stores
 
 
