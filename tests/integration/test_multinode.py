@@ -223,3 +223,29 @@ def _store_used_at(node) -> int:
     with grpc.insecure_channel(f"{info.ip}:{info.raylet_port}") as channel:
         stub = raylet_pb2_grpc.RayletServiceStub(channel)
         return stub.GetNodeStats(raylet_pb2.GetNodeStatsRequest(), timeout=5).store_used
+
+
+def test_placement_group_captures_child_tasks(cluster):
+    from miniray.util import get_current_placement_group, placement_group
+    from miniray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    head, worker = _head_and_worker(cluster)
+    # One CPU: the child only fits because the parent lends its CPU while it
+    # waits in get().
+    pg = placement_group([{"CPU": 1}], strategy="STRICT_PACK")
+    ray.get(pg.ready(), timeout=30)
+    bundle_node = ray.util.placement_group_table(pg)["bundles_to_node_id"][0]
+
+    @ray.remote(num_cpus=1)
+    def child():
+        return ray.get_runtime_context().get_node_id(), get_current_placement_group()
+
+    @ray.remote(num_cpus=1)
+    def parent():
+        return ray.get(child.remote()), get_current_placement_group()
+
+    strategy = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    (child_node, child_pg), parent_pg = ray.get(
+        parent.options(scheduling_strategy=strategy).remote(), timeout=30)
+    assert child_node == bundle_node
+    assert child_pg == pg and parent_pg == pg

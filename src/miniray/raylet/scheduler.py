@@ -71,8 +71,7 @@ class LeaseScheduler:
         """Lend a blocked lease's CPUs back, or take them again."""
         if lease.blocked == blocked:
             return False
-        cpus = {"CPU": lease.resources.get("CPU", 0.0)}
-        (res.add if blocked else res.subtract)(self.available, cpus)
+        (res.add if blocked else res.subtract)(self.available, _cpus(lease.resources))
         lease.blocked = blocked
         return True
 
@@ -84,4 +83,13 @@ class LeaseScheduler:
     def _held(self, lease: Lease) -> dict:
         if not lease.blocked:
             return lease.resources
-        return {k: v for k, v in lease.resources.items() if k != "CPU"}
+        return {k: v for k, v in lease.resources.items() if not _is_cpu(k)}
+
+
+def _is_cpu(name: str) -> bool:
+    """CPU, or a placement group bundle's CPU (CPU_group_...)."""
+    return name == "CPU" or name.startswith("CPU_group_")
+
+
+def _cpus(resources: dict) -> dict:
+    return {k: v for k, v in resources.items() if _is_cpu(k)}
