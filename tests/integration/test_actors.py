@@ -430,3 +430,18 @@ def test_detached_actor_outlives_its_driver(tmp_path, ray_start, ending):
     assert ray.get(keeper.pid.remote()) == detached_pid
     ray.kill(keeper)
     wait_for_condition(lambda: not _alive(detached_pid), timeout=20)
+
+
+def test_state_api():
+    from miniray.util.state import list_actors, list_jobs, list_nodes
+
+    counter = Counter.options(name="stateful").remote()
+    ray.get(counter.get.remote())
+    alive = list_actors(filters=[("state", "=", "ALIVE"), ("name", "=", "stateful")])
+    assert len(alive) == 1 and alive[0].class_name == "Counter"
+    assert alive[0]["actor_id"] == counter._actor_id.hex()
+    nodes = list_nodes()
+    assert len(nodes) == 1 and nodes[0].state == "ALIVE" and nodes[0].is_head_node
+    assert any(job.status == "RUNNING" for job in list_jobs())
+    with pytest.raises(ValueError):
+        list_actors(filters=[("state", ">", "x")])

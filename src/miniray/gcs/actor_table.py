@@ -128,5 +128,8 @@ class ActorTable:
                 if e.info.owner.worker_id == worker_id and not e.info.detached
                 and e.info.state != DEAD]
 
+    def all_actors(self) -> list[ActorEntry]:
+        return list(self._actors.values())
+
     def alive_count(self) -> int:
         return sum(1 for e in self._actors.values() if e.info.state != DEAD)

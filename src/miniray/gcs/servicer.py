@@ -167,3 +167,11 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     async def GetAllPlacementGroups(self, request, context):
         return gcs_pb2.GetAllPlacementGroupsReply(
             groups=list(self.server.placement_groups.groups.values()))
+
+    # --- state API ------------------------------------------------------------------
+    async def GetAllActors(self, request, context):
+        return gcs_pb2.GetAllActorsReply(
+            actors=[e.info for e in self.server.actors.table.all_actors()])
+
+    async def GetAllJobs(self, request, context):
+        return gcs_pb2.GetAllJobsReply(jobs=self.server.jobs.all_jobs())

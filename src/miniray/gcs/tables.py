@@ -33,6 +33,13 @@ class JobTable:
     def num_running(self) -> int:
         return len(self._running)
 
+    def all_jobs(self) -> list[gcs_pb2.JobInfo]:
+        return [gcs_pb2.JobInfo(job_id=job_id, namespace=config.namespace,
+                                is_dead=job_id not in self._running,
+                                driver_pid=self.driver_pids.get(job_id, 0),
+                                working_dir=config.working_dir)
+                for job_id, config in self._configs.items()]
+
 
 class FunctionTable:
     def __init__(self):

@@ -160,6 +160,16 @@ class GcsServiceStub:
                 request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsReply.FromString,
                 _registered_method=True)
+        self.GetAllActors = channel.unary_unary(
+                '/miniray.protocol.GcsService/GetAllActors',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetAllActorsRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetAllActorsReply.FromString,
+                _registered_method=True)
+        self.GetAllJobs = channel.unary_unary(
+                '/miniray.protocol.GcsService/GetAllJobs',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetAllJobsRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetAllJobsReply.FromString,
+                _registered_method=True)
         self.GetClusterStatus = channel.unary_unary(
                 '/miniray.protocol.GcsService/GetClusterStatus',
                 request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetClusterStatusRequest.SerializeToString,
@@ -320,6 +330,18 @@ class GcsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAllActors(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetClusterStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -453,6 +475,16 @@ def add_GcsServiceServicer_to_server(servicer, server):
                     servicer.GetAllPlacementGroups,
                     request_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsReply.SerializeToString,
+            ),
+            'GetAllActors': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllActors,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetAllActorsRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.GetAllActorsReply.SerializeToString,
+            ),
+            'GetAllJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllJobs,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetAllJobsRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.GetAllJobsReply.SerializeToString,
             ),
             'GetClusterStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetClusterStatus,
@@ -1135,6 +1167,60 @@ class GcsService:
             '/miniray.protocol.GcsService/GetAllPlacementGroups',
             miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsRequest.SerializeToString,
             miniray_dot_protocol_dot_gcs__pb2.GetAllPlacementGroupsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllActors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/GetAllActors',
+            miniray_dot_protocol_dot_gcs__pb2.GetAllActorsRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.GetAllActorsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/GetAllJobs',
+            miniray_dot_protocol_dot_gcs__pb2.GetAllJobsRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.GetAllJobsReply.FromString,
             options,
             channel_credentials,
             insecure,
