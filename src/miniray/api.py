@@ -227,7 +227,10 @@ def get(object_refs, *, timeout: float | None = None):
             raise ValueError(
                 f"Invalid type of object refs, {type(ref)}, is given. "
                 "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
-    _check_timeout(timeout)
+    if timeout is not None and not isinstance(timeout, (int, float)):
+        raise ValueError(f"'timeout' must be a number or None, got {timeout!r}")
+    if timeout is not None and timeout < 0:
+        timeout = None            # as in Ray: a negative timeout waits forever
     values = _worker().get(refs, timeout)
     return values[0] if single else values
 
@@ -271,7 +274,7 @@ def _first_return(task_id):
 
 def _check_timeout(timeout) -> None:
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-        raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}")
+        raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
 
 
 # --- cluster information ------------------------------------------------------------
