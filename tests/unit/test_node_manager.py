@@ -1,0 +1,130 @@
+"""Unit tests for miniray.gcs.node_manager (membership and liveness, explicit clock)."""
+from __future__ import annotations
+
+import pytest
+
+from miniray.common.ids import NodeID
+from miniray.gcs.node_manager import NodeManager
+from miniray.protocol import common_pb2
+
+TIMEOUT = 10.0
+
+
+def node_info(node_id: NodeID, cpus: float = 4.0, **kw) -> common_pb2.NodeInfo:
+    return common_pb2.NodeInfo(node_id=node_id, ip="10.0.0.1", raylet_port=7000,
+                               resources_total={"CPU": cpus},
+                               resources_available={"CPU": cpus}, **kw)
+
+
+@pytest.fixture
+def manager() -> NodeManager:
+    return NodeManager(death_timeout_s=TIMEOUT)
+
+
+def ids(nodes) -> set[bytes]:
+    return {bytes(n.node_id) for n in nodes}
+
+
+def test_register_stores_an_alive_copy(manager):
+    node_id = NodeID.from_random()
+    info = node_info(node_id, is_head=True)
+    manager.register(info, now=0.0)
+    [stored] = manager.all_nodes()
+    assert stored is not info
+    assert not info.alive                       # the caller's message is untouched
+    assert stored.alive
+    assert stored.node_id == node_id
+    assert stored.is_head
+    assert dict(stored.resources_total) == {"CPU": 4.0}
+    assert stored.start_time > 0
+    assert manager.alive_nodes() == [stored]
+
+
+def test_heartbeat_updates_available_and_keeps_total(manager):
+    node_id = NodeID.from_random()
+    manager.register(node_info(node_id), now=0.0)
+    assert manager.heartbeat(node_id, {"CPU": 1.5, "memory": 100.0}, now=1.0) is True
+    [stored] = manager.all_nodes()
+    assert dict(stored.resources_available) == {"CPU": 1.5, "memory": 100.0}
+    assert dict(stored.resources_total) == {"CPU": 4.0}
+
+
+def test_heartbeat_replaces_available_entirely(manager):
+    node_id = NodeID.from_random()
+    manager.register(node_info(node_id), now=0.0)
+    manager.heartbeat(node_id, {"CPU": 1.0, "GPU": 1.0}, now=1.0)
+    manager.heartbeat(node_id, {"CPU": 2.0}, now=2.0)
+    assert dict(manager.all_nodes()[0].resources_available) == {"CPU": 2.0}
+
+
+def test_heartbeat_updates_total_when_given(manager):
+    node_id = NodeID.from_random()
+    manager.register(node_info(node_id), now=0.0)
+    assert manager.heartbeat(node_id, {"CPU": 8.0}, now=1.0,
+                             total={"CPU": 8.0, "GPU": 2.0})
+    [stored] = manager.all_nodes()
+    assert dict(stored.resources_total) == {"CPU": 8.0, "GPU": 2.0}
+    assert dict(stored.resources_available) == {"CPU": 8.0}
+
+
+def test_heartbeat_from_unknown_node_is_rejected(manager):
+    assert manager.heartbeat(NodeID.from_random(), {"CPU": 1.0}, now=0.0) is False
+    assert manager.all_nodes() == []
+
+
+def test_check_timeouts_marks_silent_nodes_dead_exactly_once(manager):
+    quiet, chatty = NodeID.from_random(), NodeID.from_random()
+    manager.register(node_info(quiet), now=0.0)
+    manager.register(node_info(chatty), now=0.0)
+    manager.heartbeat(chatty, {"CPU": 4.0}, now=8.0)
+
+    assert manager.check_timeouts(now=TIMEOUT) == []        # not *longer* than timeout yet
+    assert manager.check_timeouts(now=TIMEOUT + 0.5) == [quiet]
+    assert manager.check_timeouts(now=TIMEOUT + 1.0) == []  # reported only once
+
+    assert ids(manager.alive_nodes()) == {chatty}
+    assert ids(manager.all_nodes()) == {quiet, chatty}
+    dead = next(n for n in manager.all_nodes() if n.node_id == quiet)
+    assert not dead.alive
+    assert dead.end_time > 0
+    assert dict(dead.resources_available) == {}
+
+    assert manager.check_timeouts(now=8.0 + TIMEOUT + 1) == [chatty]
+    assert manager.alive_nodes() == []
+
+
+def test_heartbeat_postpones_the_deadline(manager):
+    node_id = NodeID.from_random()
+    manager.register(node_info(node_id), now=0.0)
+    for t in (5.0, 10.0, 15.0, 20.0):
+        assert manager.heartbeat(node_id, {"CPU": 4.0}, now=t)
+        assert manager.check_timeouts(now=t + TIMEOUT - 1) == []
+    assert manager.check_timeouts(now=20.0 + TIMEOUT + 1) == [node_id]
+
+
+def test_heartbeat_from_dead_node_is_rejected(manager):
+    node_id = NodeID.from_random()
+    manager.register(node_info(node_id), now=0.0)
+    manager.check_timeouts(now=TIMEOUT + 1)
+    assert manager.heartbeat(node_id, {"CPU": 4.0}, now=TIMEOUT + 2) is False
+    assert manager.alive_nodes() == []
+    assert dict(manager.all_nodes()[0].resources_available) == {}
+    assert manager.check_timeouts(now=100 * TIMEOUT) == []
+
+
+def test_mark_dead_directly(manager):
+    node_id = NodeID.from_random()
+    manager.register(node_info(node_id), now=0.0)
+    assert manager.mark_dead(node_id) is True
+    assert manager.mark_dead(node_id) is False
+    assert manager.mark_dead(NodeID.from_random()) is False
+    assert manager.check_timeouts(now=TIMEOUT + 1) == []
+
+
+def test_alive_and_all_nodes(manager):
+    nodes = [NodeID.from_random() for _ in range(3)]
+    for i, node_id in enumerate(nodes):
+        manager.register(node_info(node_id, cpus=i + 1), now=0.0)
+    manager.mark_dead(nodes[1])
+    assert ids(manager.all_nodes()) == set(nodes)
+    assert ids(manager.alive_nodes()) == {nodes[0], nodes[2]}
