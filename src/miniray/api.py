@@ -112,6 +112,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             validate_request(resources)
         if address is None:
             address = os.environ.get("MINIRAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
+        if address is None:
+            address = _running_cluster()    # as Ray: the last `miniray start`
         if address == "local":
             address = None
         node = None
@@ -142,6 +144,18 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             "session_dir": worker.session_dir})
         _session = _Session(worker, node, context)
         return context
+
+
+def _running_cluster() -> str | None:
+    """The address of a live cluster started with `miniray start`, if any."""
+    found = node_module.read_current_cluster()
+    if not found:
+        return None
+    try:
+        node_module.get_nodes(found, timeout=1)
+    except Exception:
+        return None          # a stale file: that cluster is gone
+    return found
 
 
 def _resolve_address(address: str) -> str:

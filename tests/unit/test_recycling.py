@@ -29,10 +29,17 @@ def make_file(tmp_path: Path, name: str, size: int) -> str:
 
 
 def pooled(pool: FilePool, tmp_path: Path, *sizes: int) -> list[str]:
-    """Offer one file per size; return the pooled paths in offer order."""
+    """Offer one file per size; return where each landed, in offer order.
+
+    A rename keeps the inode, so each pooled file is found by its inode.
+    """
+    inodes = []
     for i, size in enumerate(sizes):
-        assert pool.offer(make_file(tmp_path, f"obj-{i}", size), size)
-    return [path for _, path in pool._files]
+        path = make_file(tmp_path, f"obj-{i}", size)
+        inodes.append(os.stat(path).st_ino)
+        assert pool.offer(path, size)
+    by_inode = {entry.inode(): entry.path for entry in os.scandir(pool.directory)}
+    return [by_inode[inode] for inode in inodes]
 
 
 class SharedLock:
@@ -167,4 +174,3 @@ def test_bytes_tracks_offer_take_and_trim(pool, tmp_path):
     assert pool.bytes == 110
     pool.trim(100)                                        # drops the 10 (oldest)
     assert pool.bytes == 100
-    assert pool.bytes == sum(size for size, _ in pool._files)
