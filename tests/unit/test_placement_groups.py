@@ -165,19 +165,15 @@ def test_random_placements_are_sound(seed):
             assert len(set(placement)) == len(bundles)
 
 
-# --- known gaps: greedy, in bundle order, so some satisfiable groups get None ----------
-# Each bundle takes the first node (in id order) that fits it, so a small bundle
-# placed first can take the only node a later, larger bundle fits on. The group
-# then stays pending even though the cluster can host it (Ray places the larger
-# bundles first). Strict xfail: remove the marker once place_bundles handles these.
+# --- a greedy choice must not block a later bundle ---------------------------------
+# A small bundle placed first could take the only node a later, larger bundle
+# fits on; place_bundles places larger bundles first and backtracks.
 
-@pytest.mark.xfail(strict=True, reason="greedy bundle order: CPU bundle takes the GPU node")
 def test_strict_spread_finds_the_assignment_that_exists():
     nodes = {A: {"CPU": 1, "GPU": 1}, B: {"CPU": 1}}
     assert place_bundles([{"CPU": 1}, {"GPU": 1}], "STRICT_SPREAD", nodes) == [B, A]
 
 
-@pytest.mark.xfail(strict=True, reason="greedy bundle order: small bundle takes the big node")
 @pytest.mark.parametrize("strategy", ["PACK", "SPREAD"])
 def test_soft_strategies_find_the_assignment_that_exists(strategy):
     nodes = {A: {"CPU": 2}, B: {"CPU": 1}}

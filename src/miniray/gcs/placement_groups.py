@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from miniray.common.resources import fits, subtract
+from miniray.common.resources import add, fits, subtract
 from miniray.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
 
 log = logging.getLogger("miniray.gcs")
@@ -22,7 +22,9 @@ def place_bundles(bundles: list[dict], strategy: str,
                   nodes: dict[bytes, dict]) -> list[bytes] | None:
     """A node per bundle, or None if the strategy can't be met right now.
 
-    ``nodes`` maps node id -> available resources (not modified).
+    ``nodes`` maps node id -> available resources (not modified). Larger
+    bundles are placed first, and a small bounded search backtracks when a
+    greedy choice blocks a later bundle.
     """
     available = {n: dict(r) for n, r in nodes.items()}
     order = sorted(available)
@@ -36,25 +38,40 @@ def place_bundles(bundles: list[dict], strategy: str,
                 return [node] * len(bundles)
         if strategy == "STRICT_PACK":
             return None
-    placement: list[bytes] = []
-    used: set[bytes] = set()
-    for bundle in bundles:
-        candidates = [n for n in order if fits(bundle, available[n])]
-        if strategy in ("SPREAD", "STRICT_SPREAD"):
-            fresh = [n for n in candidates if n not in used]
-            if strategy == "STRICT_SPREAD":
-                candidates = fresh
-            elif fresh:
-                candidates = fresh
-        elif placement:          # PACK: prefer the nodes already in use
-            candidates.sort(key=lambda n: n not in used)
-        if not candidates:
-            return None
-        node = candidates[0]
-        subtract(available[node], bundle)
-        placement.append(node)
-        used.add(node)
-    return placement
+    sequence = sorted(range(len(bundles)), key=lambda i: -sum(bundles[i].values()))
+    placement: list = [None] * len(bundles)
+    used: dict[bytes, int] = {}
+    budget = [10_000]
+
+    def candidates(bundle: dict) -> list[bytes]:
+        nodes_fit = [n for n in order if fits(bundle, available[n])]
+        if strategy == "STRICT_SPREAD":
+            return [n for n in nodes_fit if n not in used]
+        if strategy == "SPREAD":          # unused nodes first
+            return sorted(nodes_fit, key=lambda n: n in used)
+        return sorted(nodes_fit, key=lambda n: n not in used)    # PACK: reuse first
+
+    def search(k: int) -> bool:
+        if k == len(sequence):
+            return True
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        index = sequence[k]
+        bundle = bundles[index]
+        for node in candidates(bundle):
+            subtract(available[node], bundle)
+            used[node] = used.get(node, 0) + 1
+            placement[index] = node
+            if search(k + 1):
+                return True
+            add(available[node], bundle)
+            used[node] -= 1
+            if not used[node]:
+                del used[node]
+        return False
+
+    return placement if search(0) else None
 
 
 class PlacementGroupManager:
