@@ -133,7 +133,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             raylet_address = _local_raylet(gcs_address)
             worker = CoreWorker(mode=DRIVER, raylet_address=raylet_address,
                                 gcs_address=gcs_address, namespace=namespace or "",
-                                code_search_path=_code_search_path())
+                                code_search_path=_code_search_path(),
+                                ip=raylet_address.rsplit(":", 1)[0])
         except BaseException:
             if node is not None:
                 node.stop()
@@ -182,7 +183,8 @@ def _local_raylet(gcs_address: str) -> str:
             f"Could not connect to the miniray cluster at {gcs_address}: {exc}") from None
     if not nodes:
         raise ConnectionError(f"The cluster at {gcs_address} has no live nodes")
-    nodes.sort(key=lambda n: not n.is_head)
+    from miniray.common import config
+    nodes.sort(key=lambda n: (n.ip != config.NODE_IP, not n.is_head))   # ours first
     return f"{nodes[0].ip}:{nodes[0].raylet_port}"
 
 

@@ -27,11 +27,11 @@ from miniray.rpc.channels import GRPC_OPTIONS
 CURRENT_CLUSTER_FILE = os.path.join(config.TEMP_ROOT, "current_cluster")
 
 
-def free_port(preferred: int | None = None) -> int:
+def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
     for port in ([preferred] if preferred else []) + [0]:
         with socket.socket() as sock:
             try:
-                sock.bind(("127.0.0.1", port))
+                sock.bind((host, port))
             except OSError:
                 continue
             return sock.getsockname()[1]
@@ -62,7 +62,7 @@ def default_resources(num_cpus=None, num_gpus=None, resources=None,
         "memory": float(memory if memory is not None
                         else int(psutil.virtual_memory().available * 0.7)),
         "object_store_memory": float(store),
-        "node:127.0.0.1": 1.0,
+        f"node:{config.NODE_IP}": 1.0,
     }
     if num_gpus:
         total["GPU"] = float(num_gpus)
@@ -126,11 +126,12 @@ def start_gcs(session_dir: str, port: int, *, daemon: bool) -> subprocess.Popen:
 
 def start_raylet(session_dir: str, gcs_address: str, node_id: NodeID,
                  resources: dict, *, is_head: bool, daemon: bool,
-                 port: int = 0) -> subprocess.Popen:
+                 port: int = 0, host: str | None = None) -> subprocess.Popen:
     store = int(resources.get("object_store_memory", 0))
     args = ["miniray.raylet", "--gcs-address", gcs_address, "--node-id", node_id.hex(),
             "--session-dir", session_dir, "--port", str(port),
-            "--resources", json.dumps(resources), "--object-store-memory", str(store)]
+            "--resources", json.dumps(resources), "--object-store-memory", str(store),
+            "--host", host or config.NODE_IP]
     if is_head:
         args.append("--head")
     if not daemon:
@@ -178,11 +179,11 @@ def start_head(*, port: int | None = None, daemon: bool = False,
                **resource_args) -> NodeProcesses:
     """Start a GCS and a head raylet; returns once the raylet is registered."""
     resources = default_resources(is_head=True, **resource_args)
-    gcs_port = free_port(port)
+    gcs_port = free_port(port, config.NODE_IP)
     if port and gcs_port != port:
         raise OSError(f"port {port} is already in use")
     session_dir = new_session_dir()
-    gcs_address = f"127.0.0.1:{gcs_port}"
+    gcs_address = f"{config.NODE_IP}:{gcs_port}"
     node_id = NodeID.from_random()
     procs = [start_gcs(session_dir, gcs_port, daemon=daemon),
              start_raylet(session_dir, gcs_address, node_id, resources,
@@ -191,13 +192,17 @@ def start_head(*, port: int | None = None, daemon: bool = False,
 
 
 def start_worker_node(gcs_address: str, *, daemon: bool = False,
+                      node_ip_address: str | None = None,
                       **resource_args) -> NodeProcesses:
     """Start a raylet that joins the cluster whose GCS is at ``gcs_address``."""
     resources = default_resources(**resource_args)
+    if node_ip_address:
+        resources.pop(f"node:{config.NODE_IP}", None)
+        resources[f"node:{node_ip_address}"] = 1.0
     session_dir = new_session_dir()
     node_id = NodeID.from_random()
     procs = [start_raylet(session_dir, gcs_address, node_id, resources,
-                          is_head=False, daemon=daemon)]
+                          is_head=False, daemon=daemon, host=node_ip_address)]
     return _started(NodeProcesses(gcs_address, session_dir, node_id, procs))
 
 

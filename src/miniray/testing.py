@@ -55,7 +55,7 @@ class Cluster:
     def add_node(self, *, num_cpus: int = 1, num_gpus: int = 0,
                  resources: dict | None = None,
                  object_store_memory: int = 256 * 1024 * 1024,
-                 wait: bool = True, **_ignored):
+                 node_ip_address: str | None = None, wait: bool = True, **_ignored):
         """Start a node; returns its NodeProcesses (``.node_id`` is a NodeID)."""
         from miniray import node as node_module
         args = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
@@ -63,7 +63,8 @@ class Cluster:
         if self.head_node is None:
             self.head_node = node_module.start_head(**args)
             return self.head_node
-        worker = node_module.start_worker_node(self.address, **args)
+        worker = node_module.start_worker_node(self.address,
+                                               node_ip_address=node_ip_address, **args)
         self.worker_nodes.append(worker)
         return worker
 

@@ -249,3 +249,24 @@ def test_placement_group_captures_child_tasks(cluster):
         parent.options(scheduling_strategy=strategy).remote(), timeout=30)
     assert child_node == bundle_node
     assert child_pg == pg and parent_pg == pg
+
+
+def test_node_on_another_address():
+    # 127.0.0.2 is loopback too: a second "machine" whose processes listen on
+    # and advertise another address than the head's.
+    cluster = Cluster()
+    cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1, resources={"far": 1}, node_ip_address="127.0.0.2")
+    cluster.wait_for_nodes()
+    cluster.connect()
+    try:
+        @ray.remote(resources={"far": 1})
+        def total(array):
+            return int(array.sum())
+
+        assert ray.get(total.remote(np.ones(2_000_000, dtype=np.int64))) == 2_000_000
+        addresses = sorted(n["NodeManagerAddress"] for n in ray.nodes())
+        assert addresses == ["127.0.0.1", "127.0.0.2"]
+        assert ray.cluster_resources()["node:127.0.0.2"] == 1
+    finally:
+        cluster.shutdown()

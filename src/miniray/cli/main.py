@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--memory", type=_positive_int, metavar="BYTES",
                        help="memory resource of this node in bytes (default: 70%% "
                             "of the available memory)")
+    start.add_argument("--node-ip-address", metavar="IP",
+                       help="address this node listens on and advertises "
+                            "(default 127.0.0.1: a cluster on one machine)")
     start.add_argument("--block", action="store_true",
                        help="stay in the foreground; stop the node on Ctrl-C or "
                             "SIGTERM, and exit if one of its processes dies")
@@ -155,6 +158,9 @@ def cmd_start(args) -> int:
                           "--address=HOST:PORT (join one) is required")
     if args.port is not None and not args.head:
         args.parser.error("--port is only valid with --head")
+    if args.node_ip_address:
+        # Read by this node's daemons, and so by their workers.
+        os.environ["MINIRAY_NODE_IP"] = config.NODE_IP = args.node_ip_address
     resource_args = dict(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                          resources=args.resources,
                          object_store_memory=args.object_store_memory,
@@ -174,7 +180,7 @@ def cmd_start(args) -> int:
                 f"`miniray.init(address=\"auto\")`, or run `miniray stop` first to "
                 f"stop it before starting a new head node.")
         port = args.port or config.DEFAULT_GCS_PORT
-        if node_module.free_port(port) != port:     # checked again by start_head
+        if node_module.free_port(port, config.NODE_IP) != port:  # again in start_head
             raise CliError(_port_in_use(port))
         try:
             node = node_module.start_head(port=port, daemon=True, **resource_args)

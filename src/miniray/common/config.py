@@ -34,3 +34,7 @@ DEFAULT_MAX_RETRIES = 3
 TEMP_ROOT = _env("TEMP_DIR", "/tmp/miniray")
 SHM_ROOT = _env("SHM_DIR", "/dev/shm")
 DEFAULT_GCS_PORT = 6379
+# The address this node's processes listen on and advertise. 127.0.0.1 keeps
+# a cluster on one machine; set it (miniray start --node-ip-address) to an
+# address the other machines can reach to span several.
+NODE_IP = _env("NODE_IP", "127.0.0.1")

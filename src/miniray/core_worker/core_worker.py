@@ -45,7 +45,8 @@ class _TaskContext(threading.local):
 class CoreWorker(ObjectAccess):
     def __init__(self, *, mode: str, raylet_address: str, gcs_address: str,
                  worker_id: WorkerID | None = None, namespace: str = "",
-                 code_search_path: Sequence[str] = ()):
+                 code_search_path: Sequence[str] = (), ip: str = config.NODE_IP):
+        self.ip = ip
         self.mode = mode
         self.worker_id = worker_id or WorkerID.from_random()
         self.raylet_address = raylet_address
@@ -87,7 +88,7 @@ class CoreWorker(ObjectAccess):
         self.job_id = JobID.nil()
         if mode == DRIVER:
             reply = self.call("gcs", "AddJob", gcs_pb2.AddJobRequest(
-                driver=common_pb2.Address(ip="127.0.0.1", port=self.port,
+                driver=common_pb2.Address(ip=self.ip, port=self.port,
                                           worker_id=self.worker_id),
                 driver_pid=os.getpid(),
                 config=gcs_pb2.JobConfig(namespace=namespace,
@@ -104,7 +105,7 @@ class CoreWorker(ObjectAccess):
         self.node_id = NodeID(reply.node_id)
         self.store_directory = reply.store_directory
         self.session_dir = reply.session_dir
-        self.address = WorkerAddress("127.0.0.1", self.port, self.worker_id, self.node_id)
+        self.address = WorkerAddress(self.ip, self.port, self.worker_id, self.node_id)
         self.refs = ReferenceCounter(self.address)
         object_ref_module.set_core_worker(self)
 
@@ -146,7 +147,7 @@ class CoreWorker(ObjectAccess):
         def add(server):
             cw_grpc.add_CoreWorkerServiceServicer_to_server(CoreWorkerServicer(self), server)
 
-        self._server, port = await start_server(add)
+        self._server, port = await start_server(add, self.ip)
         return port
 
     @property

@@ -16,6 +16,7 @@ import sys
 import traceback
 
 from miniray import exceptions
+from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, ObjectID, TaskID, WorkerID
 from miniray.common.serialization import deserialize, serialize
@@ -212,7 +213,7 @@ class TaskExecutor:
         else:
             cause = exc
         return exceptions.RayTaskError(function_name, tb, cause, pid=os.getpid(),
-                                       ip="127.0.0.1")
+                                       ip=config.NODE_IP)
 
     def _bind_job(self, job_id: JobID) -> None:
         """The first task of a job sets up sys.path and the working dir."""

@@ -70,7 +70,7 @@ class GcsServer:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m miniray.gcs")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default=config.NODE_IP)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--die-with-parent", action="store_true")
     args = parser.parse_args(argv)

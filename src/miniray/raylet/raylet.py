@@ -38,7 +38,7 @@ log = logging.getLogger("miniray.raylet")
 class Raylet:
     def __init__(self, *, node_id: NodeID, gcs_address: str, session_dir: str,
                  resources: dict, object_store_memory: int, is_head: bool,
-                 host: str = "127.0.0.1", owns_session_dir: bool = False):
+                 host: str = config.NODE_IP, owns_session_dir: bool = False):
         self.node_id = node_id
         self.gcs_address = gcs_address
         self.session_dir = session_dir
@@ -85,7 +85,7 @@ class Raylet:
         server, self.port = await start_server(add_servicers, self.host, port)
         address = f"{self.host}:{self.port}"
         self.pool = WorkerPool(address, self.gcs_address,
-                               int(self.total.get("CPU", 1)))
+                               int(self.total.get("CPU", 1)), self.host)
         self.pool.prestart(int(min(self.total.get("CPU", 0), os.cpu_count() or 1)))
         await self._register_node()
         tasks = [asyncio.create_task(self._heartbeat_loop()),
@@ -407,6 +407,7 @@ def main(argv=None) -> None:
     parser.add_argument("--node-id", required=True)
     parser.add_argument("--session-dir", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default=config.NODE_IP)
     parser.add_argument("--resources", default="{}", help="JSON: name -> amount")
     parser.add_argument("--object-store-memory", type=int, default=0)
     parser.add_argument("--head", action="store_true")
@@ -421,7 +422,7 @@ def main(argv=None) -> None:
                     session_dir=args.session_dir, resources=resources,
                     object_store_memory=args.object_store_memory
                     or default_object_store_memory(), is_head=args.head,
-                    owns_session_dir=args.die_with_parent)
+                    owns_session_dir=args.die_with_parent, host=args.host)
     asyncio.run(raylet.serve(args.port))
 
 

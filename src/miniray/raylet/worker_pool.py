@@ -37,7 +37,9 @@ class WorkerProcess:
 
 
 class WorkerPool:
-    def __init__(self, raylet_address: str, gcs_address: str, soft_limit: int):
+    def __init__(self, raylet_address: str, gcs_address: str, soft_limit: int,
+                 node_ip: str = "127.0.0.1"):
+        self.node_ip = node_ip
         self.raylet_address = raylet_address
         self.gcs_address = gcs_address
         self.soft_limit = max(1, soft_limit)
@@ -49,7 +51,7 @@ class WorkerPool:
     # --- starting and registration ---------------------------------------------
     def start_worker(self) -> WorkerProcess:
         worker_id = WorkerID.from_random()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", MINIRAY_NODE_IP=self.node_ip)
         process = subprocess.Popen(
             [sys.executable, "-m", "miniray.core_worker",
              "--raylet-address", self.raylet_address,
