@@ -270,3 +270,29 @@ def test_node_on_another_address():
         assert ray.cluster_resources()["node:127.0.0.2"] == 1
     finally:
         cluster.shutdown()
+
+
+def test_placement_group_bundles_move_off_a_dead_node():
+    from miniray.util import placement_group, placement_group_table
+
+    cluster = Cluster()
+    cluster.add_node(num_cpus=2)
+    doomed = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    cluster.connect()
+    try:
+        pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="SPREAD")
+        ray.get(pg.ready(), timeout=30)
+        placed = placement_group_table(pg)["bundles_to_node_id"]
+        assert set(placed.values()) == {cluster.head_node.node_id.hex(), doomed.node_id.hex()}
+        cluster.kill_node(doomed)
+        head = cluster.head_node.node_id.hex()
+
+        def moved():
+            table = placement_group_table(pg)
+            return table["state"] == "CREATED" and \
+                set(table["bundles_to_node_id"].values()) == {head}
+
+        wait_for_condition(moved, timeout=30)
+    finally:
+        cluster.shutdown()

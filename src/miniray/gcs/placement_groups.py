@@ -103,39 +103,58 @@ class PlacementGroupManager:
         return None
 
     async def _try_place(self, group: common_pb2.PlacementGroupInfo) -> bool:
+        """Place the group's unplaced bundles (all of them, or those lost
+        with a node) and reserve them; False if it must wait."""
         if group.state != common_pb2.PG_PENDING:
             return True
         nodes = {n.node_id: n for n in self.server.nodes.alive_nodes()}
-        bundles = [dict(b.resources) for b in group.bundles]
-        placement = place_bundles(bundles, group.strategy,
-                                  {k: dict(n.resources_available) for k, n in nodes.items()})
+        todo = [i for i, b in enumerate(group.bundles) if not b.node_id]
+        kept = {b.node_id for b in group.bundles if b.node_id}
+        candidates = {k: dict(n.resources_available) for k, n in nodes.items()}
+        strategy = group.strategy
+        if kept and strategy == "STRICT_PACK":       # stay with the others
+            candidates = {k: v for k, v in candidates.items() if k in kept}
+            strategy = "PACK"
+        elif kept and strategy == "STRICT_SPREAD":   # avoid the others' nodes
+            candidates = {k: v for k, v in candidates.items() if k not in kept}
+        bundles = [dict(group.bundles[i].resources) for i in todo]
+        placement = place_bundles(bundles, strategy, candidates)
         if placement is None:
             self._schedule_retry()
             return False
         reserved = []
-        for index, node_id in enumerate(placement):
-            node = nodes[node_id]
-            stub = self._raylet(node)
+        for index, node_id in zip(todo, placement):
             try:
-                reply = await stub.ReserveBundle(raylet_pb2.ReserveBundleRequest(
-                    placement_group_id=group.placement_group_id, bundle_index=index,
-                    resources=bundles[index]))
+                reply = await self._raylet(nodes[node_id]).ReserveBundle(
+                    raylet_pb2.ReserveBundleRequest(
+                        placement_group_id=group.placement_group_id, bundle_index=index,
+                        resources=group.bundles[index].resources))
                 ok = reply.reserved
             except Exception:
                 ok = False
             if not ok:
-                await self._return(group, {n for n in reserved})
+                await self._return(group, set(reserved))
                 self._schedule_retry()
                 return False
             reserved.append(node_id)
         if group.state != common_pb2.PG_PENDING:      # removed meanwhile
             await self._return(group, set(reserved))
             return True
-        for bundle, node_id in zip(group.bundles, placement):
-            bundle.node_id = node_id
+        for index, node_id in zip(todo, placement):
+            group.bundles[index].node_id = node_id
         group.state = common_pb2.PG_CREATED
         await self._notify()
         return True
+
+    async def on_node_failure(self, node_id: bytes) -> None:
+        """Bundles reserved on a dead node are placed again elsewhere."""
+        for group in self.groups.values():
+            lost = [b for b in group.bundles if b.node_id == node_id]
+            if group.state == common_pb2.PG_CREATED and lost:
+                for bundle in lost:
+                    bundle.node_id = b""
+                group.state = common_pb2.PG_PENDING
+                asyncio.get_running_loop().create_task(self._try_place(group))
 
     def _schedule_retry(self) -> None:
         if self._retry_task is None or self._retry_task.done():

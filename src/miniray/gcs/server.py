@@ -66,6 +66,7 @@ class GcsServer:
             for node_id in self.nodes.check_timeouts():
                 log.warning("node %s missed its heartbeats: marked dead", node_id.hex())
                 await self.actors.on_node_failure(node_id)
+                await self.placement_groups.on_node_failure(node_id)
 
 
 def main(argv=None) -> None:

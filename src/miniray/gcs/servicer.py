@@ -17,6 +17,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     async def UnregisterNode(self, request, context):
         if self.server.nodes.mark_dead(NodeID(request.node_id)):
             await self.server.actors.on_node_failure(NodeID(request.node_id))
+            await self.server.placement_groups.on_node_failure(request.node_id)
         return gcs_pb2.UnregisterNodeReply()
 
     async def Heartbeat(self, request, context):
