@@ -294,19 +294,17 @@ def test_max_task_retries(tmp_path):
 
     @ray.remote(max_restarts=1, max_task_retries=1)
     class Retry:
-        def pid(self):
-            return os.getpid()
-
         def slow(self, marker):
-            open(marker, "a").close()
-            time.sleep(2)
+            if not os.path.exists(marker):
+                with open(marker, "w") as f:
+                    f.write(str(os.getpid()))
+                time.sleep(60)                  # killed here on the first attempt
             return "done"
 
     actor = Retry.remote()
-    pid = ray.get(actor.pid.remote())
-    ref = actor.slow.remote(str(started))
-    wait_for_condition(started.exists, timeout=20)
-    os.kill(pid, signal.SIGKILL)
+    ref = actor.slow.remote(str(started))       # sent before the actor is even up
+    wait_for_condition(lambda: started.exists() and started.read_text(), timeout=20)
+    os.kill(int(started.read_text()), signal.SIGKILL)
     assert ray.get(ref, timeout=30) == "done"
 
 

@@ -137,7 +137,7 @@ class ActorTaskSubmitter:
         if queue.state == DEAD:
             self._fail_dead(queue, task)
             return
-        task.retries_left = queue.max_task_retries
+        task.retries_left = None            # known once the GCS describes the actor
         queue.queue.append(task)
         self.tasks.resolve_dependencies(task, lambda t: self._send_ready(queue))
         self._ensure_watch(queue)
@@ -156,6 +156,8 @@ class ActorTaskSubmitter:
             if task.cancelled:
                 self.tasks.fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
                 continue
+            if task.retries_left is None:
+                task.retries_left = queue.max_task_retries
             seq = queue.next_seq
             queue.next_seq += 1
             task.spec.sequence_number = seq
