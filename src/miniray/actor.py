@@ -64,6 +64,7 @@ def _method_meta(cls) -> dict:
                                        "streaming" if inspect.isgeneratorfunction(function)
                                        or inspect.isasyncgenfunction(function) else 1),
             "concurrency_group": options.get("concurrency_group", ""),
+            "retry_exceptions": options.get("retry_exceptions", False),
             "is_async": inspect.iscoroutinefunction(function)
             or inspect.isasyncgenfunction(function),
         }
@@ -272,6 +273,12 @@ class ActorMethod:
             function_name=f"{handle._class_name}.{self._name}",
             concurrency_group=self._options.get(
                 "concurrency_group", self._meta["concurrency_group"]))
+        retry = self._options.get("retry_exceptions",
+                                  self._meta.get("retry_exceptions", False))
+        if retry:
+            spec.retry_exceptions = True
+            if isinstance(retry, (list, tuple)):
+                spec.retry_exception_types = pickle.dumps(tuple(retry))
         return unpack_returns(worker.submit_actor_task(
             spec, args, kwargs, 0 if streaming else num_returns, streaming), num_returns)
 

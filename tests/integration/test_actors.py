@@ -443,3 +443,30 @@ def test_state_api():
     assert any(job.status == "RUNNING" for job in list_jobs())
     with pytest.raises(ValueError):
         list_actors(filters=[("state", ">", "x")])
+
+
+def test_actor_generators_and_retried_exceptions():
+    @ray.remote(max_task_retries=2)
+    class Streamer:
+        def __init__(self):
+            self.failures = 0
+
+        def numbers(self, n):
+            yield from range(n)
+
+        async def tick(self, n):
+            for i in range(n):
+                await asyncio.sleep(0)
+                yield i * 10
+
+        @ray.method(retry_exceptions=[ConnectionError])
+        def flaky(self):
+            self.failures += 1
+            if self.failures < 3:
+                raise ConnectionError("try again")
+            return self.failures
+
+    streamer = Streamer.remote()
+    assert [ray.get(r) for r in streamer.numbers.remote(3)] == [0, 1, 2]
+    assert [ray.get(r) for r in streamer.tick.remote(3)] == [0, 10, 20]
+    assert ray.get(streamer.flaky.remote()) == 3

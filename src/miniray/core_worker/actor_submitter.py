@@ -201,6 +201,15 @@ class ActorTaskSubmitter:
             return None
         return reply.info if reply.found else None
 
+    def retry(self, task: _Task) -> None:
+        """Run a call again after an exception its retry_exceptions allows."""
+        queue = self._actors[ActorID(task.spec.actor_id)]
+        if task.retries_left > 0:
+            task.retries_left -= 1
+        task.spec.attempt += 1
+        self._requeue(queue, task)
+        self._send_ready(queue)
+
     def _requeue(self, queue: _ActorQueue, task: _Task) -> None:
         """Put a retried call back in submission order."""
         position = 0

@@ -173,10 +173,16 @@ class TaskExecutor:
             else:
                 args, kwargs = self._resolve_args(spec)
             result = method(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-            self._store_values(reply, return_ids, caller,
-                               _split_returns(result, spec.num_returns, False))
+            if spec.streaming and inspect.isasyncgen(result):
+                reply.num_dynamic_returns = await self._stream_async(
+                    spec, task_id, caller, result)
+            elif spec.streaming:
+                reply.num_dynamic_returns = self._stream(spec, task_id, caller, result)
+            else:
+                if inspect.isawaitable(result):
+                    result = await result
+                self._store_values(reply, return_ids, caller,
+                                   _split_returns(result, spec.num_returns, False))
         except asyncio.CancelledError:
             self._store_error(reply, return_ids, caller,
                               exceptions.TaskCancelledError(task_id.hex()))
@@ -189,6 +195,7 @@ class TaskExecutor:
                 self.actor.exit_after_reply(reply, return_ids, caller)
             else:
                 reply.is_application_error = True
+                reply.is_retryable_error = _is_retryable(spec, exc)
                 self._store_error(reply, return_ids, caller,
                                   self.task_error(spec.function_name, exc))
         finally:
@@ -297,24 +304,14 @@ class TaskExecutor:
 
     def _stream(self, spec, task_id: TaskID, caller: WorkerAddress, result) -> int:
         """Report each yielded value to the owner as it is produced."""
-        worker = self.worker
         index = 0
-
-        def report(payload):
-            worker.call(caller, "ReportGeneratorItem", cw_pb2.ReportGeneratorItemRequest(
-                task_id=task_id, index=index, item=payload))
-
         try:
             if not inspect.isgenerator(result) and not hasattr(result, "__next__"):
                 raise TypeError(
                     f"streaming task {spec.function_name} must be a generator "
                     f"function, got {type(result).__name__}")
             for value in result:
-                object_id = ObjectID.for_return(task_id, index + 1)
-                serialized = serialize(value)
-                if serialized.nested_refs:
-                    self._lend(caller.worker_id, serialized.nested_refs)
-                report(worker.make_payload(object_id, serialized, caller.worker_id))
+                self._report_item(task_id, caller, index, serialize(value))
                 index += 1
         except exceptions.TaskCancelledError as exc:
             error = exc
@@ -322,10 +319,35 @@ class TaskExecutor:
             error = self.task_error(spec.function_name, exc)
         else:
             return index
-        object_id = ObjectID.for_return(task_id, index + 1)
-        report(worker.make_payload(object_id, serialize(error, is_error=True),
-                                   caller.worker_id))
+        self._report_item(task_id, caller, index, serialize(error, is_error=True))
         return index + 1
+
+    async def _stream_async(self, spec, task_id: TaskID, caller: WorkerAddress,
+                            result) -> int:
+        """_stream for an async generator method of an async actor."""
+        index = 0
+        try:
+            async for value in result:
+                self._report_item(task_id, caller, index, serialize(value))
+                index += 1
+        except (exceptions.TaskCancelledError, asyncio.CancelledError):
+            error = exceptions.TaskCancelledError(task_id.hex())
+        except Exception as exc:          # noqa: BLE001 - becomes the next item
+            error = self.task_error(spec.function_name, exc)
+        else:
+            return index
+        self._report_item(task_id, caller, index, serialize(error, is_error=True))
+        return index + 1
+
+    def _report_item(self, task_id: TaskID, caller: WorkerAddress, index: int,
+                     serialized) -> None:
+        worker = self.worker
+        if serialized.nested_refs:
+            self._lend(caller.worker_id, serialized.nested_refs)
+        payload = worker.make_payload(ObjectID.for_return(task_id, index + 1),
+                                      serialized, caller.worker_id)
+        worker.call(caller, "ReportGeneratorItem", cw_pb2.ReportGeneratorItemRequest(
+            task_id=task_id, index=index, item=payload))
 
 
 class _ArgumentError(Exception):

@@ -294,9 +294,11 @@ class NormalTaskSubmitter:
 
     # --- completion ---------------------------------------------------------------------
     def on_reply(self, task: _Task, reply) -> None:
-        if reply.is_retryable_error and task.retries_left != 0 and not task.cancelled \
-                and not task.is_actor_task:
-            self._retry(task)
+        if reply.is_retryable_error and task.retries_left and not task.cancelled:
+            if task.is_actor_task:
+                self.actor_submitter.retry(task)     # max_task_retries is the budget
+            else:
+                self._retry(task)
             return
         if task.generator is not None:
             task.generator.finish(reply.num_dynamic_returns)
