@@ -254,6 +254,43 @@ def test_drivers_connect_and_cluster_outlives_them(cluster):
     status_until(env, "Nodes: 1 alive")
 
 
+PRINTING_DRIVER = textwrap.dedent("""
+    import io, sys, time
+    import miniray as ray
+
+    seen = io.StringIO()
+
+    class Tee:
+        def write(self, text):
+            seen.write(text)
+            return sys.__stdout__.write(text)
+
+        def flush(self):
+            sys.__stdout__.flush()
+
+    sys.stdout = Tee()
+    ray.init(address="auto")
+
+    @ray.remote
+    def shout():
+        print("hello from a task")
+
+    ray.get(shout.remote())
+    deadline = time.monotonic() + 20
+    while "hello from a task" not in seen.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+""")
+
+
+def test_task_output_reaches_the_driver(cluster):
+    # The node's workers log to files; what a task prints is forwarded.
+    result = subprocess.run([sys.executable, "-c", PRINTING_DRIVER], env=cluster["env"],
+                            cwd=cluster["workdir"], capture_output=True, text=True,
+                            timeout=45, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\(shout pid=\d+\) hello from a task", result.stdout), result.stdout
+
+
 def test_worker_node_joins(cluster):
     env = cluster["env"]
     result = cli(env, "start", f"--address={cluster['address']}", "--num-cpus", "1",

@@ -8,19 +8,30 @@ import argparse
 import os
 import signal
 import sys
+import threading
 
 from miniray.common.ids import WorkerID
 from miniray.common.process import die_with_parent
 from miniray.core_worker.core_worker import WORKER, CoreWorker
+from miniray.protocol import core_worker_pb2 as cw_pb2
 
 
 class _PrefixedStream:
-    """Prefix each line a task prints with "(task_name pid=N)", as Ray does."""
+    """Prefix each line a task prints with "(task_name pid=N)", as Ray does.
 
-    def __init__(self, stream, worker_ref):
+    On nodes started by `miniray start` the worker's output goes to a log
+    file, so it is also forwarded, in order, to the driver of the task's job.
+    """
+
+    def __init__(self, stream, worker_ref, is_stderr: bool):
         self._stream = stream
         self._worker_ref = worker_ref
+        self._is_stderr = is_stderr
         self._at_line_start = True
+        self._forward = os.environ.get("MINIRAY_FORWARD_OUTPUT") == "1"
+        self._pending: list[str] = []
+        self._sending = False
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         worker = self._worker_ref()
@@ -35,10 +46,36 @@ class _PrefixedStream:
                 out.append(prefix)
             out.append(line)
             self._at_line_start = line.endswith("\n")
-        self._stream.write("".join(out))
+        joined = "".join(out)
+        self._stream.write(joined)
         if "\n" in text:
             self._stream.flush()
+        if self._forward and worker is not None and worker.job_driver is not None:
+            self._send(worker, joined)
         return len(text)
+
+    def _send(self, worker, text: str) -> None:
+        with self._lock:
+            self._pending.append(text)
+            if self._sending:
+                return
+            self._sending = True
+        worker.loop.call_soon_threadsafe(lambda: worker.spawn(self._drain(worker)))
+
+    async def _drain(self, worker) -> None:
+        """One sender at a time, so lines reach the driver in order."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._sending = False
+                    return
+                text = "".join(self._pending)
+                self._pending.clear()
+            try:
+                await worker.worker_stub(worker.job_driver).PrintLines(
+                    cw_pb2.PrintLinesRequest(text=text, is_stderr=self._is_stderr))
+            except Exception:        # noqa: BLE001 - the driver is gone
+                pass
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
@@ -53,8 +90,8 @@ def main(argv=None) -> None:
     die_with_parent()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     holder: list = []
-    sys.stdout = _PrefixedStream(sys.stdout, lambda: holder[0] if holder else None)
-    sys.stderr = _PrefixedStream(sys.stderr, lambda: holder[0] if holder else None)
+    sys.stdout = _PrefixedStream(sys.stdout, lambda: holder[0] if holder else None, False)
+    sys.stderr = _PrefixedStream(sys.stderr, lambda: holder[0] if holder else None, True)
     worker = CoreWorker(mode=WORKER, raylet_address=args.raylet_address,
                         gcs_address=args.gcs_address,
                         worker_id=WorkerID.from_hex(args.worker_id))

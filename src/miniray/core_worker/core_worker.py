@@ -47,6 +47,7 @@ class CoreWorker(ObjectAccess):
                  worker_id: WorkerID | None = None, namespace: str = "",
                  code_search_path: Sequence[str] = (), ip: str = config.NODE_IP):
         self.ip = ip
+        self.job_driver: WorkerAddress | None = None   # where task output goes
         self.mode = mode
         self.worker_id = worker_id or WorkerID.from_random()
         self.raylet_address = raylet_address

@@ -239,6 +239,8 @@ class TaskExecutor:
             if reply.config.working_dir and os.path.isdir(reply.config.working_dir):
                 os.chdir(reply.config.working_dir)
             worker.namespace = reply.config.namespace
+            if reply.driver.port:
+                worker.job_driver = WorkerAddress.from_proto(reply.driver)
 
     def _resolve_args(self, spec):
         values = []

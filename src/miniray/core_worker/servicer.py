@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 from miniray.common.ids import ObjectID, TaskID
 from miniray.protocol import core_worker_pb2 as cw_pb2
@@ -108,6 +109,12 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
             os._exit(0)
         executor.actor.request_exit()
         return cw_pb2.ExitWorkerReply()
+
+    async def PrintLines(self, request, context):
+        stream = sys.stderr if request.is_stderr else sys.stdout
+        stream.write(request.text)
+        stream.flush()
+        return cw_pb2.PrintLinesReply()
 
     async def AddObjectLocation(self, request, context):
         self.worker.add_location(ObjectID(request.object_id), request.node_id)

@@ -31,7 +31,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         return gcs_pb2.GetAllNodesReply(nodes=self.server.nodes.all_nodes())
 
     async def AddJob(self, request, context):
-        job_id = self.server.jobs.add(request.config, request.driver_pid)
+        job_id = self.server.jobs.add(request.config, request.driver_pid, request.driver)
         return gcs_pb2.AddJobReply(job_id=job_id,
                                    namespace=self.server.jobs.config(job_id).namespace)
 
@@ -44,7 +44,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         config = self.server.jobs.config(JobID(request.job_id))
         if config is None:
             return gcs_pb2.GetJobConfigReply(found=False)
-        return gcs_pb2.GetJobConfigReply(config=config, found=True)
+        driver = self.server.jobs.drivers.get(JobID(request.job_id))
+        return gcs_pb2.GetJobConfigReply(config=config, found=True, driver=driver)
 
     async def ExportFunction(self, request, context):
         self.server.functions.export(FunctionID(request.function_id), request.pickled,

@@ -11,8 +11,9 @@ class JobTable:
         self._configs: dict[JobID, gcs_pb2.JobConfig] = {}
         self._running: set[JobID] = set()
         self.driver_pids: dict[JobID, int] = {}
+        self.drivers: dict[JobID, object] = {}       # job -> driver Address
 
-    def add(self, config: gcs_pb2.JobConfig, driver_pid: int) -> JobID:
+    def add(self, config: gcs_pb2.JobConfig, driver_pid: int, driver=None) -> JobID:
         job_id = JobID.from_int(self._next)
         self._next += 1
         stored = gcs_pb2.JobConfig()
@@ -22,6 +23,8 @@ class JobTable:
         self._configs[job_id] = stored
         self._running.add(job_id)
         self.driver_pids[job_id] = driver_pid
+        if driver is not None:
+            self.drivers[job_id] = driver
         return job_id
 
     def finish(self, job_id: JobID) -> None:

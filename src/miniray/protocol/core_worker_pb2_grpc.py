@@ -75,6 +75,11 @@ class CoreWorkerServiceStub:
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationReply.FromString,
                 _registered_method=True)
+        self.PrintLines = channel.unary_unary(
+                '/miniray.protocol.CoreWorkerService/PrintLines',
+                request_serializer=miniray_dot_protocol_dot_core__worker__pb2.PrintLinesRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PrintLinesReply.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServiceServicer:
@@ -130,6 +135,12 @@ class CoreWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrintLines(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +183,11 @@ def add_CoreWorkerServiceServicer_to_server(servicer, server):
                     servicer.AddObjectLocation,
                     request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationReply.SerializeToString,
+            ),
+            'PrintLines': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrintLines,
+                    request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PrintLinesRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_core__worker__pb2.PrintLinesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -390,6 +406,33 @@ class CoreWorkerService:
             '/miniray.protocol.CoreWorkerService/AddObjectLocation',
             miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationRequest.SerializeToString,
             miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrintLines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.CoreWorkerService/PrintLines',
+            miniray_dot_protocol_dot_core__worker__pb2.PrintLinesRequest.SerializeToString,
+            miniray_dot_protocol_dot_core__worker__pb2.PrintLinesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,7 +85,8 @@ class Raylet:
         server, self.port = await start_server(add_servicers, self.host, port)
         address = f"{self.host}:{self.port}"
         self.pool = WorkerPool(address, self.gcs_address,
-                               int(self.total.get("CPU", 1)), self.host)
+                               int(self.total.get("CPU", 1)), self.host,
+                               forward_output=not self.owns_session_dir)
         self.pool.prestart(int(min(self.total.get("CPU", 0), os.cpu_count() or 1)))
         await self._register_node()
         tasks = [asyncio.create_task(self._heartbeat_loop()),

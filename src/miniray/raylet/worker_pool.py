@@ -38,8 +38,10 @@ class WorkerProcess:
 
 class WorkerPool:
     def __init__(self, raylet_address: str, gcs_address: str, soft_limit: int,
-                 node_ip: str = "127.0.0.1"):
+                 node_ip: str = "127.0.0.1", forward_output: bool = False):
         self.node_ip = node_ip
+        # Daemon nodes log workers' output to files: send it to drivers too.
+        self.forward_output = forward_output
         self.raylet_address = raylet_address
         self.gcs_address = gcs_address
         self.soft_limit = max(1, soft_limit)
@@ -52,6 +54,8 @@ class WorkerPool:
     def start_worker(self) -> WorkerProcess:
         worker_id = WorkerID.from_random()
         env = dict(os.environ, PYTHONUNBUFFERED="1", MINIRAY_NODE_IP=self.node_ip)
+        if self.forward_output:
+            env["MINIRAY_FORWARD_OUTPUT"] = "1"
         process = subprocess.Popen(
             [sys.executable, "-m", "miniray.core_worker",
              "--raylet-address", self.raylet_address,
