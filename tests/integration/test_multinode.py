@@ -296,3 +296,17 @@ def test_placement_group_bundles_move_off_a_dead_node():
         wait_for_condition(moved, timeout=30)
     finally:
         cluster.shutdown()
+
+
+def test_node_killed_under_load_loses_nothing(cluster):
+    @ray.remote(max_retries=5, scheduling_strategy="SPREAD")
+    def work(i):
+        import time
+        time.sleep(0.02)
+        return np.full(20_000, i)      # big enough for the store
+
+    refs = [work.remote(i) for i in range(120)]
+    ray.wait(refs, num_returns=20, timeout=60)      # the far node is busy too
+    cluster.kill_node(cluster.worker_nodes[0])
+    values = ray.get(refs, timeout=120)
+    assert [int(v[0]) for v in values] == list(range(120))

@@ -226,7 +226,9 @@ class Raylet:
     def _schedule(self) -> None:
         for request in self.scheduler.schedule():
             future = self._waiting.pop(request.request_id, None)
-            lease = Lease(str(next(self._lease_ids)).encode(), request.resources,
+            # Unique across the cluster: owners hold leases from several raylets.
+            lease_id = bytes(self.node_id[:8]) + next(self._lease_ids).to_bytes(8, "big")
+            lease = Lease(lease_id, request.resources,
                           request.requester, request.job_id, actor_id=request.actor_id)
             self.leases[lease.lease_id] = lease
             asyncio.get_running_loop().create_task(self._grant(lease, future))
