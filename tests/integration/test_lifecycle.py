@@ -95,3 +95,53 @@ def test_killed_driver_takes_its_cluster_down(tmp_path):
     wait_for_condition(lambda: not any(c.is_running() and c.status() != "zombie"
                                        for c in children), timeout=15)
     wait_for_condition(lambda: set(glob.glob("/dev/shm/miniray-*")) <= before, timeout=15)
+
+
+ABANDONING_DRIVER = textwrap.dedent("""
+    import sys
+    import miniray as ray
+    ray.init(address=sys.argv[1])
+
+    @ray.remote
+    def slow():
+        import time
+        time.sleep(5)
+
+    @ray.remote
+    class Holder:
+        def ping(self):
+            return 1
+
+    holder = Holder.remote()
+    ray.get(holder.ping.remote())
+    refs = [slow.remote() for _ in range(20)]   # leases requested, workers starting
+    print("leaving", flush=True)
+""")
+
+
+def test_a_driver_leaving_mid_work_leaves_no_workers_behind(tmp_path):
+    import grpc
+    from miniray.protocol import raylet_pb2, raylet_pb2_grpc
+    from miniray.testing import Cluster
+
+    cluster = Cluster()
+    head = cluster.add_node(num_cpus=2)
+    try:
+        script = tmp_path / "driver.py"
+        script.write_text(ABANDONING_DRIVER)
+        out = subprocess.run([sys.executable, str(script), cluster.address],
+                             capture_output=True, text=True, timeout=60)
+        assert "leaving" in out.stdout, out.stderr
+        node = next(n for n in __import__("miniray.node", fromlist=["x"]).get_nodes(
+            cluster.address) if n.node_id == head.node_id)
+        with grpc.insecure_channel(f"{node.ip}:{node.raylet_port}") as channel:
+            stub = raylet_pb2_grpc.RayletServiceStub(channel)
+
+            def settled():
+                stats = stub.GetNodeStats(raylet_pb2.GetNodeStatsRequest(), timeout=5)
+                return stats.num_leases == 0 and stats.num_workers == stats.num_idle_workers \
+                    and stats.resources_available["CPU"] == 2
+
+            wait_for_condition(settled, timeout=30)
+    finally:
+        cluster.shutdown()

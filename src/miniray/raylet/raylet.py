@@ -248,6 +248,11 @@ class Raylet:
             future.set_exception(RuntimeError("worker processes keep dying at startup; "
                                               "see the raylet's stderr"))
             return
+        if lease.lease_id not in self.leases:
+            # The lease ended while its worker started (its owner died): the
+            # worker is bound to that owner's job, so it goes too.
+            self.pool.kill(worker)
+            return
         lease.worker_id = worker.worker_id
         worker.lease_id = lease.lease_id
         if future is None or future.done():     # the requester went away
