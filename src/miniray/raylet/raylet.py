@@ -249,12 +249,18 @@ class Raylet:
                                               "see the raylet's stderr"))
             return
         if lease.lease_id not in self.leases:
-            # The lease ended while its worker started (its owner died): the
-            # worker is bound to that owner's job, so it goes too.
-            self.pool.kill(worker)
+            # The lease ended while its worker started (its owner left). A
+            # worker that never ran a task can serve anyone; one that did
+            # carries that job's state and goes.
+            if worker.used:
+                self.pool.kill(worker)
+            else:
+                worker.job_id = b""
+                self.pool.push_idle(worker)
             return
         lease.worker_id = worker.worker_id
         worker.lease_id = lease.lease_id
+        worker.used = True
         if future is None or future.done():     # the requester went away
             self.return_lease(lease.lease_id, exiting=False)
             return
@@ -331,6 +337,8 @@ class Raylet:
                 self.pool.kill(worker)
                 self._on_worker_gone(worker.worker_id, worker.lease_id)
             asyncio.get_running_loop().create_task(self._mark_job_finished(job_id))
+            if not self._stop.is_set():
+                self.pool.top_up()
         worker = self.pool.workers.get(worker_id)
         if worker is not None:
             self.pool.kill(worker)

@@ -18,7 +18,7 @@ from miniray.common.ids import WorkerID
 
 class WorkerProcess:
     __slots__ = ("worker_id", "process", "port", "job_id", "ready", "idle_since",
-                 "lease_id", "dead")
+                 "lease_id", "dead", "used")
 
     def __init__(self, worker_id: WorkerID, process: subprocess.Popen | None,
                  ready: asyncio.Future):
@@ -30,6 +30,7 @@ class WorkerProcess:
         self.idle_since: float | None = None
         self.lease_id: bytes = b""
         self.dead = False
+        self.used = False           # has been leased to an owner
 
     @property
     def pid(self) -> int:
@@ -71,6 +72,13 @@ class WorkerPool:
             worker = self.start_worker()
             self._starting.append(worker)
             worker.ready.add_done_callback(lambda _, w=worker: self._prestarted(w))
+
+    def top_up(self) -> None:
+        """Keep ``soft_limit`` unbound workers ready (idle or starting), so the
+        next job's first tasks don't wait for processes to start."""
+        ready = sum(1 for w in self._idle if not w.job_id) + len(self._starting)
+        if ready < self.soft_limit:
+            self.prestart(self.soft_limit - ready)
 
     def _prestarted(self, worker: WorkerProcess) -> None:
         if worker in self._starting and not worker.dead:
