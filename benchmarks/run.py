@@ -185,29 +185,32 @@ def actor_calls_sync(backend, cfg):
     return {"1:1 get(a.ping.remote())": (rate, "calls/s")}
 
 
+def _batch_rate(backend, cfg, call) -> float:
+    """Calls/s of get([call() x cfg.batch])."""
+    t = mean_time(lambda: backend.get([call() for _ in range(cfg.batch)]), cfg.budget)
+    return cfg.batch / t
+
+
 @workload("actor_calls_async")
 def actor_calls_async(backend, cfg):
     actor = _actor(backend, _Echo)
-    t = mean_time(lambda: backend.get([actor.ping.remote() for _ in range(cfg.batch)]),
-                  cfg.budget)
-    return {f"1:1 get([a.ping.remote() x {cfg.batch}])": (cfg.batch / t, "calls/s")}
+    return {f"1:1 get([a.ping.remote() x {cfg.batch}])":
+            (_batch_rate(backend, cfg, actor.ping.remote), "calls/s")}
 
 
 @workload("async_actor_calls")
 def async_actor_calls(backend, cfg):
     actor = _actor(backend, _AsyncEcho)
-    t = mean_time(lambda: backend.get([actor.ping.remote() for _ in range(cfg.batch)]),
-                  cfg.budget)
-    return {f"async actor, {cfg.batch} in flight": (cfg.batch / t, "calls/s")}
+    return {f"async actor, {cfg.batch} in flight":
+            (_batch_rate(backend, cfg, actor.ping.remote), "calls/s")}
 
 
 @workload("actor_calls_with_arg")
 def actor_calls_with_arg(backend, cfg):
     actor = _actor(backend, _Echo)
     ref = backend.put(b"x" * 1024)
-    t = mean_time(lambda: backend.get([actor.ping.remote(ref) for _ in range(cfg.batch)]),
-                  cfg.budget)
-    return {f"a.ping.remote(ref) x {cfg.batch}": (cfg.batch / t, "calls/s")}
+    return {f"a.ping.remote(ref) x {cfg.batch}":
+            (_batch_rate(backend, cfg, lambda: actor.ping.remote(ref)), "calls/s")}
 
 
 @workload("actor_calls_n_n")

@@ -266,6 +266,17 @@ def _started_banner(node) -> list[str]:
     ]
 
 
+def _print_with_footer(lines: list[str], block: bool, indent: str) -> None:
+    if block:
+        lines += ["--block",
+                  "  This command will now block forever until terminated by a "
+                  "signal (Ctrl-C or SIGTERM),",
+                  "  which stops the node. It exits if a miniray process dies."]
+    else:
+        lines += [f"{indent}To terminate the miniray runtime, run", "    miniray stop"]
+    print("\n".join(lines), flush=True)
+
+
 def _print_head_started(node, block: bool) -> None:
     address = node.gcs_address
     lines = _started_banner(node) + [
@@ -282,14 +293,7 @@ def _print_head_started(node, block: bool) -> None:
         "    miniray status",
         "",
     ]
-    if block:
-        lines += ["--block",
-                  "  This command will now block forever until terminated by a "
-                  "signal (Ctrl-C or SIGTERM),",
-                  "  which stops the node. It exits if a miniray process dies."]
-    else:
-        lines += ["  To terminate the miniray runtime, run", "    miniray stop"]
-    print("\n".join(lines), flush=True)
+    _print_with_footer(lines, block, "  ")
 
 
 def _print_worker_started(node, block: bool) -> None:
@@ -297,14 +301,7 @@ def _print_worker_started(node, block: bool) -> None:
         f"This node joined the cluster at {node.gcs_address}.",
         "",
     ]
-    if block:
-        lines += ["--block",
-                  "  This command will now block forever until terminated by a "
-                  "signal (Ctrl-C or SIGTERM),",
-                  "  which stops the node. It exits if a miniray process dies."]
-    else:
-        lines += ["To terminate the miniray runtime, run", "    miniray stop"]
-    print("\n".join(lines), flush=True)
+    _print_with_footer(lines, block, "")
 
 
 def _tail(path: str, lines: int = 20) -> str:
