@@ -65,6 +65,9 @@ class Raylet:
         self._request_ids = itertools.count()
         self._lease_ids = itertools.count(1)
         self._warned_infeasible: set = set()
+        # Processes known to be gone; a lease request of theirs still in flight
+        # when they left must not be granted (nobody would ever return it).
+        self._departed: dict[bytes, None] = {}        # insertion-ordered, bounded
         self._stop = asyncio.Event()
         self.pool: WorkerPool | None = None
 
@@ -204,6 +207,8 @@ class Raylet:
                             name: str, placement: dict | None = None,
                             actor_id: bytes = b"") -> Lease | str:
         """A lease granted here, or the address of a raylet to ask instead."""
+        if requester and requester in self._departed:
+            raise RuntimeError("the requesting process has exited")
         if not self.scheduler.feasible(resources, placement):
             self._warn_infeasible({**(placement or {}), **resources}, name)
         request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name,
@@ -349,6 +354,9 @@ class Raylet:
         """A process (here or on another node) died: drop its lease requests,
         end the leases it held as an owner (their tasks have no owner now) and
         free the objects it owned here (they fate-share with their owner)."""
+        self._departed[worker_id] = None
+        if len(self._departed) > 10_000:
+            del self._departed[next(iter(self._departed))]
         for request in self.scheduler.cancel(worker_id):
             future = self._waiting.pop(request.request_id, None)
             if future is not None and not future.done():
