@@ -28,6 +28,7 @@ MiB = 1 << 20
 GB = 1e9
 BACKENDS = ("miniray", "ray")
 INIT_KWARGS = dict(num_cpus=os.cpu_count(), object_store_memory=2 << 30)
+LOWER_IS_BETTER = {"s", "x"}   # units of times and of elapsed/ideal ratios
 RESULT, SKIP = "@@RESULT ", "@@SKIP "  # prefixes of the child's machine-readable lines
 
 
@@ -56,7 +57,7 @@ WORKLOADS: dict[str, Workload] = {}
 
 
 def workload(name, fresh_process=False):
-    """Register a workload.  Its metrics with unit "s" are lower-is-better; all others
+    """Register a workload.  Its metrics with unit "s" or "x" are lower-is-better; all others
     (rates: ops/s, GB/s, ...) are higher-is-better.  Unless fresh_process is set, the
     backend is already initialised (INIT_KWARGS) when fn is called."""
 
@@ -237,6 +238,56 @@ def actor_creation(backend, cfg):
     create()
     return {f"create {count} actors + first call": (count / mean_time(create, cfg.budget),
                                                     "actors/s")}
+
+
+# --------------------------------------------------------------------------- parallelism
+def _nap(seconds):
+    time.sleep(seconds)
+
+
+def _warm_workers(backend, nap, n):
+    """Run n concurrent naps twice so that n workers exist before timing."""
+    for _ in range(2):
+        backend.get([nap.remote(0.05) for _ in range(n)])
+
+
+@workload("parallel_efficiency", fresh_process=True)
+def parallel_efficiency(backend, cfg):
+    """N tasks sleeping 0.1 s on N CPUs: elapsed over the ideal 0.1 s."""
+    metrics = {}
+    for n in (4, 16):
+        backend.init(num_cpus=n)
+        try:
+            nap = backend.remote(_nap)
+            _warm_workers(backend, nap, n)
+            elapsed = []
+            for _ in range(3):
+                start = time.perf_counter()
+                backend.get([nap.remote(0.1) for _ in range(n)])
+                elapsed.append(time.perf_counter() - start)
+            metrics[f"{n} x 0.1 s tasks on {n} CPUs, elapsed/ideal"] = (
+                statistics.median(elapsed) / 0.1, "x")
+        finally:
+            backend.shutdown()
+    return metrics
+
+
+@workload("short_behind_long", fresh_process=True)
+def short_behind_long(backend, cfg):
+    """20 short tasks (10 ms) submitted after 2 long ones (2 s) on 4 CPUs:
+    ideally they share the 2 free CPUs and finish in ~0.1 s."""
+    backend.init(num_cpus=4)
+    try:
+        nap = backend.remote(_nap)
+        _warm_workers(backend, nap, 4)
+        longs = [nap.remote(2.0) for _ in range(2)]
+        start = time.perf_counter()
+        backend.get([nap.remote(0.01) for _ in range(20)])
+        elapsed = time.perf_counter() - start
+        backend.get(longs)
+    finally:
+        backend.shutdown()
+    return {"20 x 10 ms tasks after 2 x 2 s on 4 CPUs": (elapsed, "s")}
 
 
 # --------------------------------------------------------------------------- two nodes
@@ -446,7 +497,8 @@ def table_rows(names, backends, results):
                        for b in backends if metric in results[b].get(name, {}).get("metrics", {})}
             cells = [fmt(medians[b], unit) if b in medians else "error" for b in backends]
             ratio = [f"{medians['miniray'] / medians['ray']:.2f}" if len(medians) == 2 else "-"]
-            rows.append([name, metric, "lower" if unit == "s" else "higher", *cells, *ratio * both])
+            rows.append([name, metric, "lower" if unit in LOWER_IS_BETTER else "higher",
+                         *cells, *ratio * both])
         if not metrics:
             rows.append([name, "-", "-", *["error"] * len(backends), *["-"] * both])
     return rows

@@ -29,9 +29,7 @@ METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries",
 TERMINATE = "__ray_terminate__"
 
 
-def handle_object_id(actor_id: ActorID) -> ObjectID:
-    """The id under which handles to an actor are reference counted."""
-    return ObjectID(bytes(actor_id) + b"\x00" * 12)
+handle_object_id = ObjectID.for_actor_handle
 
 
 def method(*args, **options):
@@ -279,8 +277,11 @@ class ActorMethod:
             spec.retry_exceptions = True
             if isinstance(retry, (list, tuple)):
                 spec.retry_exception_types = pickle.dumps(tuple(retry))
-        return unpack_returns(worker.submit_actor_task(
-            spec, args, kwargs, 0 if streaming else num_returns, streaming), num_returns)
+        # The call holds the handle: the actor lives until it has run, even
+        # if the caller drops its handle right away (`A.remote().f.remote()`).
+        return unpack_returns(worker.submit_task(
+            spec, args, kwargs, 0 if streaming else num_returns, streaming,
+            holds=RefInfo(handle._handle_id, handle._owner)), num_returns)
 
 
 class _ActorExit(SystemExit):

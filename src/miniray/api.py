@@ -333,7 +333,10 @@ def available_resources() -> dict:
 
 
 def get_gpu_ids() -> list:
-    return []
+    """The GPU ids assigned to the current task or actor ([] in a driver)."""
+    from miniray.core_worker import accelerators
+    _worker()
+    return accelerators.gpu_ids()
 
 
 def is_worker_process() -> bool:

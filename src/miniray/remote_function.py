@@ -91,8 +91,13 @@ def scheduling_strategy(options: dict, worker=None):
     captures child tasks default to that group."""
     from miniray.util.scheduling_strategies import to_proto
     strategy = options.get("scheduling_strategy")
-    if strategy is None and worker is not None and worker.current_placement_group:
-        return worker.current_placement_group
+    if strategy is None and worker is not None:
+        context = worker.task_context
+        if context.capture_child_tasks:
+            kinds = type(context.placement_group)
+            return kinds(kind=kinds.PLACEMENT_GROUP, bundle_index=-1,
+                         placement_group_id=context.placement_group.placement_group_id,
+                         capture_child_tasks=True)
     return to_proto(strategy)
 
 

@@ -1,7 +1,13 @@
-"""get_runtime_context(): what the calling process is running."""
+"""get_runtime_context(): what the calling process is running.
+
+Per-call values (task id, placement group, ...) come from the task context
+of the calling thread or asyncio task, so they are right in threaded and
+async actors running many calls at once.
+"""
 from __future__ import annotations
 
 from miniray import api
+from miniray.core_worker import accelerators, task_context
 
 
 class RuntimeContext:
@@ -20,10 +26,21 @@ class RuntimeContext:
         return self._worker.worker_id.hex()
 
     def get_task_id(self) -> str | None:
-        if self._worker.mode == "driver":
+        """The running task's id (None in the driver)."""
+        context = task_context.current()
+        return context.task_id.hex() if context is not None else None
+
+    def get_placement_group_id(self) -> str | None:
+        """The placement group of the running task or actor, if any."""
+        context = task_context.current()
+        if context is None or context.placement_group is None:
             return None
-        task_id = self._worker._ctx.task_id
-        return task_id.hex() if task_id else None
+        return context.placement_group.placement_group_id.hex()
+
+    @property
+    def should_capture_child_tasks_in_placement_group(self) -> bool:
+        context = task_context.current()
+        return bool(context is not None and context.capture_child_tasks)
 
     def _actor(self):
         executor = self._worker.executor
@@ -40,10 +57,10 @@ class RuntimeContext:
     def is_canceled(self) -> bool:
         """In an actor method: whether its call was cancelled."""
         actor = self._actor()
-        task_id = self._worker._ctx.task_id
-        if actor is None or task_id is None:
+        context = task_context.current()
+        if actor is None or context is None:
             raise RuntimeError("This method is only available in an actor task.")
-        return task_id in actor.canceled
+        return context.task_id in actor.canceled
 
     def get_task_name(self) -> str | None:
         return self._worker.current_task_name or None
@@ -65,24 +82,35 @@ class RuntimeContext:
         actor = self._actor()
         if actor is None:
             raise RuntimeError("This method is only available in an actor.")
-        return actor.handle()
+        from miniray.actor import ActorHandle
+        return ActorHandle(actor.actor_id, actor.meta, actor.class_name, actor.owner,
+                           actor.max_pending_calls)
 
     def get_assigned_resources(self) -> dict:
-        return {}
+        return accelerators.assigned_resources()
 
     def get_runtime_env_string(self) -> str:
         return "{}"
 
+    @property
+    def runtime_env(self) -> dict:
+        return {}
+
     def get_accelerator_ids(self) -> dict:
-        return {"GPU": []}
+        return accelerators.accelerator_ids()
 
     @property
     def gcs_address(self) -> str:
         return self._worker.gcs_address
 
     def get(self) -> dict:
-        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
-                "task_id": self.get_task_id(), "namespace": self.namespace}
+        """Ray's summary dict of the above."""
+        info = {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
+                "namespace": self.namespace}
+        if self._worker.mode != "driver":
+            info["task_id"] = self.get_task_id()
+            info["actor_id"] = self.get_actor_id()
+        return info
 
 
 def get_runtime_context() -> RuntimeContext:

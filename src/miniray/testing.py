@@ -23,6 +23,42 @@ def wait_for_condition(condition: Callable[[], bool], timeout: float = 10.0,
     raise RuntimeError(message)
 
 
+class _Signal:
+    """An async actor tasks can wait on until the test sends the signal."""
+
+    def __init__(self):
+        import asyncio
+        self._event = asyncio.Event()
+        self._waiters = 0
+
+    async def send(self, clear: bool = False) -> None:
+        self._event.set()
+        if clear:
+            self._event.clear()
+
+    async def wait(self, should_wait: bool = True) -> None:
+        if should_wait:
+            self._waiters += 1
+            try:
+                await self._event.wait()
+            finally:
+                self._waiters -= 1
+
+    async def cur_num_waiters(self) -> int:
+        return self._waiters
+
+
+def _remote_signal():
+    import miniray
+    return miniray.remote(num_cpus=0)(_Signal)
+
+
+# As in Ray's test utilities: ``signal = SignalActor.remote()``; tasks call
+# ``ray.get(signal.wait.remote())`` and block until ``signal.send.remote()``.
+# It takes no CPU, so it never competes with the tasks it coordinates.
+SignalActor = _remote_signal()
+
+
 class Cluster:
     """Several nodes on this machine, for tests and demos.
 

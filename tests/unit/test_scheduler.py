@@ -22,7 +22,8 @@ def req(resources: dict, requester: bytes = ALICE, name: str = "") -> LeaseReque
 
 def lease_for(request: LeaseRequest) -> Lease:
     return Lease(request.request_id.to_bytes(8, "big"), dict(request.resources),
-                 request.requester, request.job_id)
+                 request.requester, request.job_id,
+                 resource_ids=request.resource_ids)
 
 
 def ids(requests) -> list[int]:
@@ -344,6 +345,7 @@ def test_randomized_conservation(seed):
                     held[k] += v
         for k in total:
             assert abs(sched.available.get(k, 0.0) + held[k] - total[k]) <= TOL, k
+        sched.validate(leases.values())      # GPU ids: none over-allocated
 
     for _ in range(3000):
         op = rng.random()
@@ -359,12 +361,16 @@ def test_randomized_conservation(seed):
                 del queued[r.request_id]
                 leases[r.request_id] = lease_for(r)
             # Whatever is still queued did not fit what was left at its turn;
-            # at least, nothing still queued fits now if nothing was granted.
+            # at least, nothing still queued fits now if nothing was granted
+            # (in amount, or, for GPUs, in instances: 0.5 + 0.5 free on two
+            # ids is no whole GPU).
             if not granted:
                 assert sched.available == available_before
                 for r in sched.queue:
-                    assert not all(sched.available.get(k, 0.0) + TOL >= v
-                                   for k, v in r.resources.items() if v > 0)
+                    fits = all(sched.available.get(k, 0.0) + TOL >= v
+                               for k, v in r.resources.items() if v > 0)
+                    taken = sched.instances.allocate(r.resources) if fits else None
+                    assert taken is None, (r.resources, sched.instances.pools)
         elif op < 0.8 and leases:
             rid = rng.choice(sorted(leases))
             sched.release(leases.pop(rid))

@@ -17,10 +17,12 @@ def _env(name: str, default, cast=None):
 MAX_INLINE_OBJECT_BYTES = _env("MAX_INLINE_OBJECT_BYTES", 100 * 1024)
 # Default object store capacity as a fraction of the machine's memory.
 OBJECT_STORE_MEMORY_FRACTION = _env("OBJECT_STORE_MEMORY_FRACTION", 0.3)
-# Tasks pushed to one leased worker before waiting for replies.
-MAX_TASKS_IN_FLIGHT_PER_WORKER = _env("MAX_TASKS_IN_FLIGHT_PER_WORKER", 8)
-# Lease requests an owner keeps outstanding per resource shape.
-MAX_PENDING_LEASES_PER_KEY = _env("MAX_PENDING_LEASES_PER_KEY", 4)
+# Lease requests an owner keeps outstanding per resource shape (a leased
+# worker runs one task at a time; more queued tasks ask for more leases).
+MAX_PENDING_LEASES_PER_KEY = _env("MAX_PENDING_LEASES_PER_KEY", 10)
+# A lease runs queued tasks of its shape one after another for at most this
+# long, then goes back to the raylet so other shapes and owners get a turn.
+LEASE_REUSE_S = _env("LEASE_REUSE_S", 0.5)
 # An owner keeps an idle lease this long before returning it to the raylet.
 IDLE_LEASE_TIMEOUT_S = _env("IDLE_LEASE_TIMEOUT_S", 0.2)
 # Idle workers above the node's CPU count are reaped after this long.

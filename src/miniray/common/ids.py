@@ -132,6 +132,11 @@ class ObjectID(BaseID):
     def for_put(cls, task_id: TaskID, put_index: int) -> "ObjectID":
         return cls(task_id + _INDEX.pack(put_index | _PUT_FLAG))
 
+    @classmethod
+    def for_actor_handle(cls, actor_id: ActorID) -> "ObjectID":
+        """The id under which handles to an actor are reference counted."""
+        return cls(bytes(actor_id) + b"\x00" * 12)
+
     def task_id(self) -> TaskID:
         return TaskID(self[:24])
 

@@ -33,6 +33,7 @@ class ActorRuntime:
         options = spec.actor_options
         self.instance = None
         self.actor_id = ActorID(spec.actor_id)
+        self.strategy = spec.scheduling_strategy      # its placement group, if any
         self.name = options.name
         self.num_restarts = options.num_restarts
         self.class_name = options.class_name
@@ -49,6 +50,8 @@ class ActorRuntime:
         self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._async_tasks: dict[TaskID, asyncio.Task] = {}
+        # Sync calls queued for a thread, not started: task id -> (spec, reply future)
+        self._not_started: dict[TaskID, tuple] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._exiting = False
@@ -65,11 +68,6 @@ class ActorRuntime:
     def in_event_loop(self) -> bool:
         return self._loop_thread is not None and \
             threading.get_ident() == self._loop_thread.ident
-
-    def handle(self):
-        from miniray.actor import ActorHandle
-        return ActorHandle(self.actor_id, self.meta, self.class_name, self.owner,
-                           self.max_pending_calls)
 
     # --- ordering (io thread) ------------------------------------------------------
     async def submit(self, spec) -> cw_pb2.PushTaskReply:
@@ -109,6 +107,7 @@ class ActorRuntime:
         limit = self.groups.get(group) if group else self.max_concurrency
         if limit is None:
             raise ValueError(f"unknown concurrency group {group!r}")
+        self._not_started[TaskID(spec.task_id)] = (spec, future)
         if limit <= 1 and not group:
             self._queue_main(lambda: self._run_sync(spec), future)
             return
@@ -134,6 +133,8 @@ class ActorRuntime:
     def _run_sync(self, spec) -> cw_pb2.PushTaskReply:
         if self._closing:      # queued behind exit_actor(): never starts
             raise RuntimeError("the actor is exiting")
+        if self._not_started.pop(TaskID(spec.task_id), None) is None:
+            return cw_pb2.PushTaskReply()     # cancelled while queued: answered already
         return self.executor.run_task(spec, lambda: self._method(spec))
 
     async def _run_async(self, spec, group: str) -> cw_pb2.PushTaskReply:
@@ -153,6 +154,18 @@ class ActorRuntime:
                 self._async_tasks.pop(task_id, None)
 
     def cancel(self, task_id: TaskID) -> bool:
+        """Io thread. A call still queued here never starts and fails at
+        once; a running one sees is_canceled() (async ones are cancelled)."""
+        queued = self._not_started.pop(task_id, None)
+        if queued is not None:
+            spec, future = queued
+            reply = cw_pb2.PushTaskReply()
+            self.executor._store_error(reply, self.executor.return_ids(spec),
+                                       WorkerAddress.from_proto(spec.caller),
+                                       exceptions.TaskCancelledError(task_id.hex()))
+            if not future.done():
+                future.set_result(reply)
+            return True
         self.canceled.add(task_id)
         task = self._async_tasks.get(task_id)
         if task is not None and self._loop is not None:

@@ -20,7 +20,7 @@ from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, NodeID, ObjectID, TaskID, WorkerID
 from miniray.common.serialization import serialize
-from miniray.core_worker import object_ref as object_ref_module
+from miniray.core_worker import object_ref as object_ref_module, task_context
 from miniray.core_worker.memory_store import MemoryStore
 from miniray.core_worker.object_access import ObjectAccess, error_payload
 from miniray.core_worker.object_ref import ObjectRef
@@ -33,13 +33,6 @@ from miniray.rpc import ChannelPool, start_server
 
 DRIVER = "driver"
 WORKER = "worker"
-
-
-class _TaskContext(threading.local):
-    """What the calling thread is running (a task in workers, the driver)."""
-    task_id: TaskID | None = None
-    put_index: int = 0
-    task_name: str = ""
 
 
 class CoreWorker(ObjectAccess):
@@ -57,7 +50,6 @@ class CoreWorker(ObjectAccess):
         self._lock = threading.RLock()
         self._pending_decrefs: collections.deque = collections.deque()
         self._flush_scheduled = False
-        self._ctx = _TaskContext()
         self._shutdown = False
         self._pending_frees: set[asyncio.Task] = set()
         self._background: set[asyncio.Task] = set()
@@ -81,8 +73,6 @@ class CoreWorker(ObjectAccess):
         self._node_addresses: dict[bytes, str] = {}
         # Owned objects' copies on other nodes than their payload's node_id.
         self.locations: dict[ObjectID, set[bytes]] = {}
-        # The placement group strategy children of the running task inherit.
-        self.current_placement_group = None
         self.executor = TaskExecutor(self) if mode == WORKER else None
 
         self.port = self.run(self._start_server())
@@ -97,9 +87,9 @@ class CoreWorker(ObjectAccess):
                                          working_dir=os.getcwd())))
             self.job_id = JobID(reply.job_id)
             self.namespace = reply.namespace
-            self._ctx_default_task = TaskID.for_driver(self.job_id)
+            self._outside_tasks = task_context.TaskContext(TaskID.for_driver(self.job_id))
         else:
-            self._ctx_default_task = None
+            self._outside_tasks = None      # set per job (TaskExecutor.bind_job)
         reply = self.call("raylet", "RegisterWorker", raylet_pb2.RegisterWorkerRequest(
             worker_id=self.worker_id, pid=os.getpid(), port=self.port,
             is_driver=mode == DRIVER, job_id=self.job_id))
@@ -200,22 +190,28 @@ class CoreWorker(ObjectAccess):
 
     # --- task context -------------------------------------------------------------
     @property
-    def current_task_id(self) -> TaskID:
-        return self._ctx.task_id or self._ctx_default_task
+    def task_context(self) -> task_context.TaskContext:
+        """The running task's context; in the driver, and in threads a task
+        started itself, the process-wide one."""
+        context = task_context.current()
+        if context is None:
+            context = self._outside_tasks
+            if context is None:
+                context = self._outside_tasks = task_context.TaskContext(
+                    TaskID.of(self.job_id))
+        return context
 
-    def set_task_context(self, task_id: TaskID | None, name: str = "") -> None:
-        self._ctx.task_id = task_id
-        self._ctx.put_index = 0
-        self._ctx.task_name = name
+    @property
+    def current_task_id(self) -> TaskID:
+        return self.task_context.task_id
 
     @property
     def current_task_name(self) -> str:
-        return self._ctx.task_name
+        context = task_context.current()
+        return context.name if context is not None else ""
 
     def next_put_id(self) -> ObjectID:
-        ctx = self._ctx
-        ctx.put_index += 1
-        return ObjectID.for_put(self.current_task_id, ctx.put_index)
+        return self.task_context.next_put_id()
 
     # --- reference counting ---------------------------------------------------------
     def add_local_ref(self, object_id: ObjectID, owner: WorkerAddress) -> None:
@@ -376,10 +372,14 @@ class CoreWorker(ObjectAccess):
 
     # --- tasks --------------------------------------------------------------------
     def submit_task(self, spec, arg_values: Sequence, kwarg_values: dict,
-                    num_returns: int, streaming: bool = False):
-        """Returns the task's return refs, or an ObjectRefGenerator."""
+                    num_returns: int, streaming: bool = False, holds=None):
+        """Returns the task's return refs, or an ObjectRefGenerator.
+        ``holds``: one more reference (an actor's handle) the pending task
+        keeps alive."""
         task_id = spec.task_id = TaskID.of(self.current_job_id())
         held = self._build_args(spec, arg_values, kwarg_values)
+        if holds is not None:
+            held.append(holds)
         spec.job_id = task_id.job_id()
         spec.parent_task_id = self.current_task_id
         self.address.to_proto(spec.caller)
@@ -398,8 +398,6 @@ class CoreWorker(ObjectAccess):
         submitter = self.actor_submitter if spec.actor_id else self.submitter
         submitter.submit_threadsafe(spec, [r.id for r in held], generator)
         return generator if streaming else refs
-
-    submit_actor_task = submit_task
 
     def current_job_id(self) -> JobID:
         return self.job_id if self.mode == DRIVER else self.current_task_id.job_id()
@@ -432,7 +430,6 @@ class CoreWorker(ObjectAccess):
     def create_actor(self, spec, arg_values: Sequence, kwarg_values: dict):
         """Register an actor with the GCS. Returns the ActorInfo of an existing
         actor when get_if_exists found one, else None (the new actor is ours)."""
-        from miniray.actor import handle_object_id
         from miniray.common.ids import ActorID
         job_id = self.current_job_id()
         actor_id = ActorID.of(job_id)
@@ -452,7 +449,7 @@ class CoreWorker(ObjectAccess):
         needed.update(spec.actor_options.placement_resources)
         self.loop.call_soon_threadsafe(lambda: self.spawn(self.warn_if_infeasible(
             needed, spec.actor_options.class_name, spec.task_id)))
-        handle_id = handle_object_id(actor_id)
+        handle_id = ObjectID.for_actor_handle(actor_id)
         with self._lock:
             self.refs.add_submitted(held)     # kept for restarts
             self.refs.add_owned(handle_id)

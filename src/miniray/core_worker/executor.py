@@ -20,6 +20,7 @@ from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, ObjectID, TaskID, WorkerID
 from miniray.common.serialization import deserialize, serialize
+from miniray.core_worker import accelerators, task_context
 from miniray.core_worker.object_ref import ObjectRef
 from miniray.protocol import common_pb2, core_worker_pb2 as cw_pb2, gcs_pb2
 
@@ -86,6 +87,7 @@ class TaskExecutor:
 
     def execute(self, spec) -> cw_pb2.PushTaskReply:
         """Run a normal task or an actor's creation task (main thread)."""
+        accelerators.apply(spec)      # its GPU ids, CUDA_VISIBLE_DEVICES
         if spec.type == common_pb2.ACTOR_CREATION_TASK:
             return self.run_task(spec, lambda: self._actor_constructor(spec))
         return self.run_task(spec, lambda: self.worker.functions.load(spec.function_id))
@@ -118,12 +120,7 @@ class TaskExecutor:
                               exceptions.TaskCancelledError(task_id.hex()))
             return reply
         self._bind_job(JobID(spec.job_id))
-        worker.set_task_context(task_id, spec.function_name)
-        strategy = spec.scheduling_strategy
-        if strategy.kind == strategy.PLACEMENT_GROUP and strategy.capture_child_tasks:
-            worker.current_placement_group = strategy
-        elif self.actor is None:
-            worker.current_placement_group = None
+        context = task_context.enter(self.context_for(spec))
         self._running = task_id
         try:
             try:
@@ -153,7 +150,7 @@ class TaskExecutor:
         finally:
             self._running = None
             self._cancelled.discard(task_id)
-            worker.set_task_context(None)
+            task_context.leave(context)
         worker.flush_borrows()
         return reply
 
@@ -164,7 +161,7 @@ class TaskExecutor:
         caller = WorkerAddress.from_proto(spec.caller)
         return_ids = self.return_ids(spec)
         reply = cw_pb2.PushTaskReply()
-        worker.set_task_context(task_id, spec.function_name)
+        context = task_context.enter(self.context_for(spec))
         try:
             if task_id in self.actor.canceled:
                 raise exceptions.TaskCancelledError(task_id.hex())
@@ -200,9 +197,14 @@ class TaskExecutor:
                                   self.task_error(spec.function_name, exc))
         finally:
             self.actor.canceled.discard(task_id)
-            worker.set_task_context(None)
+            task_context.leave(context)
         worker.flush_borrows()
         return reply
+
+    def context_for(self, spec) -> task_context.TaskContext:
+        """An actor's calls run in the actor's placement group."""
+        actor = self.actor if spec.type == common_pb2.ACTOR_TASK else None
+        return task_context.for_spec(spec, actor.strategy if actor else None)
 
     @staticmethod
     def return_ids(spec) -> list[ObjectID]:
@@ -229,6 +231,7 @@ class TaskExecutor:
         self._job_id = job_id
         worker = self.worker
         worker.job_id = job_id
+        worker._outside_tasks = None
         reply = worker.call("gcs", "GetJobConfig", gcs_pb2.GetJobConfigRequest(job_id=job_id))
         if reply.found:
             paths = list(reply.config.code_search_path)

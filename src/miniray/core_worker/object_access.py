@@ -15,6 +15,7 @@ from miniray import exceptions
 from miniray.common import config
 from miniray.common.ids import ObjectID, WorkerID
 from miniray.common.serialization import SerializedObject, deserialize, serialize
+from miniray.core_worker import task_context
 from miniray.core_worker.object_ref import ObjectRef
 from miniray.object_store import client as plasma
 from miniray.protocol import common_pb2, core_worker_pb2 as cw_pb2, raylet_pb2
@@ -350,7 +351,7 @@ class _BlockedScope:
 
     def __enter__(self):
         worker = self.worker
-        if worker.mode == WORKER and worker._ctx.task_id is not None \
+        if worker.mode == WORKER and task_context.current() is not None \
                 and not worker.in_loop_thread():
             self.active = True
             self._notify(True)

@@ -6,6 +6,7 @@ import os
 import sys
 
 from miniray.common.ids import ObjectID, TaskID
+from miniray.core_worker import accelerators
 from miniray.protocol import core_worker_pb2 as cw_pb2
 from miniray.protocol import core_worker_pb2_grpc as cw_grpc
 
@@ -18,6 +19,7 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         executor = self.worker.executor
         if executor is None:
             raise RuntimeError("drivers do not execute tasks")
+        accelerators.stage(request)       # the lease's GPU ids etc., for the executor
         return await executor.push(request.spec)
 
     async def PushActorTasks(self, request_iterator, context):

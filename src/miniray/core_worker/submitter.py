@@ -11,7 +11,7 @@ allows it (``retry_exceptions``).
 from __future__ import annotations
 
 import asyncio
-import collections
+import time
 from typing import NamedTuple
 
 from miniray import exceptions
@@ -19,6 +19,8 @@ from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ObjectID, TaskID
 from miniray.common.resources import shape_key
+from miniray.core_worker.lease_manager import (
+    LeaseManager, PushTask, RequestLease, ReturnLease, StartIdleTimer)
 from miniray.protocol import core_worker_pb2 as cw_pb2, raylet_pb2
 from miniray.rpc import is_unavailable
 
@@ -35,7 +37,7 @@ def nested_ref_infos(payload) -> list[RefInfo]:
 
 class _Task:
     __slots__ = ("spec", "task_id", "arg_ids", "retries_left", "cancelled",
-                 "worker", "key", "generator", "items_seen", "waiting_deps",
+                 "lease_id", "key", "generator", "items_seen", "waiting_deps",
                  "resolved", "order")
 
     def __init__(self, spec, arg_ids):
@@ -44,7 +46,7 @@ class _Task:
         self.arg_ids = arg_ids
         self.retries_left = spec.max_retries
         self.cancelled = False
-        self.worker = None            # _Lease while pushed
+        self.lease_id = None          # while pushed to a leased worker
         self.key = None
         self.generator = None
         self.items_seen = 0
@@ -58,31 +60,22 @@ class _Task:
 
 
 class _Lease:
-    __slots__ = ("lease_id", "address", "stub", "in_flight", "idle_timer", "raylet")
+    """A worker leased from a raylet (the raylet that granted it)."""
+    __slots__ = ("lease_id", "address", "stub", "raylet", "resource_ids")
 
-    def __init__(self, lease_id: bytes, address: WorkerAddress, stub, raylet: str):
-        self.raylet = raylet              # the raylet that granted it
-        self.lease_id = lease_id
-        self.address = address
+    def __init__(self, reply, stub, raylet: str):
+        self.lease_id = reply.lease_id
+        self.address = WorkerAddress.from_proto(reply.worker)
         self.stub = stub
-        self.in_flight = 0
-        self.idle_timer = None
+        self.raylet = raylet
+        self.resource_ids = reply.resource_ids if hasattr(reply, "resource_ids") else None
 
 
-class _KeyState:
-    __slots__ = ("resources", "queue", "leases", "pending_leases", "function_name",
-                 "strategy", "max_in_flight")
-
-    def __init__(self, resources: dict, function_name: str, strategy):
-        self.strategy = strategy
-        # SPREAD: one task per lease at a time, so tasks spread over leases.
-        self.max_in_flight = 1 if strategy.kind == strategy.SPREAD \
-            else config.MAX_TASKS_IN_FLIGHT_PER_WORKER
-        self.resources = resources
-        self.queue: collections.deque[_Task] = collections.deque()
-        self.leases: dict[bytes, _Lease] = {}
-        self.pending_leases = 0
-        self.function_name = function_name
+class _KeyInfo(NamedTuple):
+    """What a lease request for a scheduling key asks for."""
+    resources: dict
+    function_name: str
+    strategy: object
 
 
 class NormalTaskSubmitter:
@@ -90,7 +83,10 @@ class NormalTaskSubmitter:
         self.worker = worker
         self.actor_submitter = None           # set by the CoreWorker
         self._tasks: dict[TaskID, _Task] = {}
-        self._keys: dict[tuple, _KeyState] = {}
+        self._policy = LeaseManager(config.MAX_PENDING_LEASES_PER_KEY,
+                                    config.LEASE_REUSE_S, config.IDLE_LEASE_TIMEOUT_S)
+        self._key_info: dict[tuple, _KeyInfo] = {}
+        self._leases: dict[bytes, _Lease] = {}
         # Lineage: the spec of each finished task whose returns are in a
         # node's store, so a return lost with its node can be rebuilt.
         self._lineage: dict[ObjectID, object] = {}
@@ -108,19 +104,18 @@ class NormalTaskSubmitter:
     def num_pending(self) -> int:
         return len(self._tasks)
 
+    def statistics(self) -> dict:
+        return {"tasks": len(self._tasks), **self._policy.statistics()}
+
     def stop(self) -> None:
         self._stopped = True
-        for state in self._keys.values():
-            for lease in state.leases.values():
-                if lease.idle_timer is not None:
-                    lease.idle_timer.cancel()
 
     # --- dependency resolution --------------------------------------------------------
     def register(self, task: _Task) -> None:
         self._tasks[task.task_id] = task
 
     def is_pending(self, task: _Task) -> bool:
-        return task.task_id in self._tasks
+        return self._tasks.get(task.task_id) is task
 
     def _submit(self, task: _Task) -> None:
         self.register(task)
@@ -144,7 +139,7 @@ class NormalTaskSubmitter:
             self.worker.loop.call_soon_threadsafe(self._dep_ready, task, on_ready)
             return
         task.waiting_deps -= 1
-        if task.waiting_deps == 0:
+        if task.waiting_deps == 0 and self.is_pending(task):
             self._resolved(task, on_ready)
 
     def _resolved(self, task: _Task, on_ready) -> None:
@@ -170,62 +165,64 @@ class NormalTaskSubmitter:
         task.resolved = True
         on_ready(task)
 
-    # --- leasing and pushing -------------------------------------------------------------
+    # --- leasing and pushing (decisions in LeaseManager) -------------------------------
     def _enqueue(self, task: _Task, front: bool = False) -> None:
-        resources = dict(task.spec.resources)
-        strategy = task.spec.scheduling_strategy
+        spec = task.spec
+        strategy = spec.scheduling_strategy
+        resources = dict(spec.resources)
         key = (shape_key(resources), strategy.SerializeToString())
-        state = self._keys.get(key)
-        if state is None:
-            state = self._keys[key] = _KeyState(resources, task.spec.function_name,
-                                                strategy)
+        if key not in self._key_info:
+            self._key_info[key] = _KeyInfo(resources, spec.function_name, strategy)
             self.worker.spawn(self.worker.warn_if_infeasible(
-                resources, task.spec.function_name, task.task_id))
+                resources, spec.function_name, task.task_id))
         task.key = key
-        if front:
-            state.queue.appendleft(task)
-        else:
-            state.queue.append(task)
-        self._dispatch(state)
+        self._apply(self._policy.enqueue(key, task.task_id, time.monotonic(), front,
+                                         reuse=strategy.kind != strategy.SPREAD))
 
-    def _dispatch(self, state: _KeyState) -> None:
-        limit = state.max_in_flight
-        leases = state.leases
-        while state.queue and leases:
-            lease = min(leases.values(), key=lambda l: l.in_flight)
-            if lease.in_flight >= limit:
-                break
-            self._push(state, lease, state.queue.popleft())
-        backlog = len(state.queue) + sum(max(0, l.in_flight - 1) for l in leases.values())
-        wanted = min(backlog, config.MAX_PENDING_LEASES_PER_KEY) - state.pending_leases
-        for _ in range(max(0, wanted)):
-            state.pending_leases += 1
-            self.worker.spawn(self._request_lease(state))
+    def _apply(self, actions) -> None:
+        """Carry out the LeaseManager's decisions (io thread)."""
+        for action in actions:
+            if isinstance(action, PushTask):
+                task = self._tasks[action.task_id]
+                task.lease_id = action.lease_id
+                self.worker.spawn(self._push(task, self._leases[action.lease_id]))
+            elif isinstance(action, RequestLease):
+                self.worker.spawn(self._request_lease(action.key))
+            elif isinstance(action, ReturnLease):
+                lease = self._leases.pop(action.lease_id)
+                if action.exiting:
+                    self.worker.channels.forget(lease.address.target)
+                self.worker.spawn(self._release(lease, action.exiting))
+            elif isinstance(action, StartIdleTimer):
+                self.worker.loop.call_later(action.delay, self._idle_expired,
+                                            action.lease_id)
 
-    async def _request_lease(self, state: _KeyState) -> None:
+    def _idle_expired(self, lease_id: bytes) -> None:
+        self._apply(self._policy.idle_expired(lease_id, time.monotonic()))
+
+    async def _request_lease(self, key: tuple) -> None:
         worker = self.worker
+        info = self._key_info[key]
         request = raylet_pb2.RequestWorkerLeaseRequest(
-            resources=state.resources, job_id=worker.job_id,
-            requester_worker_id=worker.worker_id, function_name=state.function_name,
-            strategy=state.strategy)
+            resources=info.resources, job_id=worker.job_id,
+            requester_worker_id=worker.worker_id, function_name=info.function_name,
+            strategy=info.strategy)
+        error = None
         try:
             reply, raylet = await self._lease_from_cluster(request)
-        except Exception as exc:
-            state.pending_leases -= 1
-            if not self._stopped:
-                self._fail_queue(state, exceptions.RaySystemError(
-                    f"could not lease a worker from the raylet: {exc}"))
+            if reply.rejected:
+                error = exceptions.TaskUnschedulableError(reply.reject_reason)
+        except Exception as exc:            # noqa: BLE001 - reported to the tasks
+            error = exceptions.RaySystemError(f"could not lease a worker from the raylet: {exc}")
+        if error is not None:
+            for task_id in self._policy.lease_request_failed(key):
+                if not self._stopped:
+                    self.fail(self._tasks[task_id], error)
             return
-        state.pending_leases -= 1
-        if reply.rejected:
-            self._fail_queue(state, exceptions.TaskUnschedulableError(reply.reject_reason))
-            return
-        address = WorkerAddress.from_proto(reply.worker)
-        lease = _Lease(reply.lease_id, address, worker.worker_stub(address), raylet)
-        state.leases[lease.lease_id] = lease
-        self._dispatch(state)
-        if lease.in_flight == 0:
-            self._return_lease(state, lease)
+        lease = _Lease(reply, worker.worker_stub(WorkerAddress.from_proto(reply.worker)),
+                       raylet)
+        self._leases[lease.lease_id] = lease
+        self._apply(self._policy.lease_granted(key, lease.lease_id, time.monotonic()))
 
     async def _lease_from_cluster(self, request):
         """Ask the local raylet, following spillbacks; a raylet that spilled
@@ -247,42 +244,21 @@ class NormalTaskSubmitter:
             await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
         raise RuntimeError("no raylet would grant a lease")
 
-    def _push(self, state: _KeyState, lease: _Lease, task: _Task) -> None:
-        if lease.idle_timer is not None:
-            lease.idle_timer.cancel()
-            lease.idle_timer = None
-        lease.in_flight += 1
-        task.worker = lease
-        self.worker.spawn(self._push_and_wait(state, lease, task))
-
-    async def _push_and_wait(self, state: _KeyState, lease: _Lease, task: _Task) -> None:
+    async def _push(self, task: _Task, lease: _Lease) -> None:
+        request = cw_pb2.PushTaskRequest(spec=task.spec)
+        if lease.resource_ids:
+            for name, ids in lease.resource_ids.items():
+                request.resource_ids[name].CopyFrom(ids)
         try:
-            reply = await lease.stub.PushTask(cw_pb2.PushTaskRequest(spec=task.spec))
-        except Exception as exc:
-            lease.in_flight -= 1
-            task.worker = None
-            if state.leases.pop(lease.lease_id, None) is not None:
-                self.worker.spawn(self._release(lease, exiting=True))
-                self.worker.channels.forget(lease.address.target)
+            reply = await lease.stub.PushTask(request)
+        except Exception as exc:           # noqa: BLE001 - the worker died
+            task.lease_id = None
+            self._apply(self._policy.lease_lost(lease.lease_id, time.monotonic()))
             self._on_system_failure(task, exc)
-            self._dispatch(state)
             return
-        lease.in_flight -= 1
-        task.worker = None
+        task.lease_id = None
+        self._apply(self._policy.task_finished(lease.lease_id, time.monotonic()))
         self.on_reply(task, reply)
-        self._dispatch(state)
-        if lease.in_flight == 0 and lease.lease_id in state.leases and not state.queue:
-            lease.idle_timer = self.worker.loop.call_later(
-                config.IDLE_LEASE_TIMEOUT_S, self._return_if_idle, state, lease)
-
-    def _return_if_idle(self, state: _KeyState, lease: _Lease) -> None:
-        lease.idle_timer = None
-        if lease.in_flight == 0 and lease.lease_id in state.leases:
-            self._return_lease(state, lease)
-
-    def _return_lease(self, state: _KeyState, lease: _Lease) -> None:
-        state.leases.pop(lease.lease_id, None)
-        self.worker.spawn(self._release(lease, exiting=False))
 
     async def _release(self, lease: _Lease, exiting: bool) -> None:
         try:
@@ -334,10 +310,6 @@ class NormalTaskSubmitter:
             self._complete(task, [])
             return
         self._complete(task, [error_payload(oid, error) for oid in self._return_ids(task)])
-
-    def _fail_queue(self, state: _KeyState, error: BaseException) -> None:
-        while state.queue:
-            self.fail(state.queue.popleft(), error)
 
     def _complete(self, task: _Task, payloads) -> None:
         """Store a finished task's return values and drop its argument refs."""
@@ -408,22 +380,26 @@ class NormalTaskSubmitter:
         self.store_owned_payload(object_id, payload)
 
     # --- cancellation ---------------------------------------------------------------------
-    async def cancel(self, task_id: TaskID, force: bool, recursive: bool) -> None:
+    async def cancel(self, task_id: TaskID, force: bool, recursive: bool,
+                     child: bool = False) -> None:
+        """Ray's cancel: a task not started yet fails with TaskCancelledError
+        at once; a running one is interrupted (``force``: its worker is
+        killed). ``child``: reached through a recursive cancel."""
         task = self._tasks.get(task_id)
         if task is None:
+            return                        # finished already: nothing to do
+        if task.is_actor_task:
+            if force and not child:
+                raise ValueError("force=True is not supported for actor tasks.")
+            task.cancelled = True
+            await self.actor_submitter.cancel(task, False, recursive)
             return
         task.cancelled = True
-        if task.is_actor_task:
-            await self.actor_submitter.cancel(task, force, recursive)
-            return
-        if task.waiting_deps:
-            return       # fails with TaskCancelledError once resolved
-        state = self._keys.get(task.key) if task.key is not None else None
-        if state is not None and task in state.queue:
-            state.queue.remove(task)
+        if not task.resolved or self._policy.cancel(task_id):
+            # Not started: waiting for its arguments or for a worker.
             self.fail(task, exceptions.TaskCancelledError(task_id.hex()))
             return
-        lease = task.worker
+        lease = self._leases.get(task.lease_id) if task.lease_id is not None else None
         if lease is not None:
             try:
                 await lease.stub.CancelTask(cw_pb2.CancelTaskRequest(
@@ -435,7 +411,7 @@ class NormalTaskSubmitter:
         """Cancel every pending task this process submitted from ``parent``."""
         for task in list(self._tasks.values()):
             if task.spec.parent_task_id == parent:
-                await self.cancel(task.task_id, force, recursive=True)
+                await self.cancel(task.task_id, force, recursive=True, child=True)
 
 
 def _with_id(payload, object_id: ObjectID):

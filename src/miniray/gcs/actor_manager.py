@@ -79,8 +79,12 @@ class ActorManager:
             options.num_restarts = entry.info.num_restarts
             worker = self.server.channels.stub(f"{lease.worker.ip}:{lease.worker.port}",
                                                cw_grpc.CoreWorkerServiceStub)
+            # The actor keeps the lease's instances (GPU ids, ...) for life.
+            push = cw_pb2.PushTaskRequest(spec=spec)
+            for name, ids in lease.resource_ids.items():
+                push.resource_ids[name].CopyFrom(ids)
             try:
-                reply = await worker.PushTask(cw_pb2.PushTaskRequest(spec=spec))
+                reply = await worker.PushTask(push)
             except Exception:
                 # The worker died while constructing: a failure like any other.
                 await self.on_worker_failure(entry.worker_id)

@@ -47,7 +47,6 @@ class Raylet:
         self.owns_session_dir = owns_session_dir      # remove it on exit
         self.scheduler = LeaseScheduler(dict(resources))
         self.total = self.scheduler.total          # grows with placement groups
-        self.bundles: dict[bytes, list[tuple[dict, dict]]] = {}   # pg -> reservations
         self.object_store_memory = object_store_memory
         short = node_id.hex()[:8]
         self.store_directory = os.path.join(
@@ -234,7 +233,8 @@ class Raylet:
             # Unique across the cluster: owners hold leases from several raylets.
             lease_id = bytes(self.node_id[:8]) + next(self._lease_ids).to_bytes(8, "big")
             lease = Lease(lease_id, request.resources,
-                          request.requester, request.job_id, actor_id=request.actor_id)
+                          request.requester, request.job_id, actor_id=request.actor_id,
+                          resource_ids=request.resource_ids)
             self.leases[lease.lease_id] = lease
             asyncio.get_running_loop().create_task(self._grant(lease, future))
 
@@ -298,33 +298,26 @@ class Raylet:
 
     # --- placement group bundles -------------------------------------------------------
     def reserve_bundle(self, pg_id: bytes, index: int, resources: dict) -> bool:
-        from miniray.common import resources as res
-        if not res.fits(resources, self.scheduler.available):
+        if not self.scheduler.reserve_bundle(pg_id, index, resources):
             return False
-        res.subtract(self.scheduler.available, resources)
-        exposed = bundle_resources(pg_id, index, resources)
-        res.add(self.total, exposed)
-        res.add(self.scheduler.available, exposed)
-        self.bundles.setdefault(pg_id, []).append((resources, exposed))
         self._schedule()
         return True
 
     def return_bundles(self, pg_id: bytes) -> None:
-        from miniray.common import resources as res
-        reservations = self.bundles.pop(pg_id, [])
-        if not reservations:
+        if pg_id not in self.scheduler.bundles:
             return
         suffix = pg_id.hex()
+        # End the leases in the group's bundles (their workers go), with no
+        # scheduling pass until the bundles are gone: nothing may be granted
+        # out of them meanwhile.
         for lease in [l for l in self.leases.values()
                       if any(k.endswith(suffix) for k in l.resources)]:
-            self.return_lease(lease.lease_id, exiting=True)   # its bundle is gone
-        for resources, exposed in reservations:
-            res.subtract(self.total, exposed)
-            res.subtract(self.scheduler.available, exposed)
-            res.add(self.scheduler.available, resources)
-        for key in [k for k, v in self.total.items() if k.endswith(suffix) and v <= 1e-9]:
-            self.total.pop(key, None)
-            self.scheduler.available.pop(key, None)
+            self._end_lease(lease.lease_id)
+            worker = self.pool.workers.get(WorkerID(lease.worker_id)) \
+                if lease.worker_id else None
+            if worker is not None:
+                self.pool.kill(worker)
+        self.scheduler.return_bundles(pg_id)
         self._schedule()
 
     # --- processes coming and going -------------------------------------------------
@@ -396,16 +389,6 @@ class Raylet:
         return dict(num_workers=len(self.pool.workers), num_idle=self.pool.num_idle(),
                     num_leases=len(self.leases), pending=len(self.scheduler.queue),
                     store=stats)
-
-
-def bundle_resources(pg_id: bytes, index: int, resources: dict) -> dict:
-    """The resources a reserved bundle exposes, named as Ray names them."""
-    suffix = pg_id.hex()
-    exposed = {"bundle_group_" + suffix: 1000.0, f"bundle_group_{index}_{suffix}": 1000.0}
-    for name, amount in resources.items():
-        exposed[f"{name}_group_{suffix}"] = amount
-        exposed[f"{name}_group_{index}_{suffix}"] = amount
-    return exposed
 
 
 def _process_alive(pid: int) -> bool:

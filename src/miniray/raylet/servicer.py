@@ -50,11 +50,16 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         if worker is None:        # died between grant and reply
             raylet.return_lease(lease.lease_id, exiting=True)
             return await self.RequestWorkerLease(request, context)
-        return raylet_pb2.RequestWorkerLeaseReply(
+        reply = raylet_pb2.RequestWorkerLeaseReply(
             lease_id=lease.lease_id,
             worker=common_pb2.Address(ip=raylet.host, port=worker.port,
                                       worker_id=worker.worker_id,
                                       node_id=raylet.node_id))
+        for name, instances in lease.resource_ids.items():
+            entry = reply.resource_ids[name]
+            entry.ids.extend(instances)
+            entry.amounts.extend(instances.values())
+        return reply
 
     async def ReturnWorker(self, request, context):
         self.raylet.return_lease(request.lease_id, request.worker_exiting)

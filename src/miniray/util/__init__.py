@@ -1,13 +1,19 @@
 """Utilities built on the core API: named-actor listing, placement groups,
-scheduling strategies, ActorPool and Queue (``miniray.util.queue``)."""
+scheduling strategies, ActorPool and Queue (``miniray.util.queue``),
+``as_completed``/``map_unordered``, ``inspect_serializability``, and
+``multiprocessing.Pool`` (``miniray.util.multiprocessing``, imported on its
+own)."""
 from miniray.api import list_named_actors
 from miniray.util.actor_pool import ActorPool
+from miniray.util.check_serialize import inspect_serializability
+from miniray.util.helpers import as_completed, map_unordered
 from miniray.util.placement_group import (
     PlacementGroup, get_current_placement_group, get_placement_group, placement_group,
     placement_group_table, remove_placement_group)
 
 __all__ = [
-    "ActorPool", "PlacementGroup", "get_current_placement_group", "get_placement_group",
-    "list_named_actors", "placement_group", "placement_group_table",
+    "ActorPool", "PlacementGroup", "as_completed", "get_current_placement_group",
+    "get_placement_group", "inspect_serializability", "list_named_actors",
+    "map_unordered", "placement_group", "placement_group_table",
     "remove_placement_group",
 ]

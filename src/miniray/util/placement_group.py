@@ -168,10 +168,11 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
 
 
 def get_current_placement_group() -> PlacementGroup | None:
-    """The group the current task or actor runs in, if it captures children."""
+    """The group the current task or actor runs in (None in the driver and
+    outside placement groups)."""
     from miniray.core_worker.object_ref import core_worker
     worker = core_worker()
-    strategy = getattr(worker, "current_placement_group", None) if worker else None
+    strategy = worker.task_context.placement_group if worker else None
     if strategy is None:
         return None
     return PlacementGroup(PlacementGroupID(strategy.placement_group_id))

@@ -1,0 +1,59 @@
+"""What the calling code is running, per call: the current task's id and
+name, its placement group, and a counter for the ids of objects it puts.
+
+Kept in a ``contextvars.ContextVar`` rather than a thread-local: a threaded
+actor runs calls on several threads and an async actor interleaves many
+calls as asyncio tasks on one thread; asyncio gives each task its own copy
+of the context, so each call sees its own task. The executor enters a
+context around each call; everything else reads it.
+"""
+from __future__ import annotations
+
+import itertools
+from contextvars import ContextVar, Token
+
+from miniray.common.ids import ObjectID, TaskID
+
+
+class TaskContext:
+    __slots__ = ("task_id", "name", "placement_group", "capture_child_tasks",
+                 "_puts")
+
+    def __init__(self, task_id: TaskID, name: str = "", placement_group=None,
+                 capture_child_tasks: bool = False):
+        self.task_id = task_id
+        self.name = name
+        # The SchedulingStrategy (PLACEMENT_GROUP kind) of the task or of
+        # the actor it runs on, or None.
+        self.placement_group = placement_group
+        self.capture_child_tasks = capture_child_tasks
+        self._puts = itertools.count(1)       # next() is atomic under the GIL
+
+    def next_put_id(self) -> ObjectID:
+        return ObjectID.for_put(self.task_id, next(self._puts))
+
+
+_current: ContextVar[TaskContext | None] = ContextVar("miniray_task", default=None)
+
+
+def current() -> TaskContext | None:
+    """The context of the task this code runs in, or None outside tasks."""
+    return _current.get()
+
+
+def enter(context: TaskContext) -> Token:
+    return _current.set(context)
+
+
+def leave(token: Token) -> None:
+    _current.reset(token)
+
+
+def for_spec(spec, actor_strategy=None) -> TaskContext:
+    """The context of a task about to run; an actor's calls belong to the
+    actor's placement group (``actor_strategy``, its creation strategy)."""
+    strategy = actor_strategy if actor_strategy is not None else spec.scheduling_strategy
+    if strategy.kind != strategy.PLACEMENT_GROUP:
+        strategy = None
+    return TaskContext(TaskID(spec.task_id), spec.function_name, strategy,
+                       bool(strategy is not None and strategy.capture_child_tasks))

@@ -1,0 +1,121 @@
+"""Lifetimes as Ray has them: an actor lives while any handle exists or any
+call on it is pending; an object lives while any ref, pending task or
+containing object needs it."""
+from __future__ import annotations
+
+import pytest
+
+import miniray as ray
+from miniray import exceptions
+from miniray.testing import SignalActor, wait_for_condition
+from miniray.util import state
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    ray.init(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@ray.remote
+class Counter:
+    def __init__(self, value=0):
+        self.value = value
+
+    def inc(self):
+        self.value += 1
+        return self.value
+
+    def wait_then_inc(self, signal):
+        ray.get(signal.wait.remote())
+        return self.inc()
+
+
+def _actor_state(actor_id_hex):
+    actors = [a for a in state.list_actors() if a.actor_id == actor_id_hex]
+    return actors[0].state if actors else None
+
+
+def test_temporary_handle_call_completes():
+    assert ray.get(Counter.remote(41).inc.remote()) == 42
+
+
+def test_temporary_handles_in_a_comprehension():
+    refs = [Counter.remote(i).inc.remote() for i in range(3)]
+    assert ray.get(refs) == [1, 2, 3]
+
+
+def test_actor_lives_while_a_call_is_pending_then_exits():
+    signal = SignalActor.remote()
+    counter = Counter.remote(0)
+    actor_id = counter._actor_id.hex()
+    ref = counter.wait_then_inc.remote(signal)
+    del counter                      # only the pending call holds the actor now
+    wait_for_condition(lambda: ray.get(signal.cur_num_waiters.remote()) == 1, timeout=30)
+    assert _actor_state(actor_id) == "ALIVE"
+    ray.get(signal.send.remote())
+    assert ray.get(ref, timeout=30) == 1
+    # With the call done and no handle left, the actor goes away.
+    wait_for_condition(lambda: _actor_state(actor_id) == "DEAD", timeout=30)
+
+
+def test_handle_passed_to_a_task_and_dropped_by_the_caller():
+    @ray.remote
+    def use(counter):
+        return ray.get(counter.inc.remote())
+
+    assert ray.get(use.remote(Counter.remote(5))) == 6
+
+
+def test_handle_returned_by_a_task_outlives_the_task():
+    @ray.remote
+    def make():
+        return Counter.remote(10)
+
+    counter = ray.get(make.remote())
+    assert ray.get(counter.inc.remote()) == 11
+
+
+def test_ref_in_a_list_dropped_by_the_caller():
+    @ray.remote
+    def first(refs):
+        return ray.get(refs[0])
+
+    assert ray.get(first.remote([ray.put("payload")])) == "payload"
+
+
+def test_ref_held_only_by_a_pending_task():
+    signal = SignalActor.remote()
+
+    @ray.remote
+    def produce(signal):
+        ray.get(signal.wait.remote())
+        return "made"
+
+    @ray.remote
+    def consume(value):
+        return value + "!"
+
+    dependency = produce.remote(signal)
+    result = consume.remote(dependency)
+    del dependency
+    ray.get(signal.send.remote())
+    assert ray.get(result, timeout=30) == "made!"
+
+
+def test_ref_returned_inside_a_value():
+    @ray.remote
+    def wrap():
+        return [ray.put("inner")]
+
+    (inner,) = ray.get(wrap.remote())
+    assert ray.get(inner) == "inner"
+
+
+def test_dead_actor_calls_fail_after_kill():
+    counter = Counter.remote()
+    assert ray.get(counter.inc.remote()) == 1
+    ray.kill(counter)
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(counter.inc.remote(), timeout=30)

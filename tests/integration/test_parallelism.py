@@ -1,0 +1,203 @@
+"""Tasks use the cluster: independent tasks run at the same time on
+distinct workers, a short task never waits behind a long one while a CPU
+is free, wait() returns what finished first, and a cancelled task that has
+not started never runs.
+
+Concurrency is shown without timing: tasks block on a SignalActor until
+the test has seen all of them waiting at once, which a runtime that
+serialized them could never reach.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import miniray as ray
+from miniray import exceptions
+from miniray.testing import SignalActor, wait_for_condition
+
+NUM_CPUS = 4
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=NUM_CPUS)
+    yield
+    ray.shutdown()
+
+
+@ray.remote
+def blocked(signal):
+    """Wait for the signal; report which worker ran it and when."""
+    start = time.time()
+    ray.get(signal.wait.remote())
+    return os.getpid(), start, time.time()
+
+
+@ray.remote
+def quick(x=None):
+    return os.getpid()
+
+
+@ray.remote
+class Recorder:
+    def __init__(self):
+        self.seen = []
+
+    def record(self, name):
+        self.seen.append(name)
+
+    def get(self):
+        return self.seen
+
+
+@ray.remote
+def recorded(recorder, name):
+    ray.get(recorder.record.remote(name))
+    return name
+
+
+def _wait_for_waiters(signal, count, timeout=30):
+    wait_for_condition(lambda: ray.get(signal.cur_num_waiters.remote()) >= count,
+                       timeout=timeout)
+
+
+def test_parallel_tasks_run_at_once_on_distinct_workers(cluster):
+    signal = SignalActor.remote()
+    refs = [blocked.remote(signal) for _ in range(NUM_CPUS)]
+    # All four are waiting at the same time: they hold four workers at once.
+    _wait_for_waiters(signal, NUM_CPUS)
+    ray.get(signal.send.remote())
+    results = ray.get(refs, timeout=30)
+    assert len({pid for pid, _, _ in results}) == NUM_CPUS
+    assert max(s for _, s, _ in results) < min(e for _, _, e in results)
+
+
+def test_short_tasks_do_not_wait_behind_a_long_one(cluster):
+    signal = SignalActor.remote()
+    long = blocked.remote(signal)
+    _wait_for_waiters(signal, 1)
+    # The long task still holds its worker; six short ones all finish.
+    pids = ray.get([quick.remote() for _ in range(6)], timeout=30)
+    ready, _ = ray.wait([long], timeout=0)
+    assert ready == []
+    ray.get(signal.send.remote())
+    long_pid, _, _ = ray.get(long, timeout=30)
+    assert long_pid not in pids
+
+
+def test_wait_returns_what_finished_first(cluster):
+    signal = SignalActor.remote()
+    slow = blocked.remote(signal)
+    fast = quick.remote()
+    ready, not_ready = ray.wait([slow, fast], num_returns=1, timeout=30)
+    assert ready == [fast] and not_ready == [slow]
+    ray.get(signal.send.remote())
+    ray.get(slow, timeout=30)
+
+
+def test_cancel_of_a_queued_task_fails_at_once_and_it_never_runs(cluster):
+    signal = SignalActor.remote()
+    recorder = Recorder.remote()
+    blockers = [blocked.remote(signal) for _ in range(NUM_CPUS)]
+    _wait_for_waiters(signal, NUM_CPUS)
+    queued = recorded.remote(recorder, "queued")
+    ray.cancel(queued)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(queued, timeout=10)
+    ray.get(signal.send.remote())
+    ray.get(blockers, timeout=30)
+    # Whatever was queued has had its chance to run by now.
+    assert ray.get(recorded.remote(recorder, "after"), timeout=30) == "after"
+    assert ray.get(recorder.get.remote()) == ["after"]
+
+
+def test_cancel_of_a_task_waiting_for_its_arguments(cluster):
+    signal = SignalActor.remote()
+    recorder = Recorder.remote()
+    dependency = blocked.remote(signal)
+    waiting = recorded.remote(recorder, dependency)
+    ray.cancel(waiting)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(waiting, timeout=10)
+    ray.get(signal.send.remote())
+    ray.get(dependency, timeout=30)
+    assert ray.get(recorder.get.remote()) == []
+
+
+def test_force_cancel_kills_the_worker_and_the_node_carries_on(cluster):
+    signal = SignalActor.remote()
+    running = blocked.remote(signal)
+    _wait_for_waiters(signal, 1)
+    ray.cancel(running, force=True)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(running, timeout=10)
+    assert len(set(ray.get([quick.remote() for _ in range(8)], timeout=30))) >= 1
+    ray.get(signal.send.remote())
+
+
+def test_cancel_recursive_reaches_children(cluster):
+    signal = SignalActor.remote()
+    recorder = Recorder.remote()
+
+    @ray.remote
+    def parent(signal, recorder):
+        children = [blocked.remote(signal) for _ in range(2)]
+        ray.get(children)
+
+    ref = parent.remote(signal, recorder)
+    _wait_for_waiters(signal, 2)
+    ray.cancel(ref, recursive=True)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=10)
+    # The children were cancelled: nobody waits on the signal any more.
+    wait_for_condition(lambda: ray.get(signal.cur_num_waiters.remote()) == 0, timeout=20)
+
+
+def test_lease_reuse_still_runs_many_tasks_on_few_workers(cluster):
+    """Lease reuse is invisible: a stream of tasks completes, in any order."""
+    results = ray.get([quick.remote(i) for i in range(200)], timeout=60)
+    assert len(results) == 200
+    assert len(set(results)) <= NUM_CPUS + 2
+
+
+@ray.remote
+class Sequential:
+    def __init__(self):
+        self.ran = []
+
+    def block(self, signal):
+        ray.get(signal.wait.remote())
+        self.ran.append("block")
+
+    def step(self, name):
+        self.ran.append(name)
+        return name
+
+    def history(self):
+        return self.ran
+
+
+def test_cancel_of_a_queued_actor_call_never_runs_it(cluster):
+    signal = SignalActor.remote()
+    actor = Sequential.remote()
+    first = actor.block.remote(signal)
+    _wait_for_waiters(signal, 1)
+    queued = actor.step.remote("queued")       # waits behind the blocked call
+    ray.cancel(queued)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(queued, timeout=10)
+    ray.get(signal.send.remote())
+    ray.get(first, timeout=30)
+    assert ray.get(actor.step.remote("after")) == "after"
+    assert ray.get(actor.history.remote()) == ["block", "after"]
+
+
+def test_force_cancel_of_an_actor_call_is_refused(cluster):
+    actor = Sequential.remote()
+    ref = actor.step.remote("x")
+    with pytest.raises(ValueError, match="force=True is not supported for actor tasks"):
+        ray.cancel(ref, force=True)
+    assert ray.get(ref) == "x"
