@@ -201,6 +201,8 @@ def test_map_and_starmap_return_results_in_order(pool):
 
 def test_apply_passes_args_and_kwds(pool):
     assert pool.apply(_add, (1, 2), {"c": 3}) == 6
+    assert pool.apply(_add, args=(1, 2), kwds={"c": 4}) == 7
+    assert pool.apply(_add, args=(1, 2), kwargs={"c": 5}) == 8     # Ray's name
     assert pool.apply_async(_add, (1, 2)).get(LONG) == 3
 
 

@@ -138,17 +138,21 @@ class Pool:
         return f"<{type(self).__name__} state={self._state} pool_size={len(self._slots)}>"
 
     # -- running work -------------------------------------------------------
-    def apply(self, func: Callable, args: tuple = (), kwds: Optional[dict] = None) -> Any:
-        """``func(*args, **kwds)`` on one of the pool's actors; waits for it."""
-        return self.apply_async(func, args, kwds).get()
+    def apply(self, func: Callable, args: tuple = (), kwds: Optional[dict] = None, *,
+              kwargs: Optional[dict] = None) -> Any:
+        """``func(*args, **kwds)`` on one of the pool's actors; waits for it.
+        (``kwargs=`` is Ray's name for ``kwds``.)"""
+        return self.apply_async(func, args, kwds, kwargs=kwargs).get()
 
     def apply_async(self, func: Callable, args: tuple = (), kwds: Optional[dict] = None,
                     callback: Optional[Callable] = None,
-                    error_callback: Optional[Callable] = None) -> AsyncResult:
+                    error_callback: Optional[Callable] = None, *,
+                    kwargs: Optional[dict] = None) -> AsyncResult:
         """Like :meth:`apply`, without waiting: returns an AsyncResult."""
         self._check_running()
         result = AsyncResult(1, callback, error_callback, single_result=True)
-        self._submit(result, [(0, func, [(tuple(args or ()), dict(kwds or {}))])])
+        call = (tuple(args or ()), {**(kwds or {}), **(kwargs or {})})
+        self._submit(result, [(0, func, [call])])
         return result
 
     def map(self, func: Callable, iterable: Iterable, chunksize: Optional[int] = None) -> list:
