@@ -120,9 +120,13 @@ class RemoteFunction:
         self._qualified = f"{function.__module__}.{function.__name__}"
         self._is_generator = inspect.isgeneratorfunction(function)
         self._pickled = None          # (FunctionID, bytes), made on first use
+        self._template = None         # (core worker, TaskSpec) for self._options
         self.__doc__ = function.__doc__
         self.__name__ = function.__name__
         self.__wrapped__ = function
+
+    def __getstate__(self):
+        return {**self.__dict__, "_template": None}     # per process, not pickled
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
@@ -134,25 +138,44 @@ class RemoteFunction:
         return _BoundOptions(self, {**self._options, **options})
 
     def remote(self, *args, **kwargs):
-        return self._remote(args, kwargs, self._options)
+        return self._remote(args, kwargs, self._options, self)
 
-    def _remote(self, args, kwargs, options: dict):
+    def _remote(self, args, kwargs, options: dict, holder):
+        """Submit a call. ``holder`` (this function, or the object .options()
+        returned) caches the spec fields its options fix, per core worker."""
         from miniray import api
-        from miniray.core_worker.function_manager import pickle_function
 
         worker = api.ensure_initialized()
-        if self._pickled is None:
-            self._pickled = pickle_function(self._function)
-        function_id, pickled = self._pickled
-        worker.functions.export(function_id, pickled, self._qualified)
-
         num_returns = options.get("num_returns")
         if num_returns is None:
             num_returns = "streaming" if self._is_generator else 1
         streaming = num_returns == "streaming"
+        # A task inside a placement group that captures children inherits
+        # it: then the strategy depends on the caller, so no caching.
+        inherits = "scheduling_strategy" not in options and \
+            worker.task_context.capture_child_tasks
+        cached = holder._template
+        if inherits or cached is None or cached[0] is not worker:
+            template = self._make_template(options, worker)
+            holder._template = None if inherits else (worker, template)
+        else:
+            template = cached[1]
+        spec = common_pb2.TaskSpec()
+        spec.CopyFrom(template)
+        return unpack_returns(worker.submit_task(
+            spec, args, kwargs, 0 if streaming else num_returns, streaming), num_returns)
+
+    def _make_template(self, options: dict, worker):
+        """The parts of the spec that only depend on the options (and on the
+        caller's placement group), with the function exported."""
+        from miniray.core_worker.function_manager import pickle_function
+        if self._pickled is None:
+            self._pickled = pickle_function(self._function)
+        function_id, pickled = self._pickled
+        worker.functions.export(function_id, pickled, self._qualified)
         retry = options.get("retry_exceptions", False)
         strategy = scheduling_strategy(options, worker)
-        spec = common_pb2.TaskSpec(
+        return common_pb2.TaskSpec(
             type=common_pb2.NORMAL_TASK, function_id=function_id,
             function_name=options.get("name") or self._name,
             resources=bundle_request(resource_request(options, 1), strategy),
@@ -162,8 +185,6 @@ class RemoteFunction:
             if isinstance(retry, (list, tuple)) else b"",
             name=options.get("name") or "",
             scheduling_strategy=strategy)
-        return unpack_returns(worker.submit_task(
-            spec, args, kwargs, 0 if streaming else num_returns, streaming), num_returns)
 
 
 class _BoundOptions:
@@ -172,6 +193,10 @@ class _BoundOptions:
     def __init__(self, function: RemoteFunction, options: dict):
         self._function = function
         self._options = options
+        self._template = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_template": None}
 
     def remote(self, *args, **kwargs):
-        return self._function._remote(args, kwargs, self._options)
+        return self._function._remote(args, kwargs, self._options, self)

@@ -6,8 +6,13 @@ from typing import Callable
 
 
 def wait_for_condition(condition: Callable[[], bool], timeout: float = 10.0,
-                       retry_interval_ms: float = 20, **kwargs) -> None:
-    """Poll ``condition(**kwargs)`` until it is true; raise after ``timeout``."""
+                       retry_interval_ms: float = 20, raise_exceptions: bool = False,
+                       **kwargs) -> None:
+    """Poll ``condition(**kwargs)`` until it is true; raise after ``timeout``.
+
+    An exception from ``condition`` counts as "not yet" (and is reported on
+    timeout), unless ``raise_exceptions``, which lets it through at once.
+    """
     deadline = time.monotonic() + timeout
     last_error = None
     while time.monotonic() < deadline:
@@ -15,6 +20,8 @@ def wait_for_condition(condition: Callable[[], bool], timeout: float = 10.0,
             if condition(**kwargs):
                 return
         except Exception as exc:       # noqa: BLE001 - retried until the deadline
+            if raise_exceptions:
+                raise
             last_error = exc
         time.sleep(retry_interval_ms / 1000)
     message = f"condition not met within {timeout}s"
@@ -57,6 +64,34 @@ def _remote_signal():
 # ``ray.get(signal.wait.remote())`` and block until ``signal.send.remote()``.
 # It takes no CPU, so it never competes with the tasks it coordinates.
 SignalActor = _remote_signal()
+
+
+class _Semaphore:
+    """An async actor holding an ``asyncio.Semaphore`` that tasks share."""
+
+    def __init__(self, value: int = 1):
+        import asyncio
+        self._semaphore = asyncio.Semaphore(value)
+
+    async def acquire(self) -> None:
+        await self._semaphore.acquire()
+
+    async def release(self) -> None:
+        self._semaphore.release()
+
+    async def locked(self) -> bool:
+        return self._semaphore.locked()
+
+
+def _remote_semaphore():
+    import miniray
+    return miniray.remote(num_cpus=0)(_Semaphore)
+
+
+# As in Ray's test utilities: ``sema = Semaphore.remote(value=2)``; at most
+# ``value`` tasks at a time get past ``ray.get(sema.acquire.remote())``
+# until they call ``sema.release.remote()``. It takes no CPU either.
+Semaphore = _remote_semaphore()
 
 
 class Cluster:

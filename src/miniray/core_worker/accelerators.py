@@ -125,7 +125,9 @@ def set_visible_devices(assignment: Assignment) -> None:
         noset = NOSET_ENV.get(name)
         if noset is None or os.environ.get(noset):
             continue
-        os.environ[var] = ",".join(visible_ids(name, assignment))
+        value = ",".join(visible_ids(name, assignment))
+        if os.environ.get(var) != value:        # putenv only on a change
+            os.environ[var] = value
 
 
 # --- what the running code sees ----------------------------------------------------------

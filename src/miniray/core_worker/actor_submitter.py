@@ -10,7 +10,6 @@ otherwise they fail with RayActorError (ActorDiedError once it is dead).
 """
 from __future__ import annotations
 
-import asyncio
 import collections
 import threading
 
@@ -21,68 +20,18 @@ from miniray.common.serialization import deserialize
 from miniray.core_worker.actor_queue import (
     ALIVE, DEAD, ActorCallQueue, AwaitSettled, CancelSent, Fail, Send)
 from miniray.core_worker.submitter import _Task
+from miniray.core_worker.task_stream import TaskStream
 from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
-
-
-class _CallStream:
-    """One PushActorTasks stream to one incarnation of an actor."""
-
-    def __init__(self, submitter: "ActorTaskSubmitter", actor: "_Actor", incarnation: int,
-                 address: WorkerAddress):
-        self.submitter = submitter
-        self.actor = actor
-        self.incarnation = incarnation
-        self.call = submitter.worker.worker_stub(address).PushActorTasks()
-        self.outbox: asyncio.Queue = asyncio.Queue()
-        self.inflight: dict[bytes, _Task] = {}
-        worker = submitter.worker
-        worker.spawn(self._write())
-        worker.spawn(self._read())
-
-    def send(self, task: _Task) -> None:
-        self.inflight[task.spec.task_id] = task
-        self.outbox.put_nowait(task)
-
-    async def _write(self) -> None:
-        try:
-            while True:
-                task = await self.outbox.get()
-                await self.call.write(cw_pb2.PushTaskRequest(spec=task.spec))
-        except Exception:       # noqa: BLE001 - the reader sees the stream fail
-            pass
-
-    async def _read(self) -> None:
-        submitter, actor = self.submitter, self.actor
-        try:
-            async for reply in self.call:
-                task = self.inflight.pop(reply.task_id, None)
-                if task is None:
-                    continue
-                if reply.system_error:
-                    submitter.push_failed(actor, task, self.incarnation)
-                else:
-                    actor.calls.replied(task)
-                    submitter.tasks.on_reply(task, reply)
-        except Exception:       # noqa: BLE001 - the actor's worker went away
-            pass
-        if actor.stream is self:
-            actor.stream = None
-        failed = sorted(self.inflight.values(), key=lambda t: t.order)
-        self.inflight.clear()
-        for task in failed:
-            submitter.push_failed(actor, task, self.incarnation)
-
-    def close(self) -> None:
-        self.call.cancel()
 
 
 class _Actor:
     """The decisions (ActorCallQueue) and the I/O state for one actor."""
-    __slots__ = ("calls", "stream", "watching")
+    __slots__ = ("calls", "stream", "incarnation", "watching")
 
     def __init__(self, actor_id: ActorID):
         self.calls = ActorCallQueue(actor_id)
-        self.stream: _CallStream | None = None
+        self.stream: TaskStream | None = None    # to the current incarnation
+        self.incarnation = -1                    # of the stream
         self.watching = False
 
 
@@ -110,7 +59,7 @@ class ActorTaskSubmitter:
             self._pending[ActorID(spec.actor_id)] += 1
         task = _Task(spec, arg_ids)
         task.generator = generator
-        self.worker.loop.call_soon_threadsafe(self._submit, task)
+        self.worker.post(self._submit, task)
 
     def _submit(self, task: _Task) -> None:
         actor_id = ActorID(task.spec.actor_id)
@@ -132,11 +81,11 @@ class ActorTaskSubmitter:
         for action in actions:
             if isinstance(action, Send):
                 stream = actor.stream
-                if stream is None or stream.incarnation != action.incarnation:
+                if stream is None or stream.closed or \
+                        actor.incarnation != action.incarnation:
                     if stream is not None:
                         stream.close()
-                    stream = actor.stream = _CallStream(
-                        self, actor, action.incarnation, actor.calls.address)
+                    stream = actor.stream = self._open_stream(actor, action.incarnation)
                 stream.send(action.task)
             elif isinstance(action, Fail):
                 self.tasks.fail(action.task, self._error(actor, action))
@@ -144,6 +93,21 @@ class ActorTaskSubmitter:
                 self.worker.spawn(self._cancel_sent(actor, action.task))
             elif isinstance(action, AwaitSettled):
                 self.worker.spawn(self._await_settled(actor, action))
+
+    def _open_stream(self, actor: _Actor, incarnation: int) -> TaskStream:
+        def on_reply(task, reply):
+            if reply.system_error:
+                self.push_failed(actor, task, incarnation)
+            else:
+                actor.calls.replied(task)
+                self.tasks.on_reply(task, reply)
+
+        def on_broken(tasks):
+            for task in tasks:
+                self.push_failed(actor, task, incarnation)
+
+        actor.incarnation = incarnation
+        return TaskStream(self.worker, actor.calls.address, on_reply, on_broken)
 
     def _error(self, actor: _Actor, action: Fail) -> BaseException:
         task = action.task

@@ -49,6 +49,8 @@ class CoreWorker(ObjectAccess):
         self.memory_store = MemoryStore()
         self._lock = threading.RLock()
         self._pending_decrefs: collections.deque = collections.deque()
+        self._inbox: collections.deque = collections.deque()     # see post()
+        self._inbox_scheduled = False
         self._flush_scheduled = False
         self._shutdown = False
         self._pending_frees: set[asyncio.Task] = set()
@@ -121,6 +123,25 @@ class CoreWorker(ObjectAccess):
                 stub = self.worker_stub(target)
             return await getattr(stub, method)(request, timeout=timeout)
         return self.run(rpc())
+
+    def post(self, callback, argument) -> None:
+        """Run ``callback(argument)`` on the io thread, in posting order.
+        Posts made while a drain is pending share one loop wake-up (one
+        self-pipe write for a burst of ``f.remote()`` calls, not one each)."""
+        self._inbox.append((callback, argument))
+        if not self._inbox_scheduled:
+            self._inbox_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain_inbox)
+            except RuntimeError:         # the loop is closed: shutting down
+                pass
+
+    def _drain_inbox(self) -> None:
+        self._inbox_scheduled = False       # before draining: later posts reschedule
+        inbox = self._inbox
+        while inbox:
+            callback, argument = inbox.popleft()
+            callback(argument)
 
     def spawn(self, coro) -> asyncio.Task:
         """Start a tracked background task; call only on the io thread."""

@@ -22,14 +22,19 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         accelerators.stage(request)       # the lease's GPU ids etc., for the executor
         return await executor.push(request.spec)
 
-    async def PushActorTasks(self, request_iterator, context):
-        """Run a caller's actor calls as they arrive; reply as each finishes."""
+    async def PushTasks(self, request_iterator, context):
+        """Run an owner's tasks as they arrive; reply as each finishes."""
         executor = self.worker.executor
+        if executor is None:
+            raise RuntimeError("drivers do not execute tasks")
         replies: asyncio.Queue = asyncio.Queue()
         state = {"outstanding": 0, "reading": True}
 
-        async def run(spec):
+        async def run(request):
+            spec = request.spec
             try:
+                if request.resource_ids:
+                    accelerators.stage(request)
                 reply = await executor.push(spec)
             except Exception as exc:         # noqa: BLE001 - reported per call
                 reply = cw_pb2.PushTaskReply(system_error=str(exc) or type(exc).__name__)
@@ -40,7 +45,7 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
             try:
                 async for request in request_iterator:
                     state["outstanding"] += 1
-                    task = asyncio.ensure_future(run(request.spec))
+                    task = asyncio.ensure_future(run(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
             finally:

@@ -19,10 +19,10 @@ from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ObjectID, TaskID
 from miniray.common.resources import shape_key
+from miniray.core_worker.task_stream import TaskStream
 from miniray.core_worker.lease_manager import (
     LeaseManager, PushTask, RequestLease, ReturnLease, StartIdleTimer)
 from miniray.protocol import core_worker_pb2 as cw_pb2, raylet_pb2
-from miniray.rpc import is_unavailable
 
 
 class RefInfo(NamedTuple):
@@ -61,14 +61,14 @@ class _Task:
 
 class _Lease:
     """A worker leased from a raylet (the raylet that granted it)."""
-    __slots__ = ("lease_id", "address", "stub", "raylet", "resource_ids")
+    __slots__ = ("lease_id", "address", "raylet", "resource_ids", "stream")
 
-    def __init__(self, reply, stub, raylet: str):
+    def __init__(self, reply, raylet: str):
         self.lease_id = reply.lease_id
         self.address = WorkerAddress.from_proto(reply.worker)
-        self.stub = stub
         self.raylet = raylet
-        self.resource_ids = reply.resource_ids if hasattr(reply, "resource_ids") else None
+        self.resource_ids = reply.resource_ids
+        self.stream: TaskStream | None = None     # opened by the first push
 
 
 class _KeyInfo(NamedTuple):
@@ -99,7 +99,7 @@ class NormalTaskSubmitter:
         if self.worker.in_loop_thread():
             self._submit(task)
         else:
-            self.worker.loop.call_soon_threadsafe(self._submit, task)
+            self.worker.post(self._submit, task)
 
     def num_pending(self) -> int:
         return len(self._tasks)
@@ -185,11 +185,13 @@ class NormalTaskSubmitter:
             if isinstance(action, PushTask):
                 task = self._tasks[action.task_id]
                 task.lease_id = action.lease_id
-                self.worker.spawn(self._push(task, self._leases[action.lease_id]))
+                self._push(task, self._leases[action.lease_id])
             elif isinstance(action, RequestLease):
                 self.worker.spawn(self._request_lease(action.key))
             elif isinstance(action, ReturnLease):
                 lease = self._leases.pop(action.lease_id)
+                if lease.stream is not None:
+                    lease.stream.close()
                 if action.exiting:
                     self.worker.channels.forget(lease.address.target)
                 self.worker.spawn(self._release(lease, action.exiting))
@@ -219,8 +221,7 @@ class NormalTaskSubmitter:
                 if not self._stopped:
                     self.fail(self._tasks[task_id], error)
             return
-        lease = _Lease(reply, worker.worker_stub(WorkerAddress.from_proto(reply.worker)),
-                       raylet)
+        lease = _Lease(reply, raylet)
         self._leases[lease.lease_id] = lease
         self._apply(self._policy.lease_granted(key, lease.lease_id, time.monotonic()))
 
@@ -244,20 +245,27 @@ class NormalTaskSubmitter:
             await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
         raise RuntimeError("no raylet would grant a lease")
 
-    async def _push(self, task: _Task, lease: _Lease) -> None:
+    def _push(self, task: _Task, lease: _Lease) -> None:
+        """Send the task over the lease's stream (one task at a time)."""
+        if lease.stream is None or lease.stream.closed:
+            lease.stream = TaskStream(
+                self.worker, lease.address,
+                on_reply=lambda t, reply: self._pushed(t, lease, reply),
+                on_broken=lambda tasks: [self._pushed(t, lease, None) for t in tasks])
         request = cw_pb2.PushTaskRequest(spec=task.spec)
-        if lease.resource_ids:
-            for name, ids in lease.resource_ids.items():
-                request.resource_ids[name].CopyFrom(ids)
-        try:
-            reply = await lease.stub.PushTask(request)
-        except Exception as exc:           # noqa: BLE001 - the worker died
-            task.lease_id = None
-            self._apply(self._policy.lease_lost(lease.lease_id, time.monotonic()))
-            self._on_system_failure(task, exc)
-            return
+        for name, ids in lease.resource_ids.items():
+            request.resource_ids[name].CopyFrom(ids)
+        lease.stream.send(task, request)
+
+    def _pushed(self, task: _Task, lease: _Lease, reply) -> None:
+        """The task's reply, or None: the worker died before answering."""
         task.lease_id = None
-        self._apply(self._policy.task_finished(lease.lease_id, time.monotonic()))
+        now = time.monotonic()
+        if reply is None or reply.system_error:
+            self._apply(self._policy.lease_lost(lease.lease_id, now))
+            self._on_system_failure(task, reply.system_error if reply is not None else "")
+            return
+        self._apply(self._policy.task_finished(lease.lease_id, now))
         self.on_reply(task, reply)
 
     async def _release(self, lease: _Lease, exiting: bool) -> None:
@@ -282,13 +290,15 @@ class NormalTaskSubmitter:
             return
         self._complete(task, reply.returns)
 
-    def _on_system_failure(self, task: _Task, exc: BaseException) -> None:
+    def _on_system_failure(self, task: _Task, error: str) -> None:
+        """The task could not finish: its worker died (``error`` empty) or
+        refused it (``error`` says why)."""
         if task.cancelled:
             self.fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
         elif task.retries_left != 0 and not self._stopped:
             self._retry(task)
         else:
-            detail = "" if is_unavailable(exc) else f" ({exc})"
+            detail = f" ({error})" if error else ""
             self.fail(task, exceptions.WorkerCrashedError(
                 f"The worker died unexpectedly while executing task "
                 f"{task.spec.function_name}{detail}."))
@@ -402,7 +412,7 @@ class NormalTaskSubmitter:
         lease = self._leases.get(task.lease_id) if task.lease_id is not None else None
         if lease is not None:
             try:
-                await lease.stub.CancelTask(cw_pb2.CancelTaskRequest(
+                await self.worker.worker_stub(lease.address).CancelTask(cw_pb2.CancelTaskRequest(
                     task_id=task_id, force=force, recursive=recursive))
             except Exception:
                 pass      # the worker died: the push fails and reports cancelled

@@ -40,8 +40,8 @@ class CoreWorkerServiceStub:
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.FromString,
                 _registered_method=True)
-        self.PushActorTasks = channel.stream_stream(
-                '/miniray.protocol.CoreWorkerService/PushActorTasks',
+        self.PushTasks = channel.stream_stream(
+                '/miniray.protocol.CoreWorkerService/PushTasks',
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.FromString,
                 _registered_method=True)
@@ -91,9 +91,10 @@ class CoreWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PushActorTasks(self, request_iterator, context):
-        """Calls from one caller to one actor: a stream each way, replies in
-        completion order (one stream, so no per-call RPC and no stream limit).
+    def PushTasks(self, request_iterator, context):
+        """Tasks from one owner to one worker (the calls of one caller to one
+        actor incarnation, or the tasks of one lease): a stream each way,
+        replies in completion order, so no unary RPC per task.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,8 +150,8 @@ def add_CoreWorkerServiceServicer_to_server(servicer, server):
                     request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.SerializeToString,
             ),
-            'PushActorTasks': grpc.stream_stream_rpc_method_handler(
-                    servicer.PushActorTasks,
+            'PushTasks': grpc.stream_stream_rpc_method_handler(
+                    servicer.PushTasks,
                     request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.SerializeToString,
             ),
@@ -228,7 +229,7 @@ class CoreWorkerService:
             _registered_method=True)
 
     @staticmethod
-    def PushActorTasks(request_iterator,
+    def PushTasks(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -241,7 +242,7 @@ class CoreWorkerService:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/miniray.protocol.CoreWorkerService/PushActorTasks',
+            '/miniray.protocol.CoreWorkerService/PushTasks',
             miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.SerializeToString,
             miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.FromString,
             options,

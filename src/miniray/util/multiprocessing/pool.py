@@ -8,7 +8,7 @@ cluster has CPUs.
 
 Work is split into chunks of ``chunksize`` items; one chunk is one actor call
 that runs the function over its items and returns an ``(ok, value)`` pair per
-item. Chunks not started yet wait in a FIFO here, in the driver, and each
+item. Chunks not started yet wait in a FIFO in the pool's own process, and each
 actor runs one chunk at a time: whichever actor finishes first takes the next
 chunk, the way multiprocessing's workers pull from a shared task queue. A
 finished call is noticed through ``ObjectRef.future()``, whose callback
