@@ -7,6 +7,7 @@ Layout follows Ray: an ObjectID is the ID of the task that created it plus a
 """
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 
@@ -19,6 +20,27 @@ _INDEX = struct.Struct(">I")
 # Objects created by put() have the top bit of their index set, so their
 # IDs never collide with a task's return values.
 _PUT_FLAG = 1 << 31
+
+
+class _UniqueBytes:
+    """Unique byte strings without a syscall each: a random per-process
+    prefix and a counter (a forked child draws a new prefix)."""
+
+    def __init__(self):
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = os.urandom(12)
+        self._counter = itertools.count()
+
+    def take(self) -> bytes:
+        """20 bytes never returned before in this cluster (with overwhelming
+        probability: 96 random bits per process)."""
+        return self._prefix + next(self._counter).to_bytes(8, "big")
+
+
+_unique = _UniqueBytes()
 
 
 class BaseID(bytes):
@@ -109,7 +131,7 @@ class TaskID(BaseID):
 
     @classmethod
     def of(cls, job_id: JobID) -> "TaskID":
-        return cls(os.urandom(20) + job_id)
+        return cls(_unique.take() + job_id)
 
     @classmethod
     def for_driver(cls, job_id: JobID) -> "TaskID":

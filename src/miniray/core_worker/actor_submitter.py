@@ -10,6 +10,7 @@ otherwise they fail with RayActorError (ActorDiedError once it is dead).
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 
@@ -115,6 +116,7 @@ class ActorTaskSubmitter:
             return exceptions.TaskCancelledError(task.task_id.hex())
         if action.reason == "not_retried":
             return exceptions.RayActorError(
+                actor.calls.actor_id.hex(),
                 "The actor died unexpectedly before finishing this task; it "
                 "is restarting, and the task is not retried (max_task_retries=0).")
         cause = None
@@ -135,11 +137,20 @@ class ActorTaskSubmitter:
         """Fail a call that was not retried, once the GCS has noticed the
         failure of its incarnation: with the death cause if the actor died."""
         info = None
+        known_state, known_restarts = ALIVE, max(action.incarnation, 0)
+        deadline = asyncio.get_running_loop().time() + 60
         try:
-            reply = await self.worker.gcs.WaitActorChange(gcs_pb2.WaitActorChangeRequest(
-                actor_id=actor.calls.actor_id, known_state=ALIVE,
-                known_num_restarts=max(action.incarnation, 0), timeout=10))
-            info = reply.info if reply.found else None
+            # Until the GCS has noticed: the actor is dead or a later
+            # incarnation exists (the GCS may be slow to see a death).
+            while asyncio.get_running_loop().time() < deadline:
+                reply = await self.worker.gcs.WaitActorChange(gcs_pb2.WaitActorChangeRequest(
+                    actor_id=actor.calls.actor_id, known_state=known_state,
+                    known_num_restarts=known_restarts, timeout=10))
+                info = reply.info if reply.found else None
+                if info is None or info.state == DEAD or \
+                        info.num_restarts > action.incarnation:
+                    break
+                known_state, known_restarts = info.state, info.num_restarts
         except Exception:               # noqa: BLE001 - the GCS is gone
             pass
         dead = info is not None and info.state == DEAD

@@ -23,7 +23,8 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         return await executor.push(request.spec)
 
     async def PushTasks(self, request_iterator, context):
-        """Run an owner's tasks as they arrive; reply as each finishes."""
+        """Run an owner's tasks as they arrive; reply as each finishes (the
+        replies ready at once travel in one message)."""
         executor = self.worker.executor
         if executor is None:
             raise RuntimeError("drivers do not execute tasks")
@@ -39,28 +40,35 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
             except Exception as exc:         # noqa: BLE001 - reported per call
                 reply = cw_pb2.PushTaskReply(system_error=str(exc) or type(exc).__name__)
             reply.task_id = spec.task_id
-            await replies.put(reply)
+            replies.put_nowait(reply)
 
         async def read():
             try:
-                async for request in request_iterator:
-                    state["outstanding"] += 1
-                    task = asyncio.ensure_future(run(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                async for batch in request_iterator:
+                    for request in batch.tasks:
+                        state["outstanding"] += 1
+                        task = asyncio.ensure_future(run(request))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
             finally:
                 state["reading"] = False
-                await replies.put(None)
+                replies.put_nowait(None)
 
         tasks: set = set()
         reader = asyncio.ensure_future(read())
         try:
             while state["reading"] or state["outstanding"]:
+                batch = cw_pb2.PushTaskReplyBatch()
                 reply = await replies.get()
-                if reply is None:
-                    continue
-                state["outstanding"] -= 1
-                yield reply
+                while True:
+                    if reply is not None:
+                        batch.replies.append(reply)
+                    if replies.empty():
+                        break
+                    reply = replies.get_nowait()
+                if batch.replies:
+                    state["outstanding"] -= len(batch.replies)
+                    yield batch
         finally:
             reader.cancel()
             for task in tasks:

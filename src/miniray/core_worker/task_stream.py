@@ -2,9 +2,10 @@
 
 Requests go out in the order ``send`` is called; replies come back as each
 task finishes. A stream is much cheaper per task than a unary RPC in
-grpc.aio, so both submitters use one: the actor submitter per actor
-incarnation, the normal task submitter per lease (which still runs one
-task at a time). When the stream breaks (the worker died), every task
+grpc.aio, and each message carries every request queued since the last
+write (a burst of calls costs one write, not one each), so both submitters
+use one: the actor submitter per actor incarnation, the normal task
+submitter per lease (which still runs one task at a time). When the stream breaks (the worker died), every task
 still in flight is handed to ``on_broken``, in submission order.
 """
 from __future__ import annotations
@@ -32,18 +33,23 @@ class TaskStream:
         self._outbox.put_nowait(request or cw_pb2.PushTaskRequest(spec=task.spec))
 
     async def _write(self) -> None:
+        outbox = self._outbox
         try:
             while True:
-                await self.call.write(await self._outbox.get())
+                batch = cw_pb2.PushTaskBatch(tasks=[await outbox.get()])
+                while not outbox.empty():
+                    batch.tasks.append(outbox.get_nowait())
+                await self.call.write(batch)
         except Exception:       # noqa: BLE001 - the reader sees the stream fail
             pass
 
     async def _read(self) -> None:
         try:
-            async for reply in self.call:
-                task = self._inflight.pop(reply.task_id, None)
-                if task is not None:
-                    self._on_reply(task, reply)
+            async for batch in self.call:
+                for reply in batch.replies:
+                    task = self._inflight.pop(reply.task_id, None)
+                    if task is not None:
+                        self._on_reply(task, reply)
         except Exception:       # noqa: BLE001 - the worker went away
             pass
         self.closed = True

@@ -42,8 +42,8 @@ class CoreWorkerServiceStub:
                 _registered_method=True)
         self.PushTasks = channel.stream_stream(
                 '/miniray.protocol.CoreWorkerService/PushTasks',
-                request_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.SerializeToString,
-                response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.FromString,
+                request_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskBatch.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReplyBatch.FromString,
                 _registered_method=True)
         self.GetObject = channel.unary_unary(
                 '/miniray.protocol.CoreWorkerService/GetObject',
@@ -94,7 +94,8 @@ class CoreWorkerServiceServicer:
     def PushTasks(self, request_iterator, context):
         """Tasks from one owner to one worker (the calls of one caller to one
         actor incarnation, or the tasks of one lease): a stream each way,
-        replies in completion order, so no unary RPC per task.
+        replies in completion order, so no unary RPC per task. Each message
+        carries every task (reply) that was ready to go when it was written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,8 +153,8 @@ def add_CoreWorkerServiceServicer_to_server(servicer, server):
             ),
             'PushTasks': grpc.stream_stream_rpc_method_handler(
                     servicer.PushTasks,
-                    request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.FromString,
-                    response_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.SerializeToString,
+                    request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskBatch.FromString,
+                    response_serializer=miniray_dot_protocol_dot_core__worker__pb2.PushTaskReplyBatch.SerializeToString,
             ),
             'GetObject': grpc.unary_unary_rpc_method_handler(
                     servicer.GetObject,
@@ -243,8 +244,8 @@ class CoreWorkerService:
             request_iterator,
             target,
             '/miniray.protocol.CoreWorkerService/PushTasks',
-            miniray_dot_protocol_dot_core__worker__pb2.PushTaskRequest.SerializeToString,
-            miniray_dot_protocol_dot_core__worker__pb2.PushTaskReply.FromString,
+            miniray_dot_protocol_dot_core__worker__pb2.PushTaskBatch.SerializeToString,
+            miniray_dot_protocol_dot_core__worker__pb2.PushTaskReplyBatch.FromString,
             options,
             channel_credentials,
             insecure,
