@@ -104,6 +104,10 @@ def run_file(name: str, run_dir: str, out_dir: str, timeout: int, file_timeout: 
         f.write("[pytest]\n")
     command = [sys.executable, "-m", "pytest", "-p", "ray_compat.plugin",
                "-p", "no:cacheprovider", "-c", ini, "--rootdir", run_dir,
+               # sys-level capture: output of miniray's processes (a worker's
+               # traceback) goes straight to the log instead of being lost
+               # in the capture of whichever test started the cluster.
+               "--capture=sys",
                "--timeout", str(timeout), "-rA", "-q", f"--junitxml={junit}",
                os.path.join(run_dir, name), *extra_args]
     started = time.monotonic()

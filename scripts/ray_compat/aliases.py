@@ -214,9 +214,14 @@ class _AliasLoader(importlib.abc.Loader):
 
 class _RayFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
-        if not fullname.startswith("ray."):
+        if fullname == "ray":
+            # ``ray`` was dropped from sys.modules (some tests do, to re-import
+            # it): import miniray again, never the real ray on sys.path.
+            factory = lambda: importlib.import_module("miniray")  # noqa: E731
+        elif fullname.startswith("ray."):
+            factory = _target(fullname)
+        else:
             return None
-        factory = _target(fullname)
         if factory is None:
             return None      # the path finder looks in miniray's dirs: not found
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(factory),

@@ -241,6 +241,15 @@ def set_enable_auto_connect():
     pytest.skip("Ray-internal API: ray._private.auto_init_hook.enable_auto_connect")
 
 
+@pytest.fixture(params=[True, False])
+def start_http_proxy(request):
+    if request.param:
+        pytest.skip("needs a local HTTP proxy (proxy.py) and Ray's internal "
+                    "RAY_grpc_enable_http_proxy switch")
+    # Ray: with a proxy that is not used, a local cluster must still work.
+    yield {"http_proxy": "http://example.com", "https_proxy": "http://example.com"}
+
+
 @pytest.fixture
 def propagate_logs():
     loggers = [logging.getLogger(name) for name in ("ray", "miniray")]

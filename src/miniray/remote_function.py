@@ -14,10 +14,11 @@ from miniray.util.scheduling_strategies import bundle_request
 # and have no effect on a single node yet.
 TASK_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "memory", "num_returns", "max_retries",
-    "retry_exceptions", "name", "scheduling_strategy",            # accepted
-    "runtime_env", "accelerator_type", "max_calls", "label_selector",
-    "placement_group", "placement_group_bundle_index",
-    "placement_group_capture_child_tasks", "_metadata", "object_store_memory",
+    "retry_exceptions", "name", "scheduling_strategy",
+    "placement_group", "placement_group_bundle_index",        # Ray's older form
+    "placement_group_capture_child_tasks",
+    "runtime_env", "accelerator_type", "max_calls", "label_selector",  # accepted
+    "_metadata", "object_store_memory",
     "enable_task_events", "fallback_strategy", "_labels",
 }
 
@@ -68,9 +69,9 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
     name = options.get("name")
     if name is not None and not isinstance(name, str):
         raise ValueError(f"The name option must be a string, got {name!r}")
-    if "scheduling_strategy" in options:
+    if "scheduling_strategy" in options or "placement_group" in options:
         from miniray.util.scheduling_strategies import to_proto
-        to_proto(options["scheduling_strategy"])        # raises ValueError if bad
+        to_proto(explicit_strategy(options))        # raises ValueError if bad
     runtime_env = options.get("runtime_env")
     if runtime_env:
         warnings.warn("runtime_env is not supported by miniray yet and is ignored",
@@ -86,19 +87,46 @@ def unpack_returns(result, num_returns):
     return None if num_returns == 0 else result
 
 
+def explicit_strategy(options: dict):
+    """The strategy the options name: ``scheduling_strategy``, or Ray's older
+    ``placement_group=`` / ``placement_group_bundle_index=`` /
+    ``placement_group_capture_child_tasks=`` options; None if neither."""
+    from miniray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    strategy = options.get("scheduling_strategy")
+    group = options.get("placement_group", "default")
+    if group in ("default", None):
+        return strategy
+    if strategy is not None:
+        raise ValueError("The placement_group option and scheduling_strategy "
+                         "cannot both be set; use scheduling_strategy="
+                         "PlacementGroupSchedulingStrategy(...)")
+    return PlacementGroupSchedulingStrategy(
+        group, options.get("placement_group_bundle_index", -1),
+        options.get("placement_group_capture_child_tasks"))
+
+
 def scheduling_strategy(options: dict, worker=None):
     """The strategy proto; tasks started inside a placement group that
     captures child tasks default to that group."""
     from miniray.util.scheduling_strategies import to_proto
-    strategy = options.get("scheduling_strategy")
-    if strategy is None and worker is not None:
+    strategy = explicit_strategy(options)
+    if strategy is None and worker is not None and _inherits(options, worker):
         context = worker.task_context
-        if context.capture_child_tasks:
-            kinds = type(context.placement_group)
-            return kinds(kind=kinds.PLACEMENT_GROUP, bundle_index=-1,
-                         placement_group_id=context.placement_group.placement_group_id,
-                         capture_child_tasks=True)
+        kinds = type(context.placement_group)
+        return kinds(kind=kinds.PLACEMENT_GROUP, bundle_index=-1,
+                     placement_group_id=context.placement_group.placement_group_id,
+                     capture_child_tasks=True)
     return to_proto(strategy)
+
+
+def _inherits(options: dict, worker) -> bool:
+    """Does a call with these options run in the caller's placement group?"""
+    if options.get("scheduling_strategy") is not None or \
+            options.get("placement_group", "default") not in ("default", None):
+        return False
+    if options.get("placement_group_capture_child_tasks") is False:
+        return False
+    return worker.task_context.capture_child_tasks
 
 
 def resource_request(options: dict, default_cpus: float) -> dict:
@@ -152,8 +180,7 @@ class RemoteFunction:
         streaming = num_returns == "streaming"
         # A task inside a placement group that captures children inherits
         # it: then the strategy depends on the caller, so no caching.
-        inherits = "scheduling_strategy" not in options and \
-            worker.task_context.capture_child_tasks
+        inherits = _inherits(options, worker)
         cached = holder._template
         if inherits or cached is None or cached[0] is not worker:
             template = self._make_template(options, worker)

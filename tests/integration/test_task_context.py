@@ -139,3 +139,19 @@ def test_placement_group_in_tasks_actors_and_captured_children():
     actor = InGroup.options(scheduling_strategy=plain, num_cpus=1).remote()
     assert ray.get(actor.where.remote()) == pg_hex
     ray.kill(actor)
+
+
+def test_older_placement_group_options_still_place_the_task():
+    group = placement_group([{"CPU": 1}])
+    ray.get(group.ready(), timeout=30)
+
+    @ray.remote
+    def where():
+        return ray.get_runtime_context().get_placement_group_id()
+
+    assert ray.get(where.options(placement_group=group).remote()) == group.id.hex()
+    assert ray.get(where.options(placement_group=group,
+                                 placement_group_bundle_index=0).remote()) == group.id.hex()
+    with pytest.raises(ValueError):
+        where.options(placement_group=group,
+                      scheduling_strategy=PlacementGroupSchedulingStrategy(group)).remote()

@@ -1,9 +1,25 @@
 """Starting a grpc.aio server on the current event loop."""
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import grpc
 
 from miniray.rpc.channels import GRPC_OPTIONS
+
+
+class _DropCancelledRpcs(logging.Filter):
+    """grpc.aio logs every handler it cancels when a server stops (a long
+    poll, a heartbeat in flight) as an unhandled error; at shutdown that is
+    expected, so those records are dropped. Other errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, asyncio.CancelledError)
+
+
+logging.getLogger("grpc._cython.cygrpc").addFilter(_DropCancelledRpcs())
 
 
 async def start_server(add_servicers, host: str = "127.0.0.1",
