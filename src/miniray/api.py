@@ -225,7 +225,32 @@ atexit.register(shutdown)
 
 # --- objects -------------------------------------------------------------------
 def put(value, *, _owner=None) -> ObjectRef:
-    return ensure_initialized().put(value)
+    """Store ``value`` in the object store. ``_owner``: an actor that owns
+    the object instead of this process, so it outlives this process for as
+    long as the actor lives and someone holds a reference."""
+    worker = ensure_initialized()
+    if _owner is None:
+        return worker.put(value)
+    from miniray.actor import ActorHandle
+    if not isinstance(_owner, ActorHandle):
+        raise TypeError(f"Expect an `ActorHandle` as _owner, but got: {type(_owner)}")
+    return worker.put(value, owner=_actor_address(worker, _owner))
+
+
+def _actor_address(worker, handle):
+    """The address of a live actor's process (waiting while it starts)."""
+    from miniray.common.address import WorkerAddress
+    from miniray.exceptions import ActorDiedError
+    from miniray.protocol import common_pb2, gcs_pb2
+    reply = worker.call("gcs", "GetActorInfo",
+                        gcs_pb2.GetActorInfoRequest(actor_id=handle._actor_id))
+    while reply.found and reply.info.state not in (common_pb2.ALIVE, common_pb2.DEAD):
+        reply = worker.call("gcs", "WaitActorChange", gcs_pb2.WaitActorChangeRequest(
+            actor_id=handle._actor_id, known_state=reply.info.state,
+            known_num_restarts=reply.info.num_restarts, timeout=30))
+    if not reply.found or reply.info.state != common_pb2.ALIVE:
+        raise ActorDiedError(f"the owner actor {handle._actor_id.hex()} is not alive")
+    return WorkerAddress.from_proto(reply.info.address)
 
 
 def get(object_refs, *, timeout: float | None = None):

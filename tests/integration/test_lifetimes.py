@@ -119,3 +119,43 @@ def test_dead_actor_calls_fail_after_kill():
     ray.kill(counter)
     with pytest.raises(exceptions.RayActorError):
         ray.get(counter.inc.remote(), timeout=30)
+
+
+@ray.remote
+class Keeper:
+    def __init__(self):
+        self.refs = []
+
+    def keep(self, refs):
+        self.refs.extend(refs)
+
+    def values(self):
+        return ray.get(self.refs)
+
+
+@ray.remote
+class Creator:
+    def make(self, keeper, owned_by_keeper):
+        owner = keeper if owned_by_keeper else None
+        ref = ray.put("x" * 200_000, _owner=owner)     # a store object
+        ray.get(keeper.keep.remote([ref]))
+
+
+def test_put_with_an_owner_outlives_its_creator():
+    keeper, creator = Keeper.remote(), Creator.remote()
+    ray.get(creator.make.remote(keeper, True))
+    ray.kill(creator)
+    assert ray.get(keeper.values.remote(), timeout=30) == ["x" * 200_000]
+
+
+def test_put_without_an_owner_dies_with_its_creator():
+    keeper, creator = Keeper.remote(), Creator.remote()
+    ray.get(creator.make.remote(keeper, False))
+    ray.kill(creator)
+    with pytest.raises(exceptions.RayError):
+        ray.get(keeper.values.remote(), timeout=30)
+
+
+def test_put_owner_must_be_an_actor_handle():
+    with pytest.raises(TypeError):
+        ray.put(1, _owner="not an actor")

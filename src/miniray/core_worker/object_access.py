@@ -25,7 +25,9 @@ WORKER = "worker"
 
 
 class ObjectAccess:
-    def put(self, value, _owner_address=None) -> ObjectRef:
+    def put(self, value, owner=None) -> ObjectRef:
+        """Store ``value``; this process owns it, or ``owner`` (the
+        WorkerAddress of an actor's process, for ``put(_owner=actor)``)."""
         if isinstance(value, ObjectRef):
             raise TypeError(
                 "Calling 'put' on an ObjectRef is not allowed. If you really "
@@ -33,12 +35,37 @@ class ObjectAccess:
                 "call 'put' on it.")
         serialized = serialize(value)
         object_id = self.next_put_id()
+        if owner is not None and owner.worker_id != self.worker_id:
+            return self._put_owned_by(object_id, serialized, owner)
         with self._lock:
             self.refs.add_owned(object_id)
             self.refs.add_contained(object_id, serialized.nested_refs)
         payload = self.make_payload(object_id, serialized, self.worker_id)
         self.memory_store.put(object_id, payload)
         return ObjectRef(object_id, self.address)
+
+    def _put_owned_by(self, object_id: ObjectID, serialized: SerializedObject,
+                      owner) -> ObjectRef:
+        """Hand a new object to another owner; we are its first borrower
+        (counted by the owner before this returns)."""
+        payload = self.make_payload(object_id, serialized, owner.worker_id)
+        self.call(owner, "AssignObjectOwner", cw_pb2.AssignObjectOwnerRequest(
+            payload=payload, borrower_id=self.worker_id))
+        ref = ObjectRef(object_id, owner)
+        with self._lock:
+            self.refs.mark_registered(object_id)
+        return ref
+
+    async def adopt_object(self, payload, borrower: WorkerID) -> None:
+        """AssignObjectOwner (io thread): own an object another process made."""
+        object_id = ObjectID(payload.object_id)
+        from miniray.core_worker.submitter import nested_ref_infos
+        with self._lock:
+            self.refs.add_owned(object_id)
+            self.refs.add_contained(object_id, nested_ref_infos(payload))
+            self.refs.update_borrower(object_id, borrower, 1)
+        self.memory_store.put(object_id, payload)
+        await self.register_borrows()     # the refs it holds: we borrow them now
 
     def make_payload(self, object_id: ObjectID, serialized: SerializedObject,
                      owner_id: WorkerID):

@@ -5,7 +5,7 @@ import asyncio
 import os
 import sys
 
-from miniray.common.ids import ObjectID, TaskID
+from miniray.common.ids import ObjectID, TaskID, WorkerID
 from miniray.core_worker import accelerators
 from miniray.protocol import core_worker_pb2 as cw_pb2
 from miniray.protocol import core_worker_pb2_grpc as cw_grpc
@@ -106,6 +106,10 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
     async def UpdateRefCounts(self, request, context):
         self.worker.handle_ref_updates(request.updates)
         return cw_pb2.UpdateRefCountsReply()
+
+    async def AssignObjectOwner(self, request, context):
+        await self.worker.adopt_object(request.payload, WorkerID(request.borrower_id))
+        return cw_pb2.AssignObjectOwnerReply()
 
     async def CancelTask(self, request, context):
         executor = self.worker.executor

@@ -55,6 +55,11 @@ class CoreWorkerServiceStub:
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.UpdateRefCountsRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.UpdateRefCountsReply.FromString,
                 _registered_method=True)
+        self.AssignObjectOwner = channel.unary_unary(
+                '/miniray.protocol.CoreWorkerService/AssignObjectOwner',
+                request_serializer=miniray_dot_protocol_dot_core__worker__pb2.AssignObjectOwnerRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.AssignObjectOwnerReply.FromString,
+                _registered_method=True)
         self.CancelTask = channel.unary_unary(
                 '/miniray.protocol.CoreWorkerService/CancelTask',
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.CancelTaskRequest.SerializeToString,
@@ -113,6 +118,12 @@ class CoreWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AssignObjectOwner(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -165,6 +176,11 @@ def add_CoreWorkerServiceServicer_to_server(servicer, server):
                     servicer.UpdateRefCounts,
                     request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.UpdateRefCountsRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_core__worker__pb2.UpdateRefCountsReply.SerializeToString,
+            ),
+            'AssignObjectOwner': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignObjectOwner,
+                    request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.AssignObjectOwnerRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_core__worker__pb2.AssignObjectOwnerReply.SerializeToString,
             ),
             'CancelTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTask,
@@ -300,6 +316,33 @@ class CoreWorkerService:
             '/miniray.protocol.CoreWorkerService/UpdateRefCounts',
             miniray_dot_protocol_dot_core__worker__pb2.UpdateRefCountsRequest.SerializeToString,
             miniray_dot_protocol_dot_core__worker__pb2.UpdateRefCountsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignObjectOwner(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.CoreWorkerService/AssignObjectOwner',
+            miniray_dot_protocol_dot_core__worker__pb2.AssignObjectOwnerRequest.SerializeToString,
+            miniray_dot_protocol_dot_core__worker__pb2.AssignObjectOwnerReply.FromString,
             options,
             channel_credentials,
             insecure,
