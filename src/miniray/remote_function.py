@@ -17,7 +17,8 @@ TASK_OPTIONS = {
     "retry_exceptions", "name", "scheduling_strategy",
     "placement_group", "placement_group_bundle_index",        # Ray's older form
     "placement_group_capture_child_tasks",
-    "runtime_env", "accelerator_type", "max_calls", "label_selector",  # accepted
+    "max_calls",
+    "runtime_env", "accelerator_type", "label_selector",  # accepted
     "_metadata", "object_store_memory",
     "enable_task_events", "fallback_strategy", "_labels",
 }
@@ -66,6 +67,11 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
             and all(isinstance(t, type) and issubclass(t, BaseException) for t in retry)):
         raise ValueError("The retry_exceptions option must be a bool or a list of "
                          f"exception classes, got {retry!r}")
+    max_calls = options.get("max_calls")
+    if max_calls is not None and (isinstance(max_calls, bool)
+                                  or not isinstance(max_calls, int) or max_calls < 0):
+        raise ValueError(f"The max_calls option must be a non-negative integer, "
+                         f"got {max_calls!r}")
     name = options.get("name")
     if name is not None and not isinstance(name, str):
         raise ValueError(f"The name option must be a string, got {name!r}")
@@ -163,6 +169,8 @@ class RemoteFunction:
 
     def options(self, **options) -> "_BoundOptions":
         validate_options(options, TASK_OPTIONS, "remote functions")
+        if "max_calls" in options:
+            raise ValueError("Setting 'max_calls' is not supported in '.options()'.")
         return _BoundOptions(self, {**self._options, **options})
 
     def remote(self, *args, **kwargs):
@@ -211,7 +219,7 @@ class RemoteFunction:
             retry_exception_types=pickle.dumps(tuple(retry))
             if isinstance(retry, (list, tuple)) else b"",
             name=options.get("name") or "",
-            scheduling_strategy=strategy)
+            scheduling_strategy=strategy, max_calls=options.get("max_calls") or 0)
 
 
 class _BoundOptions:

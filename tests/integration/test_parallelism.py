@@ -201,3 +201,14 @@ def test_force_cancel_of_an_actor_call_is_refused(cluster):
     with pytest.raises(ValueError, match="force=True is not supported for actor tasks"):
         ray.cancel(ref, force=True)
     assert ray.get(ref) == "x"
+
+
+def test_max_calls_retires_the_worker(cluster):
+    @ray.remote(max_calls=1)
+    def pid():
+        return os.getpid()
+
+    pids = [ray.get(pid.remote()) for _ in range(3)]
+    assert len(set(pids)) == 3            # a fresh worker each time
+    with pytest.raises(ValueError):
+        pid.options(max_calls=2)

@@ -206,3 +206,13 @@ def test_random_event_sequences_keep_invariants():
                 apply(lm.idle_expired(lease, now))
             lm.validate()
             assert set(running.values()).isdisjoint(done)
+
+
+def test_worker_that_reached_max_calls_is_not_reused(lm):
+    for i in range(2):
+        lm.enqueue(K, f"t{i}", now=0)
+    lm.lease_granted(K, "L1", now=0)
+    actions = lm.task_finished("L1", now=0.01, worker_exiting=True)
+    assert actions[0] == ReturnLease("L1", exiting=True)
+    assert not kinds(actions, PushTask)
+    assert lm.lease_granted(K, "L2", now=0.02) == [PushTask("t1", "L2")]

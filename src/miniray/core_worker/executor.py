@@ -34,6 +34,7 @@ class TaskExecutor:
         self._job_id: JobID | None = None
         self._exit = False
         self.actor = None                 # ActorRuntime once an actor lives here
+        self._calls: dict[bytes, int] = {}   # function id -> runs (for max_calls)
 
     # --- io thread side ------------------------------------------------------
     async def push(self, spec) -> cw_pb2.PushTaskReply:
@@ -90,7 +91,12 @@ class TaskExecutor:
         accelerators.apply(spec)      # its GPU ids, CUDA_VISIBLE_DEVICES
         if spec.type == common_pb2.ACTOR_CREATION_TASK:
             return self.run_task(spec, lambda: self._actor_constructor(spec))
-        return self.run_task(spec, lambda: self.worker.functions.load(spec.function_id))
+        reply = self.run_task(spec, lambda: self.worker.functions.load(spec.function_id))
+        if spec.max_calls > 0:
+            calls = self._calls[spec.function_id] = self._calls.get(spec.function_id, 0) + 1
+            if calls >= spec.max_calls:
+                reply.worker_exiting = True     # the owner ends the lease with us
+        return reply
 
     def _actor_constructor(self, spec):
         from miniray.core_worker.actor_runtime import ActorRuntime

@@ -112,12 +112,15 @@ class LeaseManager:
         self._keys[key].pending -= 1
         return self.take_queue(key)
 
-    def task_finished(self, lease_id, now: float) -> list:
-        """The lease's task replied; the worker is free."""
+    def task_finished(self, lease_id, now: float, worker_exiting: bool = False) -> list:
+        """The lease's task replied; the worker is free (or, ``worker_exiting``,
+        done: it ran its function ``max_calls`` times and goes)."""
         lease = self._leases[lease_id]
         lease.task_id = None
         lease.idle_since = now
         state = self._keys[lease.key]
+        if worker_exiting:
+            return self._end(lease_id, exiting=True) + self._dispatch(lease.key, state, now)
         if not self._reusable(state, lease, now):
             return self._end(lease_id) + self._dispatch(lease.key, state, now)
         if state.queue:

@@ -265,7 +265,7 @@ class NormalTaskSubmitter:
             self._apply(self._policy.lease_lost(lease.lease_id, now))
             self._on_system_failure(task, reply.system_error if reply is not None else "")
             return
-        self._apply(self._policy.task_finished(lease.lease_id, now))
+        self._apply(self._policy.task_finished(lease.lease_id, now, reply.worker_exiting))
         self.on_reply(task, reply)
 
     async def _release(self, lease: _Lease, exiting: bool) -> None:
