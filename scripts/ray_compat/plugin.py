@@ -19,8 +19,10 @@ Do not run Ray's own ``conftest.py`` with it: copy the test files alone.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -80,6 +82,33 @@ def pytest_runtest_protocol(item, nextitem):
         yield
     finally:
         aliases.set_in_test(False)
+
+
+_INTERNAL_IN_WORKER = re.compile(r"RayInternalUnavailable: not available in miniray: ([^\n]+)")
+
+
+def _internal_used_in_worker(exc: BaseException | None) -> str | None:
+    """The Ray internal a task or actor needed, if that is why ``exc`` came
+    back from a worker (where ``Internal`` raises instead of skipping)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        match = _INTERNAL_IN_WORKER.search(str(exc))
+        if match:
+            return match.group(1).strip()
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.failed and call.excinfo is not None:
+        reason = _internal_used_in_worker(call.excinfo.value)
+        if reason:
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), item.location[1] or 0,
+                               f"Skipped: {reason} (used in a task or actor)")
 
 
 # --- fixtures: a local cluster -------------------------------------------------------
@@ -248,6 +277,14 @@ def start_http_proxy(request):
                     "RAY_grpc_enable_http_proxy switch")
     # Ray: with a proxy that is not used, a local cluster must still work.
     yield {"http_proxy": "http://example.com", "https_proxy": "http://example.com"}
+
+
+@pytest.fixture
+def event_loop():
+    """pytest-asyncio's fixture before 1.0, which Ray's async tests still ask for."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
 
 
 @pytest.fixture

@@ -53,14 +53,35 @@ def test_node_affinity(cluster):
 
 
 def test_spread_uses_both_nodes(cluster):
-    import time
+    """Two SPREAD tasks running at once land on different nodes, though each
+    needs so little CPU that DEFAULT would pack both on the head (as Ray's
+    own SPREAD test does, the tasks block, so lease reuse can't serialize
+    them onto one worker)."""
+    from miniray.testing import SignalActor
 
-    @ray.remote(scheduling_strategy="SPREAD")
-    def where():
-        time.sleep(0.2)
+    # Like Ray's own test: run a task on each node first, so the head raylet's
+    # cluster view (refreshed with heartbeats) already has the new node.
+    head, worker = _head_and_worker(cluster)
+    for target in (head, worker):
+        strategy = NodeAffinitySchedulingStrategy(target, soft=False)
+        assert ray.get(node_id.options(scheduling_strategy=strategy).remote()) == target
+    signal = SignalActor.remote()
+
+    @ray.remote(num_cpus=0.25)
+    def where(signal, spread):
+        ray.get(signal.wait.remote())
         return ray.get_runtime_context().get_node_id()
 
-    assert set(ray.get([where.remote() for _ in range(6)])) == set(_head_and_worker(cluster))
+    def run(strategy):
+        refs = [where.options(scheduling_strategy=strategy).remote(signal, True)
+                for _ in range(2)]
+        wait_for_condition(lambda: ray.get(signal.cur_num_waiters.remote()) == 2,
+                           timeout=30)
+        ray.get(signal.send.remote(clear=True))
+        return set(ray.get(refs, timeout=30))
+
+    assert run("SPREAD") == set(_head_and_worker(cluster))
+    assert run("DEFAULT") == {cluster.head_node.node_id.hex()}
 
 
 def test_objects_move_between_nodes(cluster):

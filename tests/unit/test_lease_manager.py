@@ -101,16 +101,6 @@ def test_old_lease_goes_back_to_the_raylet_between_tasks(lm):
     assert PushTask("t1", "L1") not in actions
 
 
-def test_spread_keys_get_a_fresh_lease_per_task(lm):
-    for i in range(2):
-        lm.enqueue("spread", f"t{i}", now=0, reuse=False)
-    lm.lease_granted("spread", "L1", now=0)
-    actions = lm.task_finished("L1", now=0.01)
-    assert actions[0] == ReturnLease("L1")
-    assert not kinds(actions, PushTask)
-    assert lm.lease_granted("spread", "L2", now=0.02) == [PushTask("t1", "L2")]
-
-
 def test_cancel_of_a_queued_task_removes_it(lm):
     lm.enqueue(K, "t0", now=0)
     lm.enqueue(K, "t1", now=0)
@@ -181,7 +171,7 @@ def test_random_event_sequences_keep_invariants():
             choice = rng.random()
             if choice < 0.3:
                 key = rng.choice("ab")
-                apply(lm.enqueue(key, f"t{submitted}", now, reuse=key == "a"))
+                apply(lm.enqueue(key, f"t{submitted}", now))
                 submitted += 1
             elif choice < 0.55 and requests:
                 key = requests.pop(rng.randrange(len(requests)))

@@ -14,8 +14,6 @@ and carries out the actions it returns. The rules, as in Ray:
 - A lease with nothing to run is kept for ``idle_s`` (a loop of
   ``get(f.remote())`` reuses it), then returned. A lease granted when its
   key's queue is already empty goes straight back.
-- A key enqueued with ``reuse=False`` (SPREAD) gets a fresh lease per
-  task, so the raylets place every task and the tasks really spread.
 - Cancelling a task that is still queued removes it at once.
 """
 from __future__ import annotations
@@ -64,13 +62,12 @@ class _Lease:
 
 
 class _Key:
-    __slots__ = ("queue", "pending", "leases", "reuse")
+    __slots__ = ("queue", "pending", "leases")
 
-    def __init__(self, reuse: bool):
+    def __init__(self):
         self.queue: collections.deque = collections.deque()
         self.pending = 0             # lease requests sent, not yet answered
         self.leases: dict = {}       # lease id -> _Lease
-        self.reuse = reuse
 
 
 class LeaseManager:
@@ -83,12 +80,11 @@ class LeaseManager:
         self._queued: dict[Hashable, Hashable] = {}      # task id -> key
 
     # --- events --------------------------------------------------------------
-    def enqueue(self, key, task_id, now: float, front: bool = False,
-                reuse: bool = True) -> list:
+    def enqueue(self, key, task_id, now: float, front: bool = False) -> list:
         """A task whose arguments are ready wants a worker of shape ``key``."""
         state = self._keys.get(key)
         if state is None:
-            state = self._keys[key] = _Key(reuse)
+            state = self._keys[key] = _Key()
         if front:                    # a retry goes before later submissions
             state.queue.appendleft(task_id)
         else:
@@ -203,7 +199,7 @@ class LeaseManager:
 
     def _reusable(self, state: _Key, lease: _Lease, now: float) -> bool:
         """May this lease take a (another) queued task?"""
-        return not lease.used or (state.reuse and now - lease.granted_at < self.reuse_s)
+        return not lease.used or now - lease.granted_at < self.reuse_s
 
     def _end(self, lease_id, exiting: bool = False) -> list:
         lease = self._leases.pop(lease_id)

@@ -176,8 +176,7 @@ class NormalTaskSubmitter:
             self.worker.spawn(self.worker.warn_if_infeasible(
                 resources, spec.function_name, task.task_id))
         task.key = key
-        self._apply(self._policy.enqueue(key, task.task_id, time.monotonic(), front,
-                                         reuse=strategy.kind != strategy.SPREAD))
+        self._apply(self._policy.enqueue(key, task.task_id, time.monotonic(), front))
 
     def _apply(self, actions) -> None:
         """Carry out the LeaseManager's decisions (io thread)."""
