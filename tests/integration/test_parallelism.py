@@ -212,3 +212,26 @@ def test_max_calls_retires_the_worker(cluster):
     assert len(set(pids)) == 3            # a fresh worker each time
     with pytest.raises(ValueError):
         pid.options(max_calls=2)
+
+
+def test_a_worker_that_died_while_its_lease_was_idle_costs_no_retry(cluster):
+    import signal as signals
+
+    @ray.remote(max_retries=0)
+    def pid():
+        return os.getpid()
+
+    first = ray.get(pid.remote())
+    os.kill(first, signals.SIGKILL)          # its lease is idle, kept for reuse
+    # The next task must not be pushed to the dead worker and fail with
+    # WorkerCrashedError (it has no retries): it gets a live worker.
+    wait_for_condition(lambda: not _alive(first), timeout=10)
+    assert ray.get(pid.remote(), timeout=30) != first
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

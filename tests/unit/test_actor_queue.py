@@ -167,3 +167,11 @@ def test_random_sequences_keep_order_and_invariants():
             # Within one batch, sequence numbers follow submission order.
             assert [o for _, o in sorted(seqs)] == sorted(o for _, o in seqs)
             q.validate()
+
+
+def test_calls_wait_after_the_connection_to_the_actor_is_lost(q):
+    q.on_info(ALIVE, 0, "addr0", max_task_retries=0)
+    q.connection_lost(0)
+    a = call("a")
+    assert q.submit(a) == []              # not sent to a process that is gone
+    assert sent(q.on_info(ALIVE, 1, "addr1", 0)) == [("a", 0, 1)]

@@ -120,11 +120,16 @@ class ActorCallQueue:
         self._use_retry(task)
         return self._send_ready()
 
+    def connection_lost(self, incarnation: int) -> None:
+        """The stream to ``incarnation`` broke: until the GCS says what
+        happened, new calls wait here instead of going to a dead process."""
+        if incarnation == self.incarnation and self.state == ALIVE:
+            self.state = None
+
     def push_failed(self, task, incarnation: int) -> list:
         """The call could not run: the incarnation it was sent to is gone."""
         self._inflight.pop(task.task_id, None)
-        if incarnation == self.incarnation and self.state == ALIVE:
-            self.state = None             # ask the GCS what happened
+        self.connection_lost(incarnation)
         if task.cancelled:
             return [Fail(task, "cancelled")]
         if task.retries_left != 0:

@@ -104,8 +104,10 @@ class ActorTaskSubmitter:
                 self.tasks.on_reply(task, reply)
 
         def on_broken(tasks):
+            actor.calls.connection_lost(incarnation)
             for task in tasks:
                 self.push_failed(actor, task, incarnation)
+            self._ensure_watch(actor)
 
         actor.incarnation = incarnation
         return TaskStream(self.worker, actor.calls.address, on_reply, on_broken)

@@ -250,11 +250,19 @@ class NormalTaskSubmitter:
             lease.stream = TaskStream(
                 self.worker, lease.address,
                 on_reply=lambda t, reply: self._pushed(t, lease, reply),
-                on_broken=lambda tasks: [self._pushed(t, lease, None) for t in tasks])
+                on_broken=lambda tasks: self._stream_broken(lease, tasks))
         request = cw_pb2.PushTaskRequest(spec=task.spec)
         for name, ids in lease.resource_ids.items():
             request.resource_ids[name].CopyFrom(ids)
         lease.stream.send(task, request)
+
+    def _stream_broken(self, lease: _Lease, tasks: list) -> None:
+        """The lease's worker went away: its task (if any) failed, and the
+        lease ends (even an idle one: nothing more must be pushed to it)."""
+        for task in tasks:
+            self._pushed(task, lease, None)
+        if lease.lease_id in self._leases:
+            self._apply(self._policy.lease_lost(lease.lease_id, time.monotonic()))
 
     def _pushed(self, task: _Task, lease: _Lease, reply) -> None:
         """The task's reply, or None: the worker died before answering."""

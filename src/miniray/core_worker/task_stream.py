@@ -6,7 +6,8 @@ grpc.aio, and each message carries every request queued since the last
 write (a burst of calls costs one write, not one each), so both submitters
 use one: the actor submitter per actor incarnation, the normal task
 submitter per lease (which still runs one task at a time). When the stream breaks (the worker died), every task
-still in flight is handed to ``on_broken``, in submission order.
+still in flight is handed to ``on_broken``, in submission order (an empty
+list when the worker went away while idle; nothing when we closed it).
 """
 from __future__ import annotations
 
@@ -52,10 +53,11 @@ class TaskStream:
                         self._on_reply(task, reply)
         except Exception:       # noqa: BLE001 - the worker went away
             pass
+        closed_by_us = self.closed
         self.closed = True
         failed = sorted(self._inflight.values(), key=lambda t: t.order)
         self._inflight.clear()
-        if failed:
+        if failed or not closed_by_us:
             self._on_broken(failed)
 
     def close(self) -> None:
