@@ -1,8 +1,11 @@
 """``ray.cluster_utils``: Ray's ``Cluster`` signature on ``miniray.testing.Cluster``.
 
 Differences adapted here: Ray's constructor also takes ``shutdown_at_exit``
-(miniray's nodes die with the process that started them anyway), and Ray's
-node objects carry ``unique_id`` (the node id in hex) and ``address``.
+(miniray's nodes die with the process that started them anyway); Ray's
+``address`` is None before the head node is added; Ray records the head as
+the machine's current cluster; Ray's node objects carry ``unique_id`` (the
+node id in hex) and ``address``. The run has its own miniray temp dir, so
+the "current cluster" file is the run's, not the machine's.
 """
 from __future__ import annotations
 
@@ -18,11 +21,34 @@ class Cluster(testing.Cluster):
         super().__init__(initialize_head=initialize_head, connect=connect,
                          head_node_args=head_node_args)
 
+    @property
+    def address(self):
+        # Ray: None until the head node is added (miniray raises).
+        return None if self.head_node is None else self.head_node.gcs_address
+
     def add_node(self, wait: bool = True, **node_args):
+        is_head = self.head_node is None
         node = super().add_node(wait=wait, **node_args)
         node.unique_id = node.node_id.hex()
         node.address = node.gcs_address
+        if is_head:
+            # Ray records the head as this machine's current cluster, so that
+            # ``init()`` and ``init(address="auto")`` connect to it.
+            _write_current_cluster(node.gcs_address)
         return node
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        from miniray.node import forget_current_cluster
+        forget_current_cluster()
+
+
+def _write_current_cluster(address: str) -> None:
+    import os
+    from miniray.node import CURRENT_CLUSTER_FILE
+    os.makedirs(os.path.dirname(CURRENT_CLUSTER_FILE), exist_ok=True)
+    with open(CURRENT_CLUSTER_FILE, "w") as f:
+        f.write(address + "\n")
 
 
 def __getattr__(name):

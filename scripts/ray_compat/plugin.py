@@ -111,6 +111,18 @@ def pytest_runtest_makereport(item, call):
                                f"Skipped: {reason} (used in a task or actor)")
 
 
+@pytest.fixture(autouse=True)
+def _no_session_leaks_between_tests():
+    """A test that inits miniray itself and then fails or is skipped half way
+    (say, at a Ray internal) would leave the session to the next test, whose
+    fixture's ``init`` would then fail. A session this test started (not one
+    a module- or class-scoped fixture holds) ends with it."""
+    held_before = miniray.is_initialized()      # wider fixtures are set up first
+    yield
+    if not held_before and miniray.is_initialized():
+        miniray.shutdown()
+
+
 # --- fixtures: a local cluster -------------------------------------------------------
 @pytest.fixture
 def maybe_external_redis():

@@ -8,6 +8,7 @@ exits.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import pickle
 
@@ -50,6 +51,42 @@ def method(*args, **options):
     return decorate
 
 
+def _call_shape(cls, name: str, function) -> tuple | None:
+    """How a method may be called, as plain data that travels with handles:
+    ``((parameter name, kind, has default), ...)`` without ``self``/``cls``;
+    None if it cannot be told."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    bound = not isinstance(inspect.getattr_static(cls, name, None), staticmethod)
+    if bound and parameters and parameters[0].kind in (
+            inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        parameters = parameters[1:]          # self, or cls of a classmethod
+    return tuple((p.name, int(p.kind), p.default is not p.empty) for p in parameters)
+
+
+_KIND = type(inspect.Parameter.POSITIONAL_ONLY)
+
+
+@functools.lru_cache(maxsize=4096)
+def _signature_of(shape: tuple) -> inspect.Signature:
+    return inspect.Signature([
+        inspect.Parameter(name, _KIND(kind),
+                          default=None if has_default else inspect.Parameter.empty)
+        for name, kind, has_default in shape])
+
+
+def _check_call(shape: tuple | None, args, kwargs, name: str) -> None:
+    """As in Ray: arguments that do not fit fail at ``.remote()`` (TypeError)."""
+    if shape is None:
+        return
+    try:
+        _signature_of(shape).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{name}(): {exc}") from None
+
+
 def _method_meta(cls) -> dict:
     meta = {}
     for name, member in inspect.getmembers(cls):
@@ -58,6 +95,7 @@ def _method_meta(cls) -> dict:
         function = getattr(member, "__func__", member)
         options = dict(getattr(function, "__miniray_method_options__", {}))
         meta[name] = {
+            "signature": _call_shape(cls, name, function),
             "num_returns": options.get("num_returns",
                                        "streaming" if inspect.isgeneratorfunction(function)
                                        or inspect.isasyncgenfunction(function) else 1),
@@ -76,10 +114,20 @@ class ActorClass:
         self._cls = cls
         self._options = options
         self._meta = _method_meta(cls)
+        self._init_shape = (() if cls.__init__ is object.__init__
+                            else _call_shape(cls, "__init__", cls.__init__))
         self._is_asyncio = any(m["is_async"] for m in self._meta.values())
         self._pickled = None
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__
+
+    def __getattr__(self, name):
+        # As in Ray, whose actor class derives from the user's class: class
+        # attributes, static and class methods are reachable through it.
+        cls = self.__dict__.get("_cls")
+        if cls is None or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(cls, name)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
@@ -91,13 +139,19 @@ class ActorClass:
         return _BoundActorClass(self, {**self._options, **options})
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
-        return self._remote(args, kwargs, self._options)
+        return self._create(args, kwargs, self._options)
 
-    def _remote(self, args, kwargs, options: dict) -> "ActorHandle":
+    def _remote(self, args=None, kwargs=None, **options) -> "ActorHandle":
+        """Ray's spelling of ``.options(**options).remote(*args, **kwargs)``."""
+        bound = self.options(**options) if options else self
+        return bound.remote(*(args or ()), **(kwargs or {}))
+
+    def _create(self, args, kwargs, options: dict) -> "ActorHandle":
         from miniray import api
         from miniray.core_worker.function_manager import pickle_function
         from miniray.protocol import common_pb2
 
+        _check_call(self._init_shape, args, kwargs, f"{self._cls.__name__}.__init__")
         worker = api.ensure_initialized()
         if self._pickled is None:
             self._pickled = pickle_function(self._cls)
@@ -145,11 +199,20 @@ class _BoundActorClass:
         self._options = options
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
-        return self._actor_class._remote(args, kwargs, self._options)
+        return self._actor_class._create(args, kwargs, self._options)
 
 
 def _validate_actor_options(options: dict) -> None:
     validate_options(options, ACTOR_OPTIONS, "actors")
+    if options.get("name") == "":
+        raise ValueError("The actor name must not be an empty string")
+    namespace = options.get("namespace")
+    if namespace is not None:
+        if not isinstance(namespace, str):
+            raise TypeError(f"The namespace option must be a string, "
+                            f"got {type(namespace).__name__}")
+        if not namespace:
+            raise ValueError("The namespace option must not be an empty string")
     lifetime = options.get("lifetime")
     if lifetime not in (None, "detached", "non_detached"):
         raise ValueError("actor `lifetime` argument must be one of 'detached', "
@@ -256,9 +319,16 @@ class ActorMethod:
         return ActorMethod(self._handle, self._name, self._meta,
                            {**self._options, **options})
 
+    def _remote(self, args=None, kwargs=None, **options):
+        """Ray's spelling of ``.options(**options).remote(*args, **kwargs)``."""
+        bound = self.options(**options) if options else self
+        return bound.remote(*(args or ()), **(kwargs or {}))
+
     def remote(self, *args, **kwargs):
         from miniray import api
         from miniray.protocol import common_pb2
+        _check_call(self._meta.get("signature"), args, kwargs,
+                    f"{self._handle._class_name}.{self._name}")
         worker = api.ensure_initialized()
         handle = self._handle
         worker.actor_submitter.check_pending_limit(handle._actor_id,

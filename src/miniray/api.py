@@ -105,6 +105,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 "'miniray.shutdown()' prior to 'miniray.init()'.")
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError(f"namespace must be a string, got {namespace!r}")
+        if namespace == "":
+            raise ValueError("namespace must not be an empty string")
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if value is not None and (not isinstance(value, (int, float)) or value < 0):
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
@@ -128,6 +130,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 raise ValueError(
                     "When connecting to an existing cluster, num_cpus, num_gpus, "
                     "resources and object_store_memory must not be provided.")
+            if kwargs.get("_system_config"):
+                raise ValueError("When connecting to an existing cluster, "
+                                 "_system_config must not be provided.")
             gcs_address = _resolve_address(address)
         try:
             raylet_address = _local_raylet(gcs_address)
@@ -194,7 +199,9 @@ def _code_search_path() -> list[str]:
     paths = []
     main = sys.modules.get("__main__")
     main_file = getattr(main, "__file__", None)
-    if main_file:
+    # As Python itself (and Ray): ``python -m pkg.mod`` puts the working
+    # directory on sys.path, not the module's own directory.
+    if main_file and getattr(main, "__spec__", None) is None:
         paths.append(os.path.dirname(os.path.abspath(main_file)))
     paths.append(os.getcwd())
     paths += [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]

@@ -14,7 +14,7 @@ def remote(*args, **options):
     """
     if len(args) == 1 and not options and callable(args[0]):
         return _make(args[0], {})
-    if args:
+    if args or not options:                 # @remote(1), @remote()
         raise TypeError("The @remote decorator must be applied either with no "
                         "arguments and no parentheses, or with keyword options, "
                         "e.g. @remote(num_cpus=1)")

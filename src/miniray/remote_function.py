@@ -1,6 +1,7 @@
 """@miniray.remote on a function: RemoteFunction, its options and .remote()."""
 from __future__ import annotations
 
+import functools
 import inspect
 import pickle
 import warnings
@@ -74,7 +75,7 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
                          f"got {max_calls!r}")
     name = options.get("name")
     if name is not None and not isinstance(name, str):
-        raise ValueError(f"The name option must be a string, got {name!r}")
+        raise TypeError(f"The name option must be a string, got {type(name).__name__}")
     if "scheduling_strategy" in options or "placement_group" in options:
         from miniray.util.scheduling_strategies import to_proto
         to_proto(explicit_strategy(options))        # raises ValueError if bad
@@ -82,6 +83,25 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
     if runtime_env:
         warnings.warn("runtime_env is not supported by miniray yet and is ignored",
                       stacklevel=4)
+
+
+@functools.lru_cache(maxsize=4096)
+def _signature(function) -> inspect.Signature | None:
+    try:
+        return inspect.signature(function)
+    except (TypeError, ValueError):     # some builtins and C callables
+        return None
+
+
+def check_arguments(function, args, kwargs, name: str) -> None:
+    """As in Ray, a call whose arguments do not fit the function's signature
+    fails at ``.remote()`` with TypeError, not later in the worker."""
+    signature = _signature(function)
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{name}(): {exc}") from None
 
 
 def unpack_returns(result, num_returns):
@@ -174,13 +194,19 @@ class RemoteFunction:
         return _BoundOptions(self, {**self._options, **options})
 
     def remote(self, *args, **kwargs):
-        return self._remote(args, kwargs, self._options, self)
+        return self._submit(args, kwargs, self._options, self)
 
-    def _remote(self, args, kwargs, options: dict, holder):
+    def _remote(self, args=None, kwargs=None, **options):
+        """Ray's spelling of ``.options(**options).remote(*args, **kwargs)``."""
+        bound = self.options(**options) if options else self
+        return bound.remote(*(args or ()), **(kwargs or {}))
+
+    def _submit(self, args, kwargs, options: dict, holder):
         """Submit a call. ``holder`` (this function, or the object .options()
         returned) caches the spec fields its options fix, per core worker."""
         from miniray import api
 
+        check_arguments(self._function, args, kwargs, self._qualified)
         worker = api.ensure_initialized()
         num_returns = options.get("num_returns")
         if num_returns is None:
@@ -234,4 +260,4 @@ class _BoundOptions:
         return {**self.__dict__, "_template": None}
 
     def remote(self, *args, **kwargs):
-        return self._function._remote(args, kwargs, self._options, self)
+        return self._function._submit(args, kwargs, self._options, self)

@@ -1,0 +1,169 @@
+"""Small public-API behaviours that Ray's own tests rely on (found by
+scripts/ray_conformance.py): argument checks at ``.remote()``, Ray's
+``_remote(args=, kwargs=, **options)`` spelling, option type checks, and the
+``miniray.testing`` helpers Ray's tests use."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import miniray as ray
+from miniray.testing import Semaphore, wait_for_condition
+
+
+@ray.remote
+def keywords(a, b=1, *, c):
+    return a, b, c
+
+
+@ray.remote
+class Point:
+    def __init__(self, x, y=0):
+        self.x, self.y = x, y
+
+    def shift(self, dx, *, dy=0):
+        return self.x + dx, self.y + dy
+
+    @staticmethod
+    def static(a):
+        return a
+
+    @classmethod
+    def klass(cls, a):
+        return a
+
+
+@ray.remote
+class NoInit:
+    def get(self):
+        return 1
+
+
+def test_init_rejects_empty_namespace():
+    # First in the module: before the module's cluster is up.
+    with pytest.raises(ValueError):
+        ray.init(namespace="")
+    assert not ray.is_initialized()
+
+
+def test_system_config_only_when_starting_a_cluster():
+    # Ray: the system config belongs to the cluster, set when it starts; a
+    # driver that connects may not pass one (checked before connecting).
+    with pytest.raises(ValueError, match="_system_config"):
+        ray.init(address="127.0.0.1:1", _system_config={"object_timeout_milliseconds": 1})
+    assert not ray.is_initialized()
+
+
+def test_code_search_path_of_a_module_run_with_dash_m(tmp_path, monkeypatch):
+    import types
+    from miniray import api
+    script = tmp_path / "pkg" / "mod.py"
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert str(tmp_path / "pkg") in api._code_search_path()        # python pkg/mod.py
+    main.__spec__ = types.SimpleNamespace(name="pkg.mod")
+    assert str(tmp_path / "pkg") not in api._code_search_path()    # python -m pkg.mod
+
+
+def test_runtime_context_module_reachable():
+    assert ray.runtime_context.RuntimeContext is not None
+
+
+def test_task_arguments_checked_at_submit(ray_start):
+    assert ray.get(keywords.remote(1, c=3)) == (1, 1, 3)
+    for bad in (lambda: keywords.remote(1),                 # c missing
+                lambda: keywords.remote(1, 2, 3),           # too many positional
+                lambda: keywords.remote(1, c=3, d=4)):      # unknown keyword
+        with pytest.raises(TypeError, match="keywords"):
+            bad()
+    with pytest.raises(TypeError):
+        keywords.options(num_cpus=1).remote()
+
+
+def test_actor_arguments_checked_at_submit(ray_start):
+    point = Point.remote(1, y=2)
+    assert ray.get(point.shift.remote(1, dy=1)) == (2, 3)
+    assert ray.get([point.static.remote(5), point.klass.remote(6)]) == [5, 6]
+    for bad in (lambda: Point.remote(),                     # x missing
+                lambda: NoInit.remote(1),                    # no __init__ arguments
+                lambda: point.shift.remote(),                # dx missing
+                lambda: point.shift.remote(1, 2),            # dy is keyword-only
+                lambda: point.static.remote(1, 2)):
+        with pytest.raises(TypeError):
+            bad()
+    assert ray.get(NoInit.remote().get.remote()) == 1
+
+
+def test_underscore_remote_takes_args_kwargs_and_options(ray_start):
+    assert ray.get(keywords._remote(args=[1], kwargs={"c": 2}, num_cpus=1)) == (1, 1, 2)
+    first, _, third = keywords._remote(args=[1], kwargs={"c": 2}, num_returns=3)
+    assert ray.get([first, third]) == [1, 2]
+    point = Point._remote(args=[1], kwargs={"y": 1}, num_cpus=0)
+    assert ray.get(point.shift._remote(args=[1], kwargs={"dy": 1})) == (2, 2)
+    assert ray.get(NoInit._remote().get._remote()) == 1
+
+
+def test_name_and_namespace_types(ray_start):
+    with pytest.raises(TypeError):
+        NoInit.options(name=object()).remote()
+    with pytest.raises(TypeError):
+        NoInit.options(name="x", namespace=object()).remote()
+    with pytest.raises(ValueError):
+        NoInit.options(namespace="").remote()
+    with pytest.raises(ValueError):
+        NoInit.options(name="").remote()
+    with pytest.raises(TypeError):
+        keywords.options(name=3)
+
+
+def test_empty_decorator_parentheses_rejected():
+    with pytest.raises(TypeError):
+        @ray.remote()
+        def f():
+            pass
+
+
+@ray.remote
+class WithClassAttributes:
+    LIMIT = 3
+
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+    @classmethod
+    def make(cls):
+        return cls()
+
+    def limit(self):
+        return WithClassAttributes.LIMIT, WithClassAttributes.double(2)
+
+
+def test_class_attributes_through_actor_class(ray_start):
+    assert WithClassAttributes.LIMIT == 3
+    assert WithClassAttributes.double(4) == 8
+    assert isinstance(WithClassAttributes.make(), WithClassAttributes._cls)
+    actor = WithClassAttributes.remote()
+    assert ray.get(actor.limit.remote()) == (3, 4)
+    with pytest.raises(AttributeError):
+        WithClassAttributes.missing
+
+
+def test_semaphore_actor(ray_start):
+    semaphore = Semaphore.remote(value=2)
+    ray.get([semaphore.acquire.remote(), semaphore.acquire.remote()])
+    assert ray.get(semaphore.locked.remote())
+    ray.get(semaphore.release.remote())
+    assert not ray.get(semaphore.locked.remote())
+
+
+def test_wait_for_condition_raise_exceptions():
+    def broken():
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        wait_for_condition(broken, timeout=5, raise_exceptions=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        wait_for_condition(broken, timeout=0.1)
