@@ -20,6 +20,7 @@ Do not run Ray's own ``conftest.py`` with it: copy the test files alone.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import re
@@ -50,7 +51,13 @@ def _prepare_environment() -> None:
         shim, os.environ.get("PYTHONPATH"))
 
 
+def _remove_owned_dirs() -> None:
+    for directory in _owned_dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 _prepare_environment()
+atexit.register(_remove_owned_dirs)     # also when loaded outside a pytest run
 aliases.install()
 
 import miniray  # noqa: E402  (after the environment is set)
@@ -70,8 +77,7 @@ def pytest_unconfigure(config):
     miniray.shutdown()
     leftovers = procs.run_processes(os.environ[procs.RUN_ID_VAR])
     procs.terminate(leftovers)
-    for directory in _owned_dirs:
-        shutil.rmtree(directory, ignore_errors=True)
+    _remove_owned_dirs()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -84,7 +90,9 @@ def pytest_runtest_protocol(item, nextitem):
         aliases.set_in_test(False)
 
 
-_INTERNAL_IN_WORKER = re.compile(r"RayInternalUnavailable: not available in miniray: ([^\n]+)")
+# The exception as a traceback line, or its repr inside another message.
+_INTERNAL_IN_WORKER = re.compile(
+    r"RayInternalUnavailable(?:: |\(['\"])not available in miniray: ([^\n'\"]+)")
 
 
 def _internal_used_in_worker(exc: BaseException | None) -> str | None:
