@@ -101,6 +101,7 @@ def _method_meta(cls) -> dict:
                                        or inspect.isasyncgenfunction(function) else 1),
             "concurrency_group": options.get("concurrency_group", ""),
             "retry_exceptions": options.get("retry_exceptions", False),
+            "max_task_retries": options.get("max_task_retries"),
             "is_async": inspect.iscoroutinefunction(function)
             or inspect.isasyncgenfunction(function),
         }
@@ -347,6 +348,10 @@ class ActorMethod:
             spec.retry_exceptions = True
             if isinstance(retry, (list, tuple)):
                 spec.retry_exception_types = pickle.dumps(tuple(retry))
+        retries = self._options.get("max_task_retries", self._meta.get("max_task_retries"))
+        if retries is not None:              # else the actor's max_task_retries
+            spec.max_retries = retries
+            spec.method_max_retries = True
         # The call holds the handle: the actor lives until it has run, even
         # if the caller drops its handle right away (`A.remote().f.remote()`).
         return unpack_returns(worker.submit_task(

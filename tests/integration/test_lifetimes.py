@@ -159,3 +159,27 @@ def test_put_without_an_owner_dies_with_its_creator():
 def test_put_owner_must_be_an_actor_handle():
     with pytest.raises(TypeError):
         ray.put(1, _owner="not an actor")
+
+
+@ray.remote
+class Exiter:
+    def exit_first(self, counter):
+        import sys
+        if ray.get(counter.inc.remote()) == 1:
+            sys.exit(1)                 # as in Ray: the actor's process ends
+        return "survived"
+
+
+def test_sys_exit_in_a_method_is_an_actor_failure_and_the_call_is_retried():
+    counter = Counter.remote()
+    actor = Exiter.options(max_restarts=1).remote()
+    ref = actor.exit_first.options(max_task_retries=1).remote(counter)
+    assert ray.get(ref, timeout=60) == "survived"
+    assert ray.get(counter.inc.remote()) == 3          # two attempts ran
+
+
+def test_sys_exit_without_restarts_kills_the_actor():
+    counter = Counter.remote()
+    actor = Exiter.remote()
+    with pytest.raises(exceptions.ActorDiedError):
+        ray.get(actor.exit_first.remote(counter), timeout=60)

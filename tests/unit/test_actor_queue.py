@@ -15,7 +15,9 @@ RESTARTING = common_pb2.RESTARTING
 
 
 def call(name, resolved=True):
-    return SimpleNamespace(task_id=name, spec=SimpleNamespace(sequence_number=-1, attempt=0),
+    spec = SimpleNamespace(sequence_number=-1, attempt=0, max_retries=0,
+                           method_max_retries=False)
+    return SimpleNamespace(task_id=name, spec=spec,
                            order=0, retries_left=None, cancelled=False,
                            waiting_deps=0, resolved=resolved)
 

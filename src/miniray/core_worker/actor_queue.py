@@ -188,7 +188,8 @@ class ActorCallQueue:
                 actions.append(Fail(task, "cancelled"))
                 continue
             if task.retries_left is None:
-                task.retries_left = self.max_task_retries
+                task.retries_left = task.spec.max_retries if task.spec.method_max_retries \
+                    else self.max_task_retries
             seq = self._next_seq
             self._next_seq += 1
             task.spec.sequence_number = seq

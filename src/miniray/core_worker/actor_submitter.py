@@ -117,10 +117,10 @@ class ActorTaskSubmitter:
         if action.reason == "cancelled":
             return exceptions.TaskCancelledError(task.task_id.hex())
         if action.reason == "not_retried":
-            return exceptions.RayActorError(
-                actor.calls.actor_id.hex(),
-                "The actor died unexpectedly before finishing this task; it "
-                "is restarting, and the task is not retried (max_task_retries=0).")
+            return exceptions.ActorUnavailableError(
+                "it died while running this call and is restarting; the call "
+                "is not retried (its max_task_retries are used up)",
+                actor.calls.actor_id)
         cause = None
         if actor.calls.death_cause:
             try:

@@ -148,6 +148,8 @@ class TaskExecutor:
             except BaseException as exc:     # noqa: BLE001 - user code may raise anything
                 if self.actor is not None and self.actor.exit_requested(exc):
                     self.actor.exit_after_reply(reply, return_ids, caller)
+                elif isinstance(exc, SystemExit) and spec.type == common_pb2.ACTOR_TASK:
+                    _exit_process(exc)
                 else:
                     error = self.task_error(spec.function_name, exc)
                     reply.is_application_error = True
@@ -196,6 +198,8 @@ class TaskExecutor:
         except BaseException as exc:     # noqa: BLE001 - user code may raise anything
             if self.actor.exit_requested(exc):
                 self.actor.exit_after_reply(reply, return_ids, caller)
+            elif isinstance(exc, SystemExit):
+                _exit_process(exc)
             else:
                 reply.is_application_error = True
                 reply.is_retryable_error = _is_retryable(spec, exc)
@@ -367,6 +371,15 @@ class _ArgumentError(Exception):
     def __init__(self, error):
         super().__init__(str(error))
         self.error = error
+
+
+def _exit_process(exc: SystemExit) -> None:
+    """sys.exit() in an actor method: as in Ray, the actor's process ends
+    (a failure: the actor restarts within max_restarts, the call is retried
+    within max_task_retries); exit_actor() is the intended exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exc.code if isinstance(exc.code, int) else 1)
 
 
 def _split_returns(result, num_returns: int, is_generator: bool) -> list:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dminiray/protocol/common.proto\x12\x10miniray.protocol\"G\n\x07\x41\x64\x64ress\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\x0c\x12\x0f\n\x07node_id\x18\x04 \x01(\x0c\"M\n\x0eObjectRefProto\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12(\n\x05owner\x18\x02 \x01(\x0b\x32\x19.miniray.protocol.Address\"\xab\x01\n\rObjectPayload\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tin_plasma\x18\x03 \x01(\x08\x12\x0f\n\x07node_id\x18\x04 \x01(\x0c\x12\x0c\n\x04size\x18\x05 \x01(\x03\x12\x35\n\x0bnested_refs\x18\x06 \x03(\x0b\x32 .miniray.protocol.ObjectRefProto\x12\x10\n\x08is_error\x18\x07 \x01(\x08\"t\n\x07TaskArg\x12\x30\n\x05value\x18\x01 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayloadH\x00\x12/\n\x03ref\x18\x02 \x01(\x0b\x32 .miniray.protocol.ObjectRefProtoH\x00\x42\x06\n\x04kind\"\x90\x06\n\x08TaskSpec\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\x0e\n\x06job_id\x18\x02 \x01(\x0c\x12\x16\n\x0eparent_task_id\x18\x03 \x01(\x0c\x12(\n\x04type\x18\x04 \x01(\x0e\x32\x1a.miniray.protocol.TaskType\x12\x13\n\x0b\x66unction_id\x18\x05 \x01(\x0c\x12\x15\n\rfunction_name\x18\x06 \x01(\t\x12\'\n\x04\x61rgs\x18\x07 \x03(\x0b\x32\x19.miniray.protocol.TaskArg\x12\x13\n\x0bkwarg_names\x18\x08 \x03(\t\x12\x13\n\x0bnum_returns\x18\t \x01(\x05\x12\x11\n\tstreaming\x18\n \x01(\x08\x12<\n\tresources\x18\x0b \x03(\x0b\x32).miniray.protocol.TaskSpec.ResourcesEntry\x12\x13\n\x0bmax_retries\x18\x0c \x01(\x05\x12\x18\n\x10retry_exceptions\x18\r \x01(\x08\x12\x1d\n\x15retry_exception_types\x18\x0e \x01(\x0c\x12)\n\x06\x63\x61ller\x18\x0f \x01(\x0b\x32\x19.miniray.protocol.Address\x12\x0f\n\x07\x61ttempt\x18\x10 \x01(\x05\x12\x0c\n\x04name\x18\x11 \x01(\t\x12\x17\n\x0freturns_dynamic\x18\x12 \x01(\x08\x12\x10\n\x08\x61\x63tor_id\x18\x13 \x01(\x0c\x12\x13\n\x0bmethod_name\x18\x14 \x01(\t\x12\x17\n\x0fsequence_number\x18\x15 \x01(\x03\x12\x19\n\x11\x63oncurrency_group\x18\x16 \x01(\t\x12=\n\ractor_options\x18\x17 \x01(\x0b\x32&.miniray.protocol.ActorCreationOptions\x12\x41\n\x13scheduling_strategy\x18\x18 \x01(\x0b\x32$.miniray.protocol.SchedulingStrategy\x12\x11\n\tmax_calls\x18\x19 \x01(\x05\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x84\x02\n\x12SchedulingStrategy\x12\x37\n\x04kind\x18\x01 \x01(\x0e\x32).miniray.protocol.SchedulingStrategy.Kind\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\x12\x0c\n\x04soft\x18\x03 \x01(\x08\x12\x1a\n\x12placement_group_id\x18\x04 \x01(\x0c\x12\x14\n\x0c\x62undle_index\x18\x05 \x01(\x05\x12\x1b\n\x13\x63\x61pture_child_tasks\x18\x06 \x01(\x08\"G\n\x04Kind\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\n\n\x06SPREAD\x10\x01\x12\x11\n\rNODE_AFFINITY\x10\x02\x12\x13\n\x0fPLACEMENT_GROUP\x10\x03\"\x87\x01\n\x06\x42undle\x12:\n\tresources\x18\x01 \x03(\x0b\x32\'.miniray.protocol.Bundle.ResourcesEntry\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xee\x01\n\x12PlacementGroupInfo\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12)\n\x07\x62undles\x18\x04 \x03(\x0b\x32\x18.miniray.protocol.Bundle\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\x34\n\x05state\x18\x06 \x01(\x0e\x32%.miniray.protocol.PlacementGroupState\x12\x10\n\x08\x64\x65tached\x18\x07 \x01(\x08\x12\x16\n\x0e\x63reator_job_id\x18\x08 \x01(\x0c\"\xc3\x04\n\x14\x41\x63torCreationOptions\x12\x14\n\x0cmax_restarts\x18\x01 \x01(\x05\x12\x18\n\x10max_task_retries\x18\x02 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x19\n\x11max_pending_calls\x18\x04 \x01(\x05\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\tnamespace\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65tached\x18\x07 \x01(\x08\x12\x12\n\nis_asyncio\x18\x08 \x01(\x08\x12Y\n\x12\x63oncurrency_groups\x18\t \x03(\x0b\x32=.miniray.protocol.ActorCreationOptions.ConcurrencyGroupsEntry\x12[\n\x13placement_resources\x18\n \x03(\x0b\x32>.miniray.protocol.ActorCreationOptions.PlacementResourcesEntry\x12\x12\n\nclass_meta\x18\x0b \x01(\x0c\x12\x12\n\nclass_name\x18\x0c \x01(\t\x12\x15\n\rget_if_exists\x18\r \x01(\x08\x12\x14\n\x0cnum_restarts\x18\x0e \x01(\x05\x1a\x38\n\x16\x43oncurrencyGroupsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x39\n\x17PlacementResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xf8\x02\n\tActorInfo\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.miniray.protocol.ActorState\x12*\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x19.miniray.protocol.Address\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x0e\n\x06job_id\x18\x06 \x01(\x0c\x12(\n\x05owner\x18\x07 \x01(\x0b\x32\x19.miniray.protocol.Address\x12\x14\n\x0cnum_restarts\x18\x08 \x01(\x05\x12\x13\n\x0b\x64\x65\x61th_cause\x18\t \x01(\x0c\x12\x12\n\nclass_name\x18\n \x01(\t\x12\x10\n\x08\x64\x65tached\x18\x0b \x01(\x08\x12\x12\n\nclass_meta\x18\x0c \x01(\x0c\x12\x18\n\x10max_task_retries\x18\r \x01(\x05\x12\x0b\n\x03pid\x18\x0e \x01(\x05\x12\x19\n\x11max_pending_calls\x18\x0f \x01(\x05\"+\n\x0bResourceIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\x12\x0f\n\x07\x61mounts\x18\x02 \x03(\x01\"\xd2\x04\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x13\n\x0braylet_port\x18\x03 \x01(\x05\x12G\n\x0fresources_total\x18\x04 \x03(\x0b\x32..miniray.protocol.NodeInfo.ResourcesTotalEntry\x12O\n\x13resources_available\x18\x05 \x03(\x0b\x32\x32.miniray.protocol.NodeInfo.ResourcesAvailableEntry\x12\r\n\x05\x61live\x18\x06 \x01(\x08\x12\x0f\n\x07is_head\x18\x07 \x01(\x08\x12\x17\n\x0fstore_directory\x18\x08 \x01(\t\x12\x13\n\x0bsession_dir\x18\t \x01(\t\x12\x12\n\nstart_time\x18\n \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x0b \x01(\x01\x12\x10\n\x08hostname\x18\x0c \x01(\t\x12\x1b\n\x13object_store_memory\x18\r \x01(\x03\x12\x36\n\x06labels\x18\x0e \x03(\x0b\x32&.miniray.protocol.NodeInfo.LabelsEntry\x1a\x35\n\x13ResourcesTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17ResourcesAvailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*D\n\x08TaskType\x12\x0f\n\x0bNORMAL_TASK\x10\x00\x12\x17\n\x13\x41\x43TOR_CREATION_TASK\x10\x01\x12\x0e\n\nACTOR_TASK\x10\x02*E\n\x13PlacementGroupState\x12\x0e\n\nPG_PENDING\x10\x00\x12\x0e\n\nPG_CREATED\x10\x01\x12\x0e\n\nPG_REMOVED\x10\x02*G\n\nActorState\x12\x14\n\x10PENDING_CREATION\x10\x00\x12\t\n\x05\x41LIVE\x10\x01\x12\x0e\n\nRESTARTING\x10\x02\x12\x08\n\x04\x44\x45\x41\x44\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dminiray/protocol/common.proto\x12\x10miniray.protocol\"G\n\x07\x41\x64\x64ress\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\x0c\x12\x0f\n\x07node_id\x18\x04 \x01(\x0c\"M\n\x0eObjectRefProto\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12(\n\x05owner\x18\x02 \x01(\x0b\x32\x19.miniray.protocol.Address\"\xab\x01\n\rObjectPayload\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tin_plasma\x18\x03 \x01(\x08\x12\x0f\n\x07node_id\x18\x04 \x01(\x0c\x12\x0c\n\x04size\x18\x05 \x01(\x03\x12\x35\n\x0bnested_refs\x18\x06 \x03(\x0b\x32 .miniray.protocol.ObjectRefProto\x12\x10\n\x08is_error\x18\x07 \x01(\x08\"t\n\x07TaskArg\x12\x30\n\x05value\x18\x01 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayloadH\x00\x12/\n\x03ref\x18\x02 \x01(\x0b\x32 .miniray.protocol.ObjectRefProtoH\x00\x42\x06\n\x04kind\"\xac\x06\n\x08TaskSpec\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\x0e\n\x06job_id\x18\x02 \x01(\x0c\x12\x16\n\x0eparent_task_id\x18\x03 \x01(\x0c\x12(\n\x04type\x18\x04 \x01(\x0e\x32\x1a.miniray.protocol.TaskType\x12\x13\n\x0b\x66unction_id\x18\x05 \x01(\x0c\x12\x15\n\rfunction_name\x18\x06 \x01(\t\x12\'\n\x04\x61rgs\x18\x07 \x03(\x0b\x32\x19.miniray.protocol.TaskArg\x12\x13\n\x0bkwarg_names\x18\x08 \x03(\t\x12\x13\n\x0bnum_returns\x18\t \x01(\x05\x12\x11\n\tstreaming\x18\n \x01(\x08\x12<\n\tresources\x18\x0b \x03(\x0b\x32).miniray.protocol.TaskSpec.ResourcesEntry\x12\x13\n\x0bmax_retries\x18\x0c \x01(\x05\x12\x18\n\x10retry_exceptions\x18\r \x01(\x08\x12\x1d\n\x15retry_exception_types\x18\x0e \x01(\x0c\x12)\n\x06\x63\x61ller\x18\x0f \x01(\x0b\x32\x19.miniray.protocol.Address\x12\x0f\n\x07\x61ttempt\x18\x10 \x01(\x05\x12\x0c\n\x04name\x18\x11 \x01(\t\x12\x17\n\x0freturns_dynamic\x18\x12 \x01(\x08\x12\x10\n\x08\x61\x63tor_id\x18\x13 \x01(\x0c\x12\x13\n\x0bmethod_name\x18\x14 \x01(\t\x12\x17\n\x0fsequence_number\x18\x15 \x01(\x03\x12\x19\n\x11\x63oncurrency_group\x18\x16 \x01(\t\x12=\n\ractor_options\x18\x17 \x01(\x0b\x32&.miniray.protocol.ActorCreationOptions\x12\x41\n\x13scheduling_strategy\x18\x18 \x01(\x0b\x32$.miniray.protocol.SchedulingStrategy\x12\x11\n\tmax_calls\x18\x19 \x01(\x05\x12\x1a\n\x12method_max_retries\x18\x1a \x01(\x08\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x84\x02\n\x12SchedulingStrategy\x12\x37\n\x04kind\x18\x01 \x01(\x0e\x32).miniray.protocol.SchedulingStrategy.Kind\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\x12\x0c\n\x04soft\x18\x03 \x01(\x08\x12\x1a\n\x12placement_group_id\x18\x04 \x01(\x0c\x12\x14\n\x0c\x62undle_index\x18\x05 \x01(\x05\x12\x1b\n\x13\x63\x61pture_child_tasks\x18\x06 \x01(\x08\"G\n\x04Kind\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\n\n\x06SPREAD\x10\x01\x12\x11\n\rNODE_AFFINITY\x10\x02\x12\x13\n\x0fPLACEMENT_GROUP\x10\x03\"\x87\x01\n\x06\x42undle\x12:\n\tresources\x18\x01 \x03(\x0b\x32\'.miniray.protocol.Bundle.ResourcesEntry\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xee\x01\n\x12PlacementGroupInfo\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12)\n\x07\x62undles\x18\x04 \x03(\x0b\x32\x18.miniray.protocol.Bundle\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\x34\n\x05state\x18\x06 \x01(\x0e\x32%.miniray.protocol.PlacementGroupState\x12\x10\n\x08\x64\x65tached\x18\x07 \x01(\x08\x12\x16\n\x0e\x63reator_job_id\x18\x08 \x01(\x0c\"\xc3\x04\n\x14\x41\x63torCreationOptions\x12\x14\n\x0cmax_restarts\x18\x01 \x01(\x05\x12\x18\n\x10max_task_retries\x18\x02 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x19\n\x11max_pending_calls\x18\x04 \x01(\x05\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\tnamespace\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65tached\x18\x07 \x01(\x08\x12\x12\n\nis_asyncio\x18\x08 \x01(\x08\x12Y\n\x12\x63oncurrency_groups\x18\t \x03(\x0b\x32=.miniray.protocol.ActorCreationOptions.ConcurrencyGroupsEntry\x12[\n\x13placement_resources\x18\n \x03(\x0b\x32>.miniray.protocol.ActorCreationOptions.PlacementResourcesEntry\x12\x12\n\nclass_meta\x18\x0b \x01(\x0c\x12\x12\n\nclass_name\x18\x0c \x01(\t\x12\x15\n\rget_if_exists\x18\r \x01(\x08\x12\x14\n\x0cnum_restarts\x18\x0e \x01(\x05\x1a\x38\n\x16\x43oncurrencyGroupsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x39\n\x17PlacementResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xf8\x02\n\tActorInfo\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.miniray.protocol.ActorState\x12*\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x19.miniray.protocol.Address\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x0e\n\x06job_id\x18\x06 \x01(\x0c\x12(\n\x05owner\x18\x07 \x01(\x0b\x32\x19.miniray.protocol.Address\x12\x14\n\x0cnum_restarts\x18\x08 \x01(\x05\x12\x13\n\x0b\x64\x65\x61th_cause\x18\t \x01(\x0c\x12\x12\n\nclass_name\x18\n \x01(\t\x12\x10\n\x08\x64\x65tached\x18\x0b \x01(\x08\x12\x12\n\nclass_meta\x18\x0c \x01(\x0c\x12\x18\n\x10max_task_retries\x18\r \x01(\x05\x12\x0b\n\x03pid\x18\x0e \x01(\x05\x12\x19\n\x11max_pending_calls\x18\x0f \x01(\x05\"+\n\x0bResourceIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\x12\x0f\n\x07\x61mounts\x18\x02 \x03(\x01\"\xd2\x04\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x13\n\x0braylet_port\x18\x03 \x01(\x05\x12G\n\x0fresources_total\x18\x04 \x03(\x0b\x32..miniray.protocol.NodeInfo.ResourcesTotalEntry\x12O\n\x13resources_available\x18\x05 \x03(\x0b\x32\x32.miniray.protocol.NodeInfo.ResourcesAvailableEntry\x12\r\n\x05\x61live\x18\x06 \x01(\x08\x12\x0f\n\x07is_head\x18\x07 \x01(\x08\x12\x17\n\x0fstore_directory\x18\x08 \x01(\t\x12\x13\n\x0bsession_dir\x18\t \x01(\t\x12\x12\n\nstart_time\x18\n \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x0b \x01(\x01\x12\x10\n\x08hostname\x18\x0c \x01(\t\x12\x1b\n\x13object_store_memory\x18\r \x01(\x03\x12\x36\n\x06labels\x18\x0e \x03(\x0b\x32&.miniray.protocol.NodeInfo.LabelsEntry\x1a\x35\n\x13ResourcesTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17ResourcesAvailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*D\n\x08TaskType\x12\x0f\n\x0bNORMAL_TASK\x10\x00\x12\x17\n\x13\x41\x43TOR_CREATION_TASK\x10\x01\x12\x0e\n\nACTOR_TASK\x10\x02*E\n\x13PlacementGroupState\x12\x0e\n\nPG_PENDING\x10\x00\x12\x0e\n\nPG_CREATED\x10\x01\x12\x0e\n\nPG_REMOVED\x10\x02*G\n\nActorState\x12\x14\n\x10PENDING_CREATION\x10\x00\x12\t\n\x05\x41LIVE\x10\x01\x12\x0e\n\nRESTARTING\x10\x02\x12\x08\n\x04\x44\x45\x41\x44\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,12 +46,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEINFO_RESOURCESAVAILABLEENTRY']._serialized_options = b'8\001'
   _globals['_NODEINFO_LABELSENTRY']._loaded_options = None
   _globals['_NODEINFO_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKTYPE']._serialized_start=3527
-  _globals['_TASKTYPE']._serialized_end=3595
-  _globals['_PLACEMENTGROUPSTATE']._serialized_start=3597
-  _globals['_PLACEMENTGROUPSTATE']._serialized_end=3666
-  _globals['_ACTORSTATE']._serialized_start=3668
-  _globals['_ACTORSTATE']._serialized_end=3739
+  _globals['_TASKTYPE']._serialized_start=3555
+  _globals['_TASKTYPE']._serialized_end=3623
+  _globals['_PLACEMENTGROUPSTATE']._serialized_start=3625
+  _globals['_PLACEMENTGROUPSTATE']._serialized_end=3694
+  _globals['_ACTORSTATE']._serialized_start=3696
+  _globals['_ACTORSTATE']._serialized_end=3767
   _globals['_ADDRESS']._serialized_start=51
   _globals['_ADDRESS']._serialized_end=122
   _globals['_OBJECTREFPROTO']._serialized_start=124
@@ -61,35 +61,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKARG']._serialized_start=377
   _globals['_TASKARG']._serialized_end=493
   _globals['_TASKSPEC']._serialized_start=496
-  _globals['_TASKSPEC']._serialized_end=1280
-  _globals['_TASKSPEC_RESOURCESENTRY']._serialized_start=1232
-  _globals['_TASKSPEC_RESOURCESENTRY']._serialized_end=1280
-  _globals['_SCHEDULINGSTRATEGY']._serialized_start=1283
-  _globals['_SCHEDULINGSTRATEGY']._serialized_end=1543
-  _globals['_SCHEDULINGSTRATEGY_KIND']._serialized_start=1472
-  _globals['_SCHEDULINGSTRATEGY_KIND']._serialized_end=1543
-  _globals['_BUNDLE']._serialized_start=1546
-  _globals['_BUNDLE']._serialized_end=1681
-  _globals['_BUNDLE_RESOURCESENTRY']._serialized_start=1232
-  _globals['_BUNDLE_RESOURCESENTRY']._serialized_end=1280
-  _globals['_PLACEMENTGROUPINFO']._serialized_start=1684
-  _globals['_PLACEMENTGROUPINFO']._serialized_end=1922
-  _globals['_ACTORCREATIONOPTIONS']._serialized_start=1925
-  _globals['_ACTORCREATIONOPTIONS']._serialized_end=2504
-  _globals['_ACTORCREATIONOPTIONS_CONCURRENCYGROUPSENTRY']._serialized_start=2389
-  _globals['_ACTORCREATIONOPTIONS_CONCURRENCYGROUPSENTRY']._serialized_end=2445
-  _globals['_ACTORCREATIONOPTIONS_PLACEMENTRESOURCESENTRY']._serialized_start=2447
-  _globals['_ACTORCREATIONOPTIONS_PLACEMENTRESOURCESENTRY']._serialized_end=2504
-  _globals['_ACTORINFO']._serialized_start=2507
-  _globals['_ACTORINFO']._serialized_end=2883
-  _globals['_RESOURCEIDS']._serialized_start=2885
-  _globals['_RESOURCEIDS']._serialized_end=2928
-  _globals['_NODEINFO']._serialized_start=2931
-  _globals['_NODEINFO']._serialized_end=3525
-  _globals['_NODEINFO_RESOURCESTOTALENTRY']._serialized_start=3366
-  _globals['_NODEINFO_RESOURCESTOTALENTRY']._serialized_end=3419
-  _globals['_NODEINFO_RESOURCESAVAILABLEENTRY']._serialized_start=3421
-  _globals['_NODEINFO_RESOURCESAVAILABLEENTRY']._serialized_end=3478
-  _globals['_NODEINFO_LABELSENTRY']._serialized_start=3480
-  _globals['_NODEINFO_LABELSENTRY']._serialized_end=3525
+  _globals['_TASKSPEC']._serialized_end=1308
+  _globals['_TASKSPEC_RESOURCESENTRY']._serialized_start=1260
+  _globals['_TASKSPEC_RESOURCESENTRY']._serialized_end=1308
+  _globals['_SCHEDULINGSTRATEGY']._serialized_start=1311
+  _globals['_SCHEDULINGSTRATEGY']._serialized_end=1571
+  _globals['_SCHEDULINGSTRATEGY_KIND']._serialized_start=1500
+  _globals['_SCHEDULINGSTRATEGY_KIND']._serialized_end=1571
+  _globals['_BUNDLE']._serialized_start=1574
+  _globals['_BUNDLE']._serialized_end=1709
+  _globals['_BUNDLE_RESOURCESENTRY']._serialized_start=1260
+  _globals['_BUNDLE_RESOURCESENTRY']._serialized_end=1308
+  _globals['_PLACEMENTGROUPINFO']._serialized_start=1712
+  _globals['_PLACEMENTGROUPINFO']._serialized_end=1950
+  _globals['_ACTORCREATIONOPTIONS']._serialized_start=1953
+  _globals['_ACTORCREATIONOPTIONS']._serialized_end=2532
+  _globals['_ACTORCREATIONOPTIONS_CONCURRENCYGROUPSENTRY']._serialized_start=2417
+  _globals['_ACTORCREATIONOPTIONS_CONCURRENCYGROUPSENTRY']._serialized_end=2473
+  _globals['_ACTORCREATIONOPTIONS_PLACEMENTRESOURCESENTRY']._serialized_start=2475
+  _globals['_ACTORCREATIONOPTIONS_PLACEMENTRESOURCESENTRY']._serialized_end=2532
+  _globals['_ACTORINFO']._serialized_start=2535
+  _globals['_ACTORINFO']._serialized_end=2911
+  _globals['_RESOURCEIDS']._serialized_start=2913
+  _globals['_RESOURCEIDS']._serialized_end=2956
+  _globals['_NODEINFO']._serialized_start=2959
+  _globals['_NODEINFO']._serialized_end=3553
+  _globals['_NODEINFO_RESOURCESTOTALENTRY']._serialized_start=3394
+  _globals['_NODEINFO_RESOURCESTOTALENTRY']._serialized_end=3447
+  _globals['_NODEINFO_RESOURCESAVAILABLEENTRY']._serialized_start=3449
+  _globals['_NODEINFO_RESOURCESAVAILABLEENTRY']._serialized_end=3506
+  _globals['_NODEINFO_LABELSENTRY']._serialized_start=3508
+  _globals['_NODEINFO_LABELSENTRY']._serialized_end=3553
 # @@protoc_insertion_point(module_scope)
