@@ -104,9 +104,6 @@ class NormalTaskSubmitter:
     def num_pending(self) -> int:
         return len(self._tasks)
 
-    def statistics(self) -> dict:
-        return {"tasks": len(self._tasks), **self._policy.statistics()}
-
     def stop(self) -> None:
         self._stopped = True
 
