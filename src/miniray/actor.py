@@ -105,7 +105,10 @@ def _method_meta(cls) -> dict:
             "is_async": inspect.iscoroutinefunction(function)
             or inspect.isasyncgenfunction(function),
         }
-    meta[TERMINATE] = {"num_returns": 1, "concurrency_group": "", "is_async": False}
+    # Built in on every actor, as in Ray: __ray_ready__() is True once the
+    # actor is up; __ray_call__(fn, *args) runs fn(instance, *args) on it.
+    for builtin in (TERMINATE, "__ray_ready__", "__ray_call__"):
+        meta[builtin] = {"num_returns": 1, "concurrency_group": "", "is_async": False}
     return meta
 
 

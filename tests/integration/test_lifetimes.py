@@ -183,3 +183,21 @@ def test_sys_exit_without_restarts_kills_the_actor():
     actor = Exiter.remote()
     with pytest.raises(exceptions.ActorDiedError):
         ray.get(actor.exit_first.remote(counter), timeout=60)
+
+
+def test_builtin_ready_and_call_methods():
+    counter = Counter.remote(5)
+    assert ray.get(counter.__ray_ready__.remote()) is True
+    assert ray.get(counter.__ray_call__.remote(lambda self, n: self.value + n, 2)) == 7
+
+    @ray.remote
+    class AsyncCounter:
+        def __init__(self):
+            self.value = 1
+
+        async def get(self):
+            return self.value
+
+    actor = AsyncCounter.remote()
+    assert ray.get(actor.__ray_ready__.remote()) is True
+    assert ray.get(actor.__ray_call__.remote(lambda self: self.value * 10)) == 10

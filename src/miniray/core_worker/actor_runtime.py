@@ -124,7 +124,12 @@ class ActorRuntime:
 
     # --- running calls ---------------------------------------------------------------
     def _method(self, spec):
-        method = getattr(self.instance, spec.method_name, None)
+        name = spec.method_name
+        if name == "__ray_ready__":
+            return lambda: True
+        if name == "__ray_call__":
+            return lambda function, *args, **kwargs: function(self.instance, *args, **kwargs)
+        method = getattr(self.instance, name, None)
         if method is None:
             raise AttributeError(
                 f"'{self.class_name}' object has no attribute '{spec.method_name}'")
