@@ -6,7 +6,10 @@ async actors running many calls at once.
 """
 from __future__ import annotations
 
+import warnings
+
 from miniray import api
+from miniray.common.ids import PlacementGroupID
 from miniray.core_worker import accelerators, task_context
 
 
@@ -51,8 +54,10 @@ class RuntimeContext:
         return actor.actor_id.hex() if actor else None
 
     def get_actor_name(self) -> str | None:
+        """The actor's name ("" for an unnamed actor, as in Ray); None
+        outside actors."""
         actor = self._actor()
-        return (actor.name or None) if actor else None
+        return actor.name if actor else None
 
     def is_canceled(self) -> bool:
         """In an actor method: whether its call was cancelled."""
@@ -104,13 +109,52 @@ class RuntimeContext:
         return self._worker.gcs_address
 
     def get(self) -> dict:
-        """Ray's summary dict of the above."""
-        info = {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
+        """Ray's summary dict (id objects): job and node, the task's id in
+        workers, the actor's id in actors."""
+        worker = self._worker
+        info = {"job_id": worker.job_id, "node_id": worker.node_id,
                 "namespace": self.namespace}
-        if self._worker.mode != "driver":
-            info["task_id"] = self.get_task_id()
-            info["actor_id"] = self.get_actor_id()
+        context = task_context.current()
+        if context is not None:
+            info["task_id"] = context.task_id
+        actor = self._actor()
+        if actor is not None:
+            info["actor_id"] = actor.actor_id
         return info
+
+    # --- Ray's deprecated properties: id objects (use the get_*() methods) ------------
+    @property
+    def job_id(self):
+        _deprecated("job_id", "get_job_id")
+        return self._worker.job_id
+
+    @property
+    def node_id(self):
+        _deprecated("node_id", "get_node_id")
+        return self._worker.node_id
+
+    @property
+    def task_id(self):
+        _deprecated("task_id", "get_task_id")
+        context = task_context.current()
+        return context.task_id if context is not None else None
+
+    @property
+    def actor_id(self):
+        _deprecated("actor_id", "get_actor_id")
+        actor = self._actor()
+        return actor.actor_id if actor is not None else None
+
+    @property
+    def current_placement_group_id(self):
+        _deprecated("current_placement_group_id", "get_placement_group_id")
+        group = self.get_placement_group_id()
+        return PlacementGroupID.from_hex(group) if group else None
+
+
+def _deprecated(name: str, instead: str) -> None:
+    warnings.warn(f"RuntimeContext.{name} is deprecated. Use {instead}() instead.",
+                  DeprecationWarning, stacklevel=3)
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -155,3 +155,27 @@ def test_older_placement_group_options_still_place_the_task():
     with pytest.raises(ValueError):
         where.options(placement_group=group,
                       scheduling_strategy=PlacementGroupSchedulingStrategy(group)).remote()
+
+
+def test_deprecated_id_properties_and_get_dict():
+    import warnings
+    context = ray.get_runtime_context()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert context.job_id.hex() == context.get_job_id()
+        assert context.node_id.hex() == context.get_node_id()
+        assert context.task_id is None and context.actor_id is None
+    assert any("Use get_job_id() instead" in str(w.message) for w in caught)
+    info = context.get()
+    assert "task_id" not in info and "actor_id" not in info
+    assert info["job_id"] == context.job_id
+
+    @ray.remote
+    class Actor:
+        def ids(self):
+            info = ray.get_runtime_context().get()
+            return info["task_id"].hex(), info["actor_id"].hex()
+
+    actor = Actor.remote()
+    ref = actor.ids.remote()
+    assert ray.get(ref) == (ref.task_id().hex(), actor._actor_id.hex())
