@@ -16,7 +16,8 @@ from miniray.common.ids import ActorID, ObjectID
 from miniray.common.serialization import note_nested_ref
 from miniray.core_worker.submitter import RefInfo
 from miniray.remote_function import (
-    TASK_OPTIONS, resource_request, scheduling_strategy, unpack_returns, validate_options)
+    TASK_OPTIONS, bind_or_raise, resource_request, scheduling_strategy, unpack_returns,
+    validate_options)
 from miniray.util.scheduling_strategies import bundle_request
 
 ACTOR_OPTIONS = (TASK_OPTIONS - {"num_returns", "max_retries", "retry_exceptions",
@@ -79,12 +80,8 @@ def _signature_of(shape: tuple) -> inspect.Signature:
 
 def _check_call(shape: tuple | None, args, kwargs, name: str) -> None:
     """As in Ray: arguments that do not fit fail at ``.remote()`` (TypeError)."""
-    if shape is None:
-        return
-    try:
-        _signature_of(shape).bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{name}(): {exc}") from None
+    if shape is not None:
+        bind_or_raise(_signature_of(shape), args, kwargs, name)
 
 
 def _method_meta(cls) -> dict:

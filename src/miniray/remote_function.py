@@ -96,7 +96,11 @@ def _signature(function) -> inspect.Signature | None:
 def check_arguments(function, args, kwargs, name: str) -> None:
     """As in Ray, a call whose arguments do not fit the function's signature
     fails at ``.remote()`` with TypeError, not later in the worker."""
-    signature = _signature(function)
+    bind_or_raise(_signature(function), args, kwargs, name)
+
+
+def bind_or_raise(signature: inspect.Signature | None, args, kwargs, name: str) -> None:
+    """TypeError naming ``name`` if the arguments don't fit (None: unknown)."""
     if signature is not None:
         try:
             signature.bind(*args, **kwargs)

@@ -101,9 +101,6 @@ class NormalTaskSubmitter:
         else:
             self.worker.post(self._submit, task)
 
-    def num_pending(self) -> int:
-        return len(self._tasks)
-
     def stop(self) -> None:
         self._stopped = True
 
