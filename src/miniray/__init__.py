@@ -33,7 +33,7 @@ _EXPORTS = {
     "shutdown": "miniray.api",
     "wait": "miniray.api",
 }
-_SUBMODULES = {"exceptions", "util", "testing", "actor", "runtime_context"}
+_SUBMODULES = {"exceptions", "util", "testing", "actor", "runtime_context", "job_config"}
 
 __all__ = sorted([*_EXPORTS, "__version__", "exceptions"])
 

@@ -174,6 +174,8 @@ class ActorClass:
             type=common_pb2.ACTOR_CREATION_TASK, function_id=function_id,
             function_name=f"{self._cls.__name__}.__init__", resources=lifetime,
             num_returns=0, name=name, scheduling_strategy=strategy)
+        detached = (options["lifetime"] == "detached" if options.get("lifetime")
+                    else worker.default_actor_detached())     # the job's default
         default_concurrency = 1000 if self._is_asyncio else 1
         spec.actor_options.CopyFrom(common_pb2.ActorCreationOptions(
             max_restarts=options.get("max_restarts", 0),
@@ -181,7 +183,7 @@ class ActorClass:
             max_concurrency=options.get("max_concurrency") or default_concurrency,
             max_pending_calls=options.get("max_pending_calls", -1),
             name=name, namespace=namespace,
-            detached=options.get("lifetime") == "detached",
+            detached=detached,
             is_asyncio=self._is_asyncio,
             concurrency_groups=options.get("concurrency_groups") or {},
             placement_resources=placement, class_meta=pickle.dumps(self._meta),

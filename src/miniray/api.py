@@ -103,6 +103,13 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 "Maybe you called miniray.init twice by accident? This error can be "
                 "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                 "'miniray.shutdown()' prior to 'miniray.init()'.")
+        job_config = kwargs.get("job_config")
+        if job_config is not None:
+            from miniray.job_config import JobConfig
+            if not isinstance(job_config, JobConfig):
+                raise TypeError(f"job_config must be a JobConfig, got {type(job_config)}")
+            if namespace is None:        # as in Ray: init's namespace wins
+                namespace = job_config.ray_namespace
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError(f"namespace must be a string, got {namespace!r}")
         if namespace == "":
@@ -138,7 +145,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             raylet_address = _local_raylet(gcs_address)
             worker = CoreWorker(mode=DRIVER, raylet_address=raylet_address,
                                 gcs_address=gcs_address, namespace=namespace or "",
-                                code_search_path=_code_search_path(),
+                                code_search_path=_code_search_path(job_config),
+                                default_actor_detached=job_config is not None and
+                                job_config.default_actor_lifetime == "detached",
                                 ip=raylet_address.rsplit(":", 1)[0])
         except BaseException:
             if node is not None:
@@ -193,9 +202,10 @@ def _local_raylet(gcs_address: str) -> str:
     return f"{nodes[0].ip}:{nodes[0].raylet_port}"
 
 
-def _code_search_path() -> list[str]:
+def _code_search_path(job_config=None) -> list[str]:
     """Workers import the driver's modules from the same places: the script's
-    directory and the working directory first, then the driver's sys.path."""
+    directory and the working directory first, then the job config's
+    ``code_search_path``, then the driver's sys.path."""
     paths = []
     main = sys.modules.get("__main__")
     main_file = getattr(main, "__file__", None)
@@ -204,6 +214,8 @@ def _code_search_path() -> list[str]:
     if main_file and getattr(main, "__spec__", None) is None:
         paths.append(os.path.dirname(os.path.abspath(main_file)))
     paths.append(os.getcwd())
+    if job_config is not None:
+        paths += [os.path.abspath(p) for p in job_config.code_search_path]
     paths += [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]
     return list(dict.fromkeys(paths))
 

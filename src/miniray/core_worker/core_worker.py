@@ -38,7 +38,8 @@ WORKER = "worker"
 class CoreWorker(ObjectAccess):
     def __init__(self, *, mode: str, raylet_address: str, gcs_address: str,
                  worker_id: WorkerID | None = None, namespace: str = "",
-                 code_search_path: Sequence[str] = (), ip: str = config.NODE_IP):
+                 code_search_path: Sequence[str] = (), ip: str = config.NODE_IP,
+                 default_actor_detached: bool = False):
         self.ip = ip
         self.job_driver: WorkerAddress | None = None   # where task output goes
         self.mode = mode
@@ -72,6 +73,7 @@ class CoreWorker(ObjectAccess):
         self.submitter.actor_submitter = self.actor_submitter
         # Actors this process created: handle id -> (actor id, held arg ids, detached)
         self._owned_actors: dict[ObjectID, tuple] = {}
+        self._default_detached: dict[JobID, bool] = {}    # per job, see below
         self._node_addresses: dict[bytes, str] = {}
         # Owned objects' copies on other nodes than their payload's node_id.
         self.locations: dict[ObjectID, set[bytes]] = {}
@@ -86,8 +88,10 @@ class CoreWorker(ObjectAccess):
                 driver_pid=os.getpid(),
                 config=gcs_pb2.JobConfig(namespace=namespace,
                                          code_search_path=list(code_search_path),
-                                         working_dir=os.getcwd())))
+                                         working_dir=os.getcwd(),
+                                         default_actor_detached=default_actor_detached)))
             self.job_id = JobID(reply.job_id)
+            self._default_detached[self.job_id] = default_actor_detached
             self.namespace = reply.namespace
             self._outside_tasks = task_context.TaskContext(TaskID.for_driver(self.job_id))
         else:
@@ -422,6 +426,19 @@ class CoreWorker(ObjectAccess):
 
     def current_job_id(self) -> JobID:
         return self.job_id if self.mode == DRIVER else self.current_task_id.job_id()
+
+    def default_actor_detached(self) -> bool:
+        """Whether the running job's actors are detached unless they say
+        otherwise (JobConfig.default_actor_lifetime); asked of the GCS once
+        per job."""
+        job_id = self.current_job_id()
+        detached = self._default_detached.get(job_id)
+        if detached is None:
+            reply = self.call("gcs", "GetJobConfig",
+                              gcs_pb2.GetJobConfigRequest(job_id=job_id))
+            detached = self._default_detached[job_id] = (
+                reply.found and reply.config.default_actor_detached)
+        return detached
 
     def _build_args(self, spec, arg_values: Sequence, kwarg_values: dict) -> list:
         """Fill spec.args: refs as refs, small values inline, big ones put."""
