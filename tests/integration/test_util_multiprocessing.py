@@ -19,6 +19,7 @@ import miniray
 from miniray.exceptions import RayActorError, RayTaskError
 from miniray.testing import wait_for_condition
 from miniray.util.multiprocessing import Pool, TimeoutError
+from miniray.util.multiprocessing.pool import PoolTaskError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -294,20 +295,21 @@ def test_errors_reraise_as_the_users_exception_type(pool):
         pool.apply(_add, (1,))             # wrong arguments fail in the actor
 
 
-def test_imap_raises_an_items_error_and_goes_on(pool):
+def test_imap_yields_an_items_error_and_goes_on(pool):
+    # As in Ray (multiprocessing would raise it): the failed item's result is
+    # a PoolTaskError holding the user's exception; the other items follow.
     for ordered in (True, False):
-        results = (pool.imap if ordered else pool.imap_unordered)(
-            _fail_on_three, range(6), chunksize=2)
-        seen, errors = [], 0
-        while True:
-            try:
-                seen.append(next(results))
-            except MyError:
-                errors += 1
-            except StopIteration:
-                break
-        assert errors == 1
-        assert (seen if ordered else sorted(seen)) == [0, 1, 2, 4, 5]
+        results = list((pool.imap if ordered else pool.imap_unordered)(
+            _fail_on_three, range(6), chunksize=2))
+        errors = [r for r in results if isinstance(r, Exception)]
+        values = [r for r in results if not isinstance(r, Exception)]
+        assert len(errors) == 1 and isinstance(errors[0], PoolTaskError)
+        assert isinstance(errors[0].underlying, MyError)
+        assert isinstance(errors[0].underlying, RayTaskError)   # remote traceback
+        assert "bad item 3" in str(errors[0])
+        assert (values if ordered else sorted(values)) == [0, 1, 2, 4, 5]
+        if ordered:
+            assert results.index(errors[0]) == 3
 
 
 def test_unpicklable_function_fails_its_result(pool):

@@ -25,9 +25,9 @@ import weakref
 from typing import Any, Callable, Dict, Iterable, Optional
 
 import miniray as ray
-from miniray.util.multiprocessing.results import AsyncResult, IMapIterator
+from miniray.util.multiprocessing.results import AsyncResult, IMapIterator, PoolTaskError
 
-__all__ = ["Pool", "AsyncResult", "IMapIterator"]
+__all__ = ["Pool", "AsyncResult", "IMapIterator", "PoolTaskError"]
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """What ``Pool``'s asynchronous calls hand back: ``AsyncResult`` (``apply_async``,
 ``map_async``, ``starmap_async``) and ``IMapIterator`` (``imap``,
-``imap_unordered``), with ``multiprocessing.pool``'s interface.
+``imap_unordered``), with ``multiprocessing.pool``'s interface, and
+``PoolTaskError``, what an ``imap`` iterator yields for an item that raised.
 
 Both are *jobs*: the pool splits a job into numbered chunks, runs each chunk
 as one call on a pool actor and calls ``job._deliver(index, outcomes)`` from a
@@ -19,9 +20,21 @@ import time
 from multiprocessing import TimeoutError
 from typing import Any, Callable, Iterable, Optional
 
-__all__ = ["AsyncResult", "IMapIterator"]
+from miniray import exceptions
+
+__all__ = ["AsyncResult", "IMapIterator", "PoolTaskError"]
 
 logger = logging.getLogger(__name__)
+
+
+class PoolTaskError(Exception):
+    """An item's error, as ``imap``/``imap_unordered`` yield it (as in Ray):
+    ``underlying`` is what the call raised, an instance of the user's
+    exception class."""
+
+    def __init__(self, underlying: BaseException):
+        super().__init__(underlying)
+        self.underlying = underlying
 
 
 class AsyncResult:
@@ -107,8 +120,13 @@ class IMapIterator:
 
     The iterable is read lazily: a few chunks per pool process are in the
     pool at a time, and each chunk that comes back lets one more in, so a
-    huge or endless iterable is never read far ahead. A call that raised
-    raises its error from ``next()``; iteration can go on past it.
+    huge or endless iterable is never read far ahead.
+
+    As in Ray (where multiprocessing would raise), ``next()`` *returns* the
+    error of an item whose call raised, as a ``PoolTaskError`` (its
+    ``underlying`` is the user's exception), and iteration goes on past it;
+    when the whole call failed (its pool process died), each of its items
+    gives that error (a ``RayActorError``).
     """
 
     def __init__(self, pool, func: Callable, iterable: Iterable, chunksize: int,
@@ -168,7 +186,7 @@ class IMapIterator:
         Raises:
             StopIteration: no results are left.
             multiprocessing.TimeoutError: none came within ``timeout`` seconds.
-            Exception: the error the call for this item raised.
+            Exception: reading the input iterable raised it.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._items:
@@ -196,9 +214,9 @@ class IMapIterator:
             else:
                 self._items.extend(outcomes)
         ok, value = self._items.popleft()
-        if not ok:
-            raise value
-        return value
+        if ok or not isinstance(value, exceptions.RayTaskError):
+            return value        # a whole call's failure comes as it is, as in Ray
+        return PoolTaskError(value)
 
 
 def _run_callback(callback: Optional[Callable], argument: Any) -> None:
