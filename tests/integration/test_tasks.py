@@ -10,7 +10,7 @@ import pytest
 
 import miniray as ray
 from miniray import exceptions
-from miniray.testing import wait_for_condition
+from miniray.testing import SignalActor, wait_for_condition
 
 pytestmark = pytest.mark.usefixtures("ray_start")
 
@@ -180,6 +180,53 @@ def test_get_timeout():
     with pytest.raises(exceptions.GetTimeoutError) as info:
         ray.get(ref, timeout=0.2)
     assert isinstance(info.value, TimeoutError)
+
+
+@ray.remote
+def wait_for(signal):
+    return ray.get(signal.wait.remote())
+
+
+@ray.remote
+def fail(message):
+    raise ValueError(message)
+
+
+@ray.remote
+def get_list(refs):
+    return ray.get(refs)
+
+
+@ray.remote
+def get_owned_and_borrowed(borrowed, signal):
+    return ray.get([wait_for.remote(signal), borrowed[0]])
+
+
+def test_get_raises_an_error_without_waiting_for_the_others():
+    # As in Ray: get of several refs raises as soon as one is known to hold
+    # an error. The other task only finishes once the signal is sent.
+    signal = SignalActor.remote()
+    pending = wait_for.remote(signal)
+    with pytest.raises(ValueError, match="first"):
+        ray.get([pending, fail.remote("first")])
+    # Borrowed refs (inside a task), and an owned pending one with a
+    # borrowed error.
+    with pytest.raises(ValueError, match="borrowed"):
+        ray.get(get_list.remote([pending, fail.remote("borrowed")]))
+    with pytest.raises(ValueError, match="mixed"):
+        ray.get(get_owned_and_borrowed.remote([fail.remote("mixed")], signal))
+    assert ray.get(signal.cur_num_waiters.remote()) >= 1     # still waiting
+    ray.get(signal.send.remote())
+    assert ray.get(pending) is None
+
+
+def test_get_raises_the_first_error_in_list_order():
+    errors = [fail.remote("one"), fail.remote("two")]
+    ray.wait(errors, num_returns=2)
+    with pytest.raises(ValueError, match="one"):
+        ray.get([echo.remote(0), *errors])
+    with pytest.raises(ValueError, match="two"):
+        ray.get(errors[::-1])
 
 
 def test_wait():

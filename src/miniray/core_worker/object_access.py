@@ -97,6 +97,8 @@ class ObjectAccess:
         reply = self.run(reserve())
         if reply.error:
             raise exceptions.ObjectStoreFullError(reply.error)
+        if reply.exists:
+            return
         plasma.create_and_write(reply.path, serialized.size, serialized.write_to)
         self.call("raylet", "SealObject", raylet_pb2.SealObjectRequest(object_id=object_id))
 
@@ -168,7 +170,11 @@ class ObjectAccess:
         return True
 
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
-        payloads = self.wait_for_payloads(refs, timeout)
+        payloads = self.wait_for_payloads(refs, timeout, stop_at_error=True)
+        if len(payloads) < len(refs) and any(r.id not in payloads for r in refs):
+            # The wait ended early, at an error: raise the first one (in list
+            # order) of those known, as Ray does, without waiting for the rest.
+            refs = [next(r for r in refs if r.id in payloads and payloads[r.id].is_error)]
         values = []
         for ref in refs:
             value, is_error = self._read_or_recover(ref, payloads[ref.id], timeout)
@@ -204,8 +210,11 @@ class ObjectAccess:
         """Another copy, else re-run the task that made it (io thread)."""
         return self.relocate(object_id) or self.submitter.reconstruct(object_id)
 
-    def wait_for_payloads(self, refs: list[ObjectRef], timeout: float | None) -> dict:
-        """Block until every ref's payload is known (GetTimeoutError if not)."""
+    def wait_for_payloads(self, refs: list[ObjectRef], timeout: float | None,
+                          stop_at_error: bool = False) -> dict:
+        """Block until every ref's payload is known (GetTimeoutError if not).
+        ``stop_at_error``: or until one of them is known to hold an error;
+        then the payloads known so far, that one among them."""
         payloads: dict = {}
         missing_owned: list[ObjectID] = []
         missing_borrowed: list[ObjectRef] = []
@@ -219,37 +228,71 @@ class ObjectAccess:
                 missing_borrowed.append(ref)
         if not missing_owned and not missing_borrowed:
             return payloads
+        if stop_at_error and any(p.is_error for p in payloads.values()):
+            return payloads
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._blocked():
-            if missing_owned:
-                self._wait_owned(missing_owned, len(set(missing_owned)), deadline)
-                for object_id in missing_owned:
-                    payload = self.memory_store.get(object_id)
-                    if payload is None:
-                        # Freed while we waited: only possible if its refs died.
-                        raise exceptions.ObjectLostError(object_id.hex())
-                    payloads[object_id] = payload
+            # Borrowed objects are fetched from their owners while we wait for
+            # the owned ones; an error in either ends both waits early.
+            error_seen = threading.Event()
+            fetch = None
             if missing_borrowed:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                fetched = self.run(self._fetch_all(missing_borrowed, remaining))
-                for ref, payload in zip(missing_borrowed, fetched):
-                    if payload is None:
-                        raise exceptions.GetTimeoutError(
-                            f"Get timed out: some object(s) not ready after {timeout}s.")
-                    payloads[ref.id] = payload
+                fetch = asyncio.run_coroutine_threadsafe(
+                    self._fetch_all(missing_borrowed, remaining, stop_at_error), self.loop)
+                if stop_at_error and missing_owned:
+                    fetch.add_done_callback(
+                        lambda done: _fetched_an_error(done) and error_seen.set())
+            try:
+                if missing_owned:
+                    self._wait_owned(missing_owned, len(set(missing_owned)), deadline,
+                                     stop=error_seen if stop_at_error else None)
+                    for object_id in missing_owned:
+                        payload = self.memory_store.get(object_id)
+                        if payload is not None:
+                            payloads[object_id] = payload
+                stopped = stop_at_error and any(p.is_error for p in payloads.values())
+                if fetch is not None and not stopped:
+                    fetched = fetch.result()
+                    for ref, payload in zip(missing_borrowed, fetched):
+                        if payload is not None:
+                            payloads[ref.id] = payload
+                    stopped = stop_at_error and any(
+                        p is not None and p.is_error for p in fetched)
+            finally:
+                if fetch is not None and not fetch.done():
+                    fetch.cancel()
+        if stopped:
+            return payloads
+        for object_id in missing_owned:
+            if object_id not in payloads:
+                # Freed while we waited: only possible if its refs died.
+                raise exceptions.ObjectLostError(object_id.hex())
+        for ref in missing_borrowed:
+            if ref.id not in payloads:
+                raise exceptions.GetTimeoutError(
+                    f"Get timed out: some object(s) not ready after {timeout}s.")
         return payloads
 
     def _wait_owned(self, object_ids: list[ObjectID], needed: int,
-                    deadline: float | None, raise_on_timeout: bool = True) -> int:
-        """Wait until ``needed`` of the (distinct) objects are ready."""
-        event = threading.Event()
+                    deadline: float | None, raise_on_timeout: bool = True,
+                    stop: threading.Event | None = None) -> int:
+        """Wait until ``needed`` of the (distinct) objects are ready. With
+        ``stop``: or until one of them holds an error, or someone else sets
+        ``stop`` (it is set on an error here too)."""
+        event = stop if stop is not None else threading.Event()
         state = {"ready": 0}
         lock = threading.Lock()
+        store = self.memory_store
 
-        def on_ready(_):
+        def on_ready(object_id):
             with lock:
                 state["ready"] += 1
                 if state["ready"] >= needed:
+                    event.set()
+            if stop is not None:
+                payload = store.get(object_id)
+                if payload is not None and payload.is_error:
                     event.set()
 
         registered = []
@@ -274,7 +317,11 @@ class ObjectAccess:
             for object_id in registered:
                 self.memory_store.remove_waiter(object_id, on_ready)
 
-    async def _fetch_all(self, refs: list[ObjectRef], timeout: float | None) -> list:
+    async def _fetch_all(self, refs: list[ObjectRef], timeout: float | None,
+                         stop_at_error: bool = False) -> list:
+        """Each ref's payload (None: not ready within ``timeout``). With
+        ``stop_at_error``, the first error ends the fetch: refs not fetched
+        by then are None."""
         # Bounded: thousands of concurrent unary calls on one HTTP/2
         # connection get streams reset by gRPC.
         limit = asyncio.Semaphore(256)
@@ -283,7 +330,19 @@ class ObjectAccess:
             async with limit:
                 return await self.fetch_from_owner(ref, timeout)
 
-        return await asyncio.gather(*(fetch(r) for r in refs))
+        if not stop_at_error or len(refs) == 1:
+            return await asyncio.gather(*(fetch(r) for r in refs))
+        tasks = [asyncio.ensure_future(fetch(r)) for r in refs]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                payload = await next_done
+                if payload is not None and payload.is_error:
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()           # the ones still fetching
+        return [t.result() if t.done() and not t.cancelled() and t.exception() is None
+                else None for t in tasks]
 
     async def fetch_from_owner(self, ref: ObjectRef, timeout: float | None):
         """Ask a borrowed object's owner for its payload (None on timeout)."""
@@ -394,6 +453,13 @@ class _BlockedScope:
                 worker_id=worker.worker_id, blocked=blocked))
         except Exception:
             pass
+
+
+def _fetched_an_error(fetch) -> bool:
+    """Whether a finished _fetch_all (a concurrent future) found an error."""
+    if fetch.cancelled() or fetch.exception() is not None:
+        return False
+    return any(p is not None and p.is_error for p in fetch.result())
 
 
 def error_payload(object_id: ObjectID, error: BaseException):
