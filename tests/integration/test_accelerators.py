@@ -230,3 +230,34 @@ def test_placement_group_tasks_get_their_bundles_gpu():
         remove_placement_group(pg)
     both = ray.get(report.options(num_gpus=2).remote(), timeout=TIMEOUT)
     assert both["gpu_ids"] == [0, 1]
+
+
+@ray.remote
+def omp_threads():
+    return os.getpid(), os.environ.get("OMP_NUM_THREADS")
+
+
+@ray.remote
+class OmpActor:
+    def omp_threads(self):
+        return os.environ.get("OMP_NUM_THREADS")
+
+
+@pytest.mark.skipif("OMP_NUM_THREADS" in os.environ,
+                    reason="workers inherit the OMP_NUM_THREADS set here")
+def test_omp_num_threads_is_the_cpus_held():
+    # As in Ray: the CPUs of the task or actor, rounded down, at least 1.
+    pid, threads = ray.get(omp_threads.remote(), timeout=TIMEOUT)
+    assert threads == "1"
+    assert ray.get(omp_threads.options(num_cpus=2).remote(), timeout=TIMEOUT)[1] == "2"
+    assert ray.get(omp_threads.options(num_cpus=0.25).remote(), timeout=TIMEOUT)[1] == "1"
+    assert ray.get(OmpActor.remote().omp_threads.remote(), timeout=TIMEOUT) == "1"
+    actor = OmpActor.options(num_cpus=3).remote()
+    assert ray.get(actor.omp_threads.remote(), timeout=TIMEOUT) == "3"
+    ray.kill(actor)                         # its CPUs go to the group
+    group = placement_group([{"CPU": 3}])
+    ray.get(group.ready(), timeout=TIMEOUT)
+    in_group = omp_threads.options(num_cpus=3, scheduling_strategy=(
+        PlacementGroupSchedulingStrategy(placement_group=group)))
+    assert ray.get(in_group.remote(), timeout=TIMEOUT)[1] == "3"
+    remove_placement_group(group)

@@ -16,11 +16,13 @@ PG = "ab" * 18
 @pytest.fixture(autouse=True)
 def clean_state(monkeypatch):
     """Each test starts with no assignment and restores the environment."""
-    for var in list(acc.VISIBLE_DEVICES_ENV.values()) + list(acc.NOSET_ENV.values()):
+    for var in (list(acc.VISIBLE_DEVICES_ENV.values()) + list(acc.NOSET_ENV.values())
+                + ["OMP_NUM_THREADS"]):
         monkeypatch.setenv(var, "")       # recorded, so teardown restores (or unsets) it
         monkeypatch.delenv(var)
     monkeypatch.setattr(acc, "_ORIGINAL_VISIBLE",
                         {name: None for name in acc.VISIBLE_DEVICES_ENV})
+    monkeypatch.setattr(acc, "_USER_OMP_NUM_THREADS", None)
     monkeypatch.setattr(acc, "_process_wide", None)
     monkeypatch.setattr(acc, "_staged", {})
     token = acc._current.set(None)
@@ -150,3 +152,25 @@ def test_staged_ids_are_per_task():
     assert acc.apply(spec_a).resources == {"GPU": 0.5}
     assert acc.apply(spec_b).resources == {"GPU": 0.5, "CPU": 2.0}
     assert acc._staged == {}
+
+
+def test_omp_num_threads_follows_the_cpus_held():
+    # As in Ray: the CPUs the task holds, rounded down, at least 1.
+    import os
+    run(push(b"t1", {"CPU": {0: 2.0}}, {"CPU": 2}))
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+    run(push(b"t2", {"CPU": {0: 0.25}}, {"CPU": 0.25}))
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    run(push(b"t3", {f"CPU_group_0_{PG}": {0: 3.0}, f"bundle_group_0_{PG}": {0: 0.001}}))
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    # An actor that holds no CPU while it runs.
+    run(push(b"a1", {}, {}, task_type=common_pb2.ACTOR_CREATION_TASK))
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+
+
+def test_omp_num_threads_the_worker_started_with_is_kept(monkeypatch):
+    import os
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setattr(acc, "_USER_OMP_NUM_THREADS", "4")
+    run(push(b"t1", {"CPU": {0: 2.0}}, {"CPU": 2}))
+    assert os.environ["OMP_NUM_THREADS"] == "4"

@@ -16,7 +16,10 @@ that runs the task, before user code (``apply``). As in Ray:
 - an actor keeps its creation's assignment for life: its calls see the
   same ids and leave the environment as the actor left it;
 - when the worker started with ``CUDA_VISIBLE_DEVICES`` set, id ``i`` means
-  its ``i``-th entry, and ``get_gpu_ids()`` returns those entries as strings.
+  its ``i``-th entry, and ``get_gpu_ids()`` returns those entries as strings;
+- ``OMP_NUM_THREADS`` is set likewise, to the CPUs the task or actor holds
+  (rounded down, at least 1: an actor holding no CPU gets 1), unless the
+  worker started with it set.
 
 The assignment of the running call lives in a ``ContextVar``; the last
 applied one is also kept process-wide, for the threads and event loop an
@@ -25,6 +28,7 @@ normal task or one actor at a time, so that is the right one there).
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from contextvars import ContextVar
@@ -77,6 +81,7 @@ def _visible_from_env(var: str) -> list[str] | None:
 # What the worker process started with (read before any task changes it).
 _ORIGINAL_VISIBLE = {name: _visible_from_env(var)
                      for name, var in VISIBLE_DEVICES_ENV.items()}
+_USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
 
 
 # --- the hooks ----------------------------------------------------------------------
@@ -104,6 +109,7 @@ def apply(spec) -> Assignment:
     _current.set(assignment)
     _process_wide = assignment
     set_visible_devices(assignment)
+    set_omp_num_threads(assignment)
     return assignment
 
 
@@ -128,6 +134,16 @@ def set_visible_devices(assignment: Assignment) -> None:
         value = ",".join(visible_ids(name, assignment))
         if os.environ.get(var) != value:        # putenv only on a change
             os.environ[var] = value
+
+
+def set_omp_num_threads(assignment: Assignment) -> None:
+    """OMP_NUM_THREADS: the CPUs held, rounded down, at least 1 (as Ray), so
+    numerical libraries do not start a thread per core in every worker."""
+    if _USER_OMP_NUM_THREADS is not None:
+        return                                  # the user's setting stays
+    value = str(max(1, math.floor(assignment.resources.get("CPU", 0) + 1e-9)))
+    if os.environ.get("OMP_NUM_THREADS") != value:
+        os.environ["OMP_NUM_THREADS"] = value
 
 
 # --- what the running code sees ----------------------------------------------------------
