@@ -27,8 +27,13 @@ ACTOR_OPTIONS = (TASK_OPTIONS - {"num_returns", "max_retries", "retry_exceptions
     "allow_out_of_order_execution"}
 METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries",
                   "retry_exceptions", "_generator_backpressure_num_objects",
-                  "enable_task_events", "tensor_transport"}
+                  "enable_task_events", "tensor_transport", "name"}
 TERMINATE = "__ray_terminate__"
+
+
+class ActorClassInheritanceException(TypeError):
+    """A class was defined with an actor class as a base (as in Ray, not
+    supported: make the base an ordinary class instead)."""
 
 
 handle_object_id = ObjectID.for_actor_handle
@@ -129,6 +134,18 @@ class ActorClass:
         if cls is None or name.startswith("_"):
             raise AttributeError(name)
         return getattr(cls, name)
+
+    def __mro_entries__(self, bases):
+        # ``class Derived(SomeActor)``: SomeActor is an ActorClass object.
+        raise ActorClassInheritanceException(
+            f"Attempted to subclass the actor class '{self._cls.__name__}'. "
+            "Inheriting from actor classes is not currently supported. You can "
+            "instead inherit from a non-actor base class and make the derived "
+            "class an actor class (with @remote).")
+
+    def __dir__(self):
+        # As in Ray, whose actor class derives from the user's class.
+        return sorted(set(object.__dir__(self)) | set(dir(self._cls)))
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
@@ -277,6 +294,10 @@ class ActorHandle:
                 f"attribute '{name}'")
         return ActorMethod(self, name, meta[name])
 
+    def __dir__(self):
+        # As in Ray: the actor's methods (for autocompletion).
+        return sorted({"__init__", *self._meta})
+
     def __repr__(self):
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
 
@@ -341,7 +362,7 @@ class ActorMethod:
         spec = common_pb2.TaskSpec(
             type=common_pb2.ACTOR_TASK, actor_id=handle._actor_id,
             method_name=self._name,
-            function_name=f"{handle._class_name}.{self._name}",
+            function_name=self._options.get("name") or f"{handle._class_name}.{self._name}",
             concurrency_group=self._options.get(
                 "concurrency_group", self._meta["concurrency_group"]))
         retry = self._options.get("retry_exceptions",

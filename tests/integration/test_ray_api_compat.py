@@ -151,6 +151,42 @@ def test_class_attributes_through_actor_class(ray_start):
         WithClassAttributes.missing
 
 
+def test_actor_class_cannot_be_subclassed():
+    from miniray.actor import ActorClassInheritanceException
+    with pytest.raises(ActorClassInheritanceException,
+                       match="Inheriting from actor classes is not currently supported"):
+        class Derived(WithClassAttributes):
+            pass
+    assert issubclass(ActorClassInheritanceException, TypeError)
+
+
+def test_dir_shows_the_actors_methods(ray_start):
+    assert {"limit", "double", "make", "LIMIT", "options", "remote"} <= set(
+        dir(WithClassAttributes))
+    actor = Point.remote(1)
+    assert dir(actor) == sorted({"__init__", "shift", "static", "klass", "__ray_ready__",
+                                 "__ray_call__", "__ray_terminate__"})
+    assert {"options", "remote"} <= set(dir(actor.shift))
+
+
+@ray.remote
+class Named:
+    def task_name(self):
+        return ray.get_runtime_context().get_task_name()
+
+    def fail(self):
+        raise ValueError("failed")
+
+
+def test_actor_method_name_option(ray_start):
+    actor = Named.remote()
+    assert ray.get(actor.task_name.remote()) == "Named.task_name"
+    assert ray.get(actor.task_name.options(name="custom").remote()) == "custom"
+    with pytest.raises(ValueError) as info:
+        ray.get(actor.fail.options(name="named_failure").remote())
+    assert "named_failure" in str(info.value)
+
+
 def test_semaphore_actor(ray_start):
     semaphore = Semaphore.remote(value=2)
     ray.get([semaphore.acquire.remote(), semaphore.acquire.remote()])
