@@ -203,3 +203,33 @@ def test_wait_for_condition_raise_exceptions():
         wait_for_condition(broken, timeout=5, raise_exceptions=True)
     with pytest.raises(RuntimeError, match="boom"):
         wait_for_condition(broken, timeout=0.1)
+
+
+def test_oversized_definitions_are_refused(ray_start, monkeypatch):
+    # As in Ray (there 100 MB, lowered here): a definition that captured a
+    # big object fails at .remote(); a merely large one warns.
+    from miniray.common import config
+    monkeypatch.setattr(config, "FUNCTION_SIZE_WARN_BYTES", 20_000)
+    monkeypatch.setattr(config, "FUNCTION_SIZE_ERROR_BYTES", 200_000)
+    big, medium = bytearray(300_000), bytearray(50_000)
+
+    @ray.remote
+    def oversized():
+        return len(big)
+
+    @ray.remote
+    class Oversized:
+        def size(self):
+            return len(big)
+
+    @ray.remote
+    def large():
+        return len(medium)
+
+    with pytest.raises(ValueError, match=r"The remote function .*\.oversized is too large"):
+        oversized.remote()
+    with pytest.raises(ValueError, match="The actor Oversized is too large"):
+        Oversized.remote()
+    with pytest.warns(UserWarning, match="remote function .*large is very large"):
+        ref = large.remote()
+    assert ray.get(ref) == 50_000

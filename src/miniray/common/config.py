@@ -32,6 +32,12 @@ HEARTBEAT_PERIOD_S = _env("HEARTBEAT_PERIOD_S", 0.5)
 NODE_DEATH_TIMEOUT_S = _env("NODE_DEATH_TIMEOUT_S", 5.0)
 # Default number of retries of a task whose worker died.
 DEFAULT_MAX_RETRIES = 3
+# A remote function or actor class whose pickled definition is bigger than
+# this fails at .remote() with ValueError; above the warning size it warns
+# (Ray's limits; Ray's FUNCTION_SIZE_ERROR_THRESHOLD variable is honoured too).
+FUNCTION_SIZE_WARN_BYTES = 10**7
+FUNCTION_SIZE_ERROR_BYTES = _env(
+    "FUNCTION_SIZE_ERROR_BYTES", int(os.environ.get("FUNCTION_SIZE_ERROR_THRESHOLD", 10**8)))
 # Where sessions (logs, spill files, the current cluster's address) live.
 TEMP_ROOT = _env("TEMP_DIR", "/tmp/miniray")
 SHM_ROOT = _env("SHM_DIR", "/dev/shm")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import warnings
 
 import cloudpickle
 
+from miniray.common import config
 from miniray.common.ids import FunctionID
 from miniray.protocol import gcs_pb2
 
@@ -22,7 +24,30 @@ def pickle_function(function) -> tuple[FunctionID, bytes]:
         raise TypeError(
             f"Could not serialize the remote function or class "
             f"{getattr(function, '__qualname__', function)!r}: {exc}") from exc
+    check_definition_size(function, len(pickled))
     return FunctionID(hashlib.sha1(pickled).digest()), pickled
+
+
+def check_definition_size(function, size: int) -> None:
+    """As in Ray: a definition over FUNCTION_SIZE_ERROR_BYTES pickled is
+    refused (it almost always captured a big object by accident); one over
+    FUNCTION_SIZE_WARN_BYTES gets a warning."""
+    if size <= config.FUNCTION_SIZE_WARN_BYTES:
+        return
+    if isinstance(function, type):
+        what = f"actor {function.__name__}"
+    else:
+        what = (f"remote function {getattr(function, '__module__', '')}."
+                f"{getattr(function, '__name__', function)}")
+    advice = ("Check that its definition is not implicitly capturing a large array "
+              "or other object in scope. Tip: pass large objects as arguments or "
+              "put() them in the object store instead.")
+    mib = size // (1024 * 1024)
+    if size > config.FUNCTION_SIZE_ERROR_BYTES:
+        limit = config.FUNCTION_SIZE_ERROR_BYTES // (1024 * 1024)
+        raise ValueError(f"The {what} is too large ({mib} MiB > "
+                         f"FUNCTION_SIZE_ERROR_THRESHOLD={limit} MiB). {advice}")
+    warnings.warn(f"The {what} is very large ({mib} MiB). {advice}", stacklevel=4)
 
 
 class FunctionManager:
