@@ -14,6 +14,7 @@ _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "DynamicObjectRefGenerator": "miniray.core_worker.generator",
     "ObjectRef": "miniray.core_worker.object_ref",
     "ObjectRefGenerator": "miniray.core_worker.generator",
     "available_resources": "miniray.api",

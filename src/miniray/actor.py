@@ -12,12 +12,14 @@ import functools
 import inspect
 import pickle
 
+import cloudpickle
+
 from miniray.common.ids import ActorID, ObjectID
 from miniray.common.serialization import note_nested_ref
 from miniray.core_worker.submitter import RefInfo
 from miniray.remote_function import (
-    TASK_OPTIONS, bind_or_raise, resource_request, scheduling_strategy, unpack_returns,
-    validate_options)
+    TASK_OPTIONS, bind_or_raise, resource_request, scheduling_strategy, submit_counts,
+    unpack_returns, validate_options)
 from miniray.util.scheduling_strategies import bundle_request
 
 ACTOR_OPTIONS = (TASK_OPTIONS - {"num_returns", "max_retries", "retry_exceptions",
@@ -357,8 +359,9 @@ class ActorMethod:
         handle = self._handle
         worker.actor_submitter.check_pending_limit(handle._actor_id,
                                                    handle._max_pending_calls)
-        num_returns = self._options.get("num_returns", self._meta["num_returns"])
-        streaming = num_returns == "streaming"
+        num_returns = self._options.get("num_returns")
+        if num_returns is None:
+            num_returns = self._meta["num_returns"]
         spec = common_pb2.TaskSpec(
             type=common_pb2.ACTOR_TASK, actor_id=handle._actor_id,
             method_name=self._name,
@@ -370,7 +373,7 @@ class ActorMethod:
         if retry:
             spec.retry_exceptions = True
             if isinstance(retry, (list, tuple)):
-                spec.retry_exception_types = pickle.dumps(tuple(retry))
+                spec.retry_exception_types = cloudpickle.dumps(tuple(retry))
         retries = self._options.get("max_task_retries", self._meta.get("max_task_retries"))
         if retries is not None:              # else the actor's max_task_retries
             spec.max_retries = retries
@@ -378,7 +381,7 @@ class ActorMethod:
         # The call holds the handle: the actor lives until it has run, even
         # if the caller drops its handle right away (`A.remote().f.remote()`).
         return unpack_returns(worker.submit_task(
-            spec, args, kwargs, 0 if streaming else num_returns, streaming,
+            spec, args, kwargs, *submit_counts(num_returns),
             holds=RefInfo(handle._handle_id, handle._owner)), num_returns)
 
 

@@ -277,8 +277,7 @@ def get(object_refs, *, timeout: float | None = None):
     refs = [object_refs] if single else object_refs
     if not isinstance(refs, list):
         if isinstance(object_refs, ObjectRefGenerator):
-            raise TypeError("get() does not take an ObjectRefGenerator: iterate it "
-                            "and get each ObjectRef")
+            return object_refs            # as Ray does: the refs come from iterating it
         raise ValueError(
             f"Invalid type of object refs, {type(object_refs)}, is given. "
             "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-import pickle
 import warnings
+
+import cloudpickle
 
 from miniray.common import config
 from miniray.common.resources import validate_request
@@ -52,11 +53,8 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
             isinstance(num_returns, bool) or not isinstance(num_returns, int)
             or num_returns < 0):
         raise ValueError(
-            f"The num_returns option must be a non-negative integer or "
-            f"'streaming', got {num_returns!r}")
-    if num_returns == "dynamic":
-        raise ValueError("num_returns='dynamic' is not supported; "
-                         "use num_returns='streaming' (the default for generators)")
+            f"The num_returns option must be a non-negative integer, "
+            f"'streaming' or 'dynamic', got {num_returns!r}")
     max_retries = options.get("max_retries")
     if max_retries is not None and (isinstance(max_retries, bool)
                                     or not isinstance(max_retries, int) or max_retries < -1):
@@ -108,11 +106,20 @@ def bind_or_raise(signature: inspect.Signature | None, args, kwargs, name: str) 
             raise TypeError(f"{name}(): {exc}") from None
 
 
+def submit_counts(num_returns) -> tuple[int, bool, bool]:
+    """num_returns option -> (return objects, streaming, dynamic)."""
+    if num_returns == "streaming":
+        return 0, True, False
+    if num_returns == "dynamic":        # one return: the DynamicObjectRefGenerator
+        return 1, False, True
+    return num_returns, False, False
+
+
 def unpack_returns(result, num_returns):
     """What ``.remote()`` returns: a generator, one ref, None or a list."""
     if num_returns == "streaming":
         return result
-    if num_returns == 1:
+    if num_returns in (1, "dynamic"):
         return result[0]
     return None if num_returns == 0 else result
 
@@ -215,7 +222,6 @@ class RemoteFunction:
         num_returns = options.get("num_returns")
         if num_returns is None:
             num_returns = "streaming" if self._is_generator else 1
-        streaming = num_returns == "streaming"
         # A task inside a placement group that captures children inherits
         # it: then the strategy depends on the caller, so no caching.
         inherits = _inherits(options, worker)
@@ -228,7 +234,7 @@ class RemoteFunction:
         spec = common_pb2.TaskSpec()
         spec.CopyFrom(template)
         return unpack_returns(worker.submit_task(
-            spec, args, kwargs, 0 if streaming else num_returns, streaming), num_returns)
+            spec, args, kwargs, *submit_counts(num_returns)), num_returns)
 
     def _make_template(self, options: dict, worker):
         """The parts of the spec that only depend on the options (and on the
@@ -246,7 +252,7 @@ class RemoteFunction:
             resources=bundle_request(resource_request(options, 1), strategy),
             max_retries=options.get("max_retries", config.DEFAULT_MAX_RETRIES),
             retry_exceptions=bool(retry),
-            retry_exception_types=pickle.dumps(tuple(retry))
+            retry_exception_types=cloudpickle.dumps(tuple(retry))
             if isinstance(retry, (list, tuple)) else b"",
             name=options.get("name") or "",
             scheduling_strategy=strategy, max_calls=options.get("max_calls") or 0)

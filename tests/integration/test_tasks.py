@@ -171,6 +171,128 @@ def test_streaming_generator():
     assert asyncio.run(consume()) == [0, 10, 20]
 
 
+def test_static_num_returns_generator_fills_returns_in_order():
+    """Ray's semantics for a generator with a fixed num_returns: each value
+    is one return; an error part-way fails only the returns not reached; too
+    few values is a ValueError; extra values are dropped; num_returns=1
+    returns the single value, not the generator."""
+    @ray.remote
+    def gen(n, fail=False):
+        for i in range(n):
+            yield [i]
+        if fail:
+            raise KeyError("part-way")
+
+    first, second, third = gen.options(num_returns=3).remote(1, fail=True)
+    assert ray.get(first) == [0]
+    for ref in (second, third):
+        with pytest.raises(KeyError):
+            ray.get(ref)
+    with pytest.raises(ValueError, match="returned 2 objects"):
+        ray.get(gen.options(num_returns=3).remote(2))
+    assert ray.get(gen.options(num_returns=2).remote(5)) == [[0], [1]]
+    assert ray.get(gen.options(num_returns=1).remote(1)) == [0]
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["inline", "plasma"])
+def test_dynamic_generator(big):
+    """num_returns="dynamic" (Ray's older generator API): one ref whose value
+    is a DynamicObjectRefGenerator of the yielded values' refs; it can be
+    passed to other tasks, and an error part-way is its last item."""
+    @ray.remote(num_returns="dynamic")
+    def gen(n, fail=False):
+        for i in range(n):
+            yield np.full(200_000 if big else 1, i)
+        if fail:
+            raise KeyError("part-way")
+
+    @ray.remote
+    def firsts(generator):
+        return [int(ray.get(ref)[0]) for ref in generator]
+
+    ref = gen.remote(4)
+    assert isinstance(ref, ray.ObjectRef)
+    generator = ray.get(ref)
+    assert isinstance(generator, ray.DynamicObjectRefGenerator) and len(generator) == 4
+    assert [int(ray.get(r)[0]) for r in generator] == [0, 1, 2, 3]
+    assert ray.get(firsts.remote(gen.remote(3))) == [0, 1, 2]       # the ref
+    assert ray.get(firsts.remote(ray.get(gen.remote(2)))) == [0, 1]  # the value
+    assert list(ray.get(gen.remote(0))) == []
+    ok, error = ray.get(gen.remote(1, fail=True))
+    assert ray.get(ok)[0] == 0
+    with pytest.raises(KeyError):
+        ray.get(error)
+
+    @ray.remote(num_returns="dynamic")
+    def not_a_generator():
+        return [1, 2]
+
+    with pytest.raises(ValueError, match="not a generator"):
+        [ray.get(r) for r in ray.get(not_a_generator.remote())]
+
+    @ray.remote
+    class Actor:
+        def gen(self, n):
+            yield from range(n)
+
+    actor = Actor.remote()
+    refs = ray.get(actor.gen.options(num_returns="dynamic").remote(3))
+    assert ray.get(list(refs)) == [0, 1, 2]
+
+
+def test_dynamic_generator_items_are_freed_with_it():
+    @ray.remote(num_returns="dynamic")
+    def gen():
+        for i in range(3):
+            yield np.full(200_000, i)
+
+    worker = ray.api._worker()
+    before = worker.refs.num_objects()
+    generator = ray.get(gen.remote())
+    assert worker.refs.num_objects() > before
+    del generator
+    wait_for_condition(lambda: worker.refs.num_objects() == before, timeout=20)
+
+
+def test_streaming_generator_is_retried_on_exceptions(tmp_path):
+    """retry_exceptions on a streaming generator: the task runs again and
+    the caller sees each value once, then the rest of the new run."""
+    marker = str(tmp_path / "failed-once")
+
+    @ray.remote(retry_exceptions=True, max_retries=1)
+    def gen():
+        yield 0
+        yield 1
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise KeyError("first run")
+        yield 2
+
+    assert [ray.get(ref) for ref in gen.remote()] == [0, 1, 2]
+
+    @ray.remote(retry_exceptions=[OSError], max_retries=3)
+    def never_retried():
+        yield 0
+        raise KeyError("not an OSError")
+
+    refs = list(never_retried.remote())
+    assert ray.get(refs[0]) == 0 and len(refs) == 2
+    with pytest.raises(KeyError):
+        ray.get(refs[1])
+
+
+def test_object_ref_generator_get_and_pickling():
+    @ray.remote
+    def gen():
+        yield 1
+
+    generator = gen.remote()
+    assert ray.get(generator) is generator        # as in Ray
+    with pytest.raises(TypeError, match="ObjectRefGenerator"):
+        echo.remote(generator)
+    assert [ray.get(r) for r in generator] == [1]
+
+
 def test_get_timeout():
     @ray.remote
     def slow():

@@ -14,6 +14,7 @@ from miniray.common.ids import WorkerID
 from miniray.common.process import die_with_parent
 from miniray.core_worker.core_worker import WORKER, CoreWorker
 from miniray.protocol import core_worker_pb2 as cw_pb2
+from miniray.rpc.channels import is_unavailable
 
 
 class _PrefixedStream:
@@ -92,9 +93,16 @@ def main(argv=None) -> None:
     holder: list = []
     sys.stdout = _PrefixedStream(sys.stdout, lambda: holder[0] if holder else None, False)
     sys.stderr = _PrefixedStream(sys.stderr, lambda: holder[0] if holder else None, True)
-    worker = CoreWorker(mode=WORKER, raylet_address=args.raylet_address,
-                        gcs_address=args.gcs_address,
-                        worker_id=WorkerID.from_hex(args.worker_id))
+    try:
+        worker = CoreWorker(mode=WORKER, raylet_address=args.raylet_address,
+                            gcs_address=args.gcs_address,
+                            worker_id=WorkerID.from_hex(args.worker_id))
+    except Exception as exc:      # noqa: BLE001 - the raylet died while we started
+        if not is_unavailable(exc):
+            raise
+        print(f"worker exiting: its raylet at {args.raylet_address} is gone",
+              file=sys.__stderr__)
+        os._exit(1)
     holder.append(worker)
     worker.executor.run_forever()
     os._exit(0)

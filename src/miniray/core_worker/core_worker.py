@@ -397,8 +397,10 @@ class CoreWorker(ObjectAccess):
 
     # --- tasks --------------------------------------------------------------------
     def submit_task(self, spec, arg_values: Sequence, kwarg_values: dict,
-                    num_returns: int, streaming: bool = False, holds=None):
+                    num_returns: int, streaming: bool = False, dynamic: bool = False,
+                    holds=None):
         """Returns the task's return refs, or an ObjectRefGenerator.
+        ``dynamic``: the one return will hold a DynamicObjectRefGenerator.
         ``holds``: one more reference (an actor's handle) the pending task
         keeps alive."""
         task_id = spec.task_id = TaskID.of(self.current_job_id())
@@ -410,6 +412,7 @@ class CoreWorker(ObjectAccess):
         self.address.to_proto(spec.caller)
         spec.num_returns = num_returns
         spec.streaming = streaming
+        spec.returns_dynamic = dynamic
         return_ids = [ObjectID.for_return(task_id, i + 1) for i in range(num_returns)]
         with self._lock:
             self.refs.add_submitted(held)

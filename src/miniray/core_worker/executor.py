@@ -136,11 +136,9 @@ class TaskExecutor:
                 if inspect.iscoroutine(result):      # an `async def` remote function
                     result = asyncio.run(result)
                 if spec.streaming:
-                    reply.num_dynamic_returns = self._stream(spec, task_id, caller, result)
+                    self._stream(spec, reply, caller, result)
                 else:
-                    values = _split_returns(result, spec.num_returns,
-                                            inspect.isgenerator(result))
-                    self._store_values(reply, return_ids, caller, values)
+                    self._store_returns(spec, reply, return_ids, caller, result)
             except exceptions.TaskCancelledError as exc:
                 self._store_error(reply, return_ids, caller, exc)
             except _ArgumentError as exc:
@@ -179,15 +177,13 @@ class TaskExecutor:
                 args, kwargs = self._resolve_args(spec)
             result = method(*args, **kwargs)
             if spec.streaming and inspect.isasyncgen(result):
-                reply.num_dynamic_returns = await self._stream_async(
-                    spec, task_id, caller, result)
+                await self._stream_async(spec, reply, caller, result)
             elif spec.streaming:
-                reply.num_dynamic_returns = self._stream(spec, task_id, caller, result)
+                self._stream(spec, reply, caller, result)
             else:
                 if inspect.isawaitable(result):
                     result = await result
-                self._store_values(reply, return_ids, caller,
-                                   _split_returns(result, spec.num_returns, False))
+                self._store_returns(spec, reply, return_ids, caller, result)
         except asyncio.CancelledError:
             self._store_error(reply, return_ids, caller,
                               exceptions.TaskCancelledError(task_id.hex()))
@@ -282,6 +278,79 @@ class TaskExecutor:
             return values[:-num_kwargs], kwargs
         return values, {}
 
+    def _store_returns(self, spec, reply, return_ids, caller, result) -> None:
+        """Package a finished call's result as its return objects."""
+        if spec.returns_dynamic:
+            self._store_dynamic(spec, reply, return_ids[0], caller, result)
+        elif inspect.isgenerator(result):
+            self._store_generated(spec, reply, return_ids, caller, result)
+        else:
+            self._store_values(reply, return_ids, caller,
+                               _split_returns(result, spec.num_returns))
+
+    def _store_generated(self, spec, reply, return_ids, caller, generator) -> None:
+        """A generator with a fixed num_returns, as in Ray: its values fill
+        the returns in order, each stored as soon as it is yielded; if it
+        raises part-way (or stops short) the returns it did not reach hold
+        the error; values past num_returns are dropped with a logged error."""
+        stored, error = 0, None
+        try:
+            for value in generator:
+                if stored == len(return_ids):
+                    print(f"Task {spec.function_name} yielded more than its "
+                          f"num_returns={len(return_ids)} values; the rest are "
+                          f"dropped", file=sys.stderr)
+                    generator.close()
+                    break
+                self._store_values(reply, return_ids[stored:stored + 1], caller, [value])
+                stored += 1
+                del value
+        except exceptions.TaskCancelledError:
+            raise
+        except Exception as exc:          # noqa: BLE001 - fills the remaining returns
+            error = exc
+        if error is None and stored < len(return_ids):
+            error = ValueError(
+                f"Task returned {stored} objects, but num_returns={len(return_ids)}.")
+        if error is not None:
+            reply.is_application_error = True
+            reply.is_retryable_error = _is_retryable(spec, error)
+            self._store_error(reply, return_ids[stored:], caller,
+                              self.task_error(spec.function_name, error))
+
+    def _store_dynamic(self, spec, reply, generator_id, caller, result) -> None:
+        """num_returns="dynamic": each yielded value becomes an object of its
+        own (owned by the caller, like any return), and the task's one
+        return holds a DynamicObjectRefGenerator of their refs. An error
+        part-way becomes the last item."""
+        from miniray.core_worker.generator import DynamicObjectRefGenerator
+        task_id = TaskID(spec.task_id)
+        items = cw_pb2.PushTaskReply()
+        try:
+            if not inspect.isgenerator(result):
+                raise ValueError(
+                    f"Task {spec.function_name} has num_returns='dynamic' but "
+                    f"returned a {type(result).__name__}, not a generator")
+            for value in result:
+                object_id = ObjectID.for_return(task_id, len(items.returns) + 2)
+                self._store_values(items, [object_id], caller, [value])
+                del value
+        except exceptions.TaskCancelledError:
+            raise
+        except Exception as exc:          # noqa: BLE001 - becomes the last item
+            object_id = ObjectID.for_return(task_id, len(items.returns) + 2)
+            self._store_error(items, [object_id], caller,
+                              self.task_error(spec.function_name, exc))
+            reply.is_application_error = True
+            reply.is_retryable_error = _is_retryable(spec, exc)
+        refs = [ObjectRef(ObjectID(item.object_id), caller, _count=False)
+                for item in items.returns]
+        self._store_values(reply, [generator_id], caller,
+                           [DynamicObjectRefGenerator(refs)])
+        # After the generator: the owner stores it first, which makes the
+        # items its contents (see Submitter._complete).
+        reply.returns.extend(items.returns)
+
     def _store_values(self, reply, return_ids, caller, values) -> None:
         nested = []
         for object_id, value in zip(return_ids, values):
@@ -317,8 +386,9 @@ class TaskExecutor:
         if remote:
             worker.run(worker.register_borrows(borrower, remote))
 
-    def _stream(self, spec, task_id: TaskID, caller: WorkerAddress, result) -> int:
+    def _stream(self, spec, reply, caller: WorkerAddress, result) -> None:
         """Report each yielded value to the owner as it is produced."""
+        task_id = TaskID(spec.task_id)
         index = 0
         try:
             if not inspect.isgenerator(result) and not hasattr(result, "__next__"):
@@ -328,31 +398,47 @@ class TaskExecutor:
             for value in result:
                 self._report_item(task_id, caller, index, serialize(value))
                 index += 1
+                del value
         except exceptions.TaskCancelledError as exc:
-            error = exc
+            self._end_stream(spec, reply, caller, index, exc, None)
         except Exception as exc:          # noqa: BLE001 - becomes the next item
-            error = self.task_error(spec.function_name, exc)
+            self._end_stream(spec, reply, caller, index, exc, exc)
         else:
-            return index
-        self._report_item(task_id, caller, index, serialize(error, is_error=True))
-        return index + 1
+            reply.num_dynamic_returns = index
 
-    async def _stream_async(self, spec, task_id: TaskID, caller: WorkerAddress,
-                            result) -> int:
+    async def _stream_async(self, spec, reply, caller: WorkerAddress, result) -> None:
         """_stream for an async generator method of an async actor."""
+        task_id = TaskID(spec.task_id)
         index = 0
         try:
             async for value in result:
                 self._report_item(task_id, caller, index, serialize(value))
                 index += 1
+                del value
         except (exceptions.TaskCancelledError, asyncio.CancelledError):
-            error = exceptions.TaskCancelledError(task_id.hex())
+            self._end_stream(spec, reply, caller, index,
+                             exceptions.TaskCancelledError(task_id.hex()), None)
         except Exception as exc:          # noqa: BLE001 - becomes the next item
-            error = self.task_error(spec.function_name, exc)
+            self._end_stream(spec, reply, caller, index, exc, exc)
         else:
-            return index
-        self._report_item(task_id, caller, index, serialize(error, is_error=True))
-        return index + 1
+            reply.num_dynamic_returns = index
+
+    def _end_stream(self, spec, reply, caller, index: int, exc, user_error) -> None:
+        """A generator that raised: the error is its last item. If the
+        exception is one to retry on, the error travels in the reply
+        instead, for the owner to use only if it does not retry (a retry
+        re-yields the items the owner has and goes on from there)."""
+        task_id = TaskID(spec.task_id)
+        error = exc if user_error is None else self.task_error(spec.function_name, exc)
+        serialized = serialize(error, is_error=True)
+        reply.num_dynamic_returns = index + 1
+        if user_error is not None and _is_retryable(spec, user_error):
+            reply.is_application_error = True
+            reply.is_retryable_error = True
+            reply.returns.append(self.worker.make_payload(
+                ObjectID.for_return(task_id, index + 1), serialized, caller.worker_id))
+            return
+        self._report_item(task_id, caller, index, serialized)
 
     def _report_item(self, task_id: TaskID, caller: WorkerAddress, index: int,
                      serialized) -> None:
@@ -382,12 +468,11 @@ def _exit_process(exc: SystemExit) -> None:
     os._exit(exc.code if isinstance(exc.code, int) else 1)
 
 
-def _split_returns(result, num_returns: int, is_generator: bool) -> list:
+def _split_returns(values, num_returns: int) -> list:
     if num_returns == 1:
-        return [result]
+        return [values]
     if num_returns == 0:
         return []
-    values = list(result) if is_generator else result
     try:
         count = len(values)
     except TypeError:

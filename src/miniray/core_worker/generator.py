@@ -1,12 +1,19 @@
-"""ObjectRefGenerator: the refs a streaming generator task yields, in order.
+"""The refs a generator task yields.
 
-The executing worker reports each yielded value to the owner as soon as
-it is produced; the owner's io thread appends a ref here, and the user's
-thread (or coroutine) iterates, blocking until the next ref arrives.
+ObjectRefGenerator (num_returns="streaming", the default for generator
+functions): the executing worker reports each yielded value to the owner
+as soon as it is produced; the owner's io thread appends a ref here, and
+the user's thread (or coroutine) iterates, blocking until the next ref
+arrives.
+
+DynamicObjectRefGenerator (num_returns="dynamic", Ray's older API): the
+value of the task's single return, available once the task has finished;
+it holds a ref to every value the generator yielded.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 
 from miniray.common.ids import ObjectID, TaskID
@@ -89,3 +96,31 @@ class ObjectRefGenerator:
 
     def __repr__(self):
         return f"ObjectRefGenerator(task_id={self._task_id.hex()})"
+
+    def __reduce__(self):
+        raise TypeError(
+            "An ObjectRefGenerator cannot be passed to a task or put in an "
+            "object: iterate it and pass its ObjectRefs, or use "
+            "num_returns='dynamic' for a generator that can be passed on")
+
+
+class DynamicObjectRefGenerator:
+    """The refs of a num_returns="dynamic" task's values, in order. It can
+    be passed to other tasks and put in objects (the refs travel with it);
+    iterating hands each ref out once."""
+
+    def __init__(self, refs: list[ObjectRef]):
+        self._refs = collections.deque(refs)
+
+    def __iter__(self):
+        while self._refs:
+            yield self._refs.popleft()
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __reduce__(self):
+        return DynamicObjectRefGenerator, (list(self._refs),)
+
+    def __repr__(self):
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"

@@ -198,9 +198,11 @@ class ObjectAccess:
                     payload = self.wait_for_payloads([ref], timeout)[ref.id]
                 else:
                     self.memory_store.delete(ref.id)
-                    reply = self.call(ref.owner, "GetObject", cw_pb2.GetObjectRequest(
-                        object_id=ref.id, lost=True,
-                        timeout=-1.0 if timeout is None else timeout))
+                    # Blocked: the owner may need our CPU to rebuild the object.
+                    with self._blocked():
+                        reply = self.call(ref.owner, "GetObject", cw_pb2.GetObjectRequest(
+                            object_id=ref.id, lost=True,
+                            timeout=-1.0 if timeout is None else timeout))
                     if reply.status != cw_pb2.GetObjectReply.READY:
                         raise
                     payload = reply.payload

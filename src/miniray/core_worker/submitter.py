@@ -38,7 +38,7 @@ def nested_ref_infos(payload) -> list[RefInfo]:
 class _Task:
     __slots__ = ("spec", "task_id", "arg_ids", "retries_left", "cancelled",
                  "lease_id", "key", "generator", "items_seen", "waiting_deps",
-                 "resolved", "order")
+                 "resolved", "order", "stale")
 
     def __init__(self, spec, arg_ids):
         self.spec = spec
@@ -53,6 +53,7 @@ class _Task:
         self.waiting_deps = 0
         self.resolved = False
         self.order = 0            # submission order (actor calls)
+        self.stale = None         # stored returns of a failed try: {(id, node)}
 
     @property
     def is_actor_task(self) -> bool:
@@ -90,6 +91,7 @@ class NormalTaskSubmitter:
         # Lineage: the spec of each finished task whose returns are in a
         # node's store, so a return lost with its node can be rebuilt.
         self._lineage: dict[ObjectID, object] = {}
+        self._rebuilding: dict[TaskID, set[ObjectID]] = {}   # lost dynamic items
         self._stopped = False
 
     # --- entry points ---------------------------------------------------------
@@ -280,12 +282,20 @@ class NormalTaskSubmitter:
     # --- completion ---------------------------------------------------------------------
     def on_reply(self, task: _Task, reply) -> None:
         if reply.is_retryable_error and task.retries_left and not task.cancelled:
+            # Returns the failed try already stored: the retry keeps those it
+            # stores again (objects are immutable), the rest are freed at the end.
+            stale = {(p.object_id, p.node_id) for p in reply.returns if p.in_plasma}
+            if stale:
+                task.stale = (task.stale or set()) | stale
             if task.is_actor_task:
                 self.actor_submitter.retry(task)     # max_task_retries is the budget
             else:
                 self._retry(task)
             return
         if task.generator is not None:
+            for payload in reply.returns:     # the error that was not retried
+                self.on_generator_item(task.task_id, reply.num_dynamic_returns - 1,
+                                       payload)
             task.generator.finish(reply.num_dynamic_returns)
             self._complete(task, [])
             return
@@ -327,8 +337,16 @@ class NormalTaskSubmitter:
         if self._tasks.pop(task.task_id, None) is not None and task.is_actor_task:
             self.actor_submitter.on_task_done(task)
         worker = self.worker
+        if task.task_id in self._rebuilding:
+            payloads = self._complete_rebuild(task.task_id, payloads)
+        # In order: a num_returns="dynamic" task's generator comes first,
+        # which makes its items (the payloads after it) its contents.
         for payload in payloads:
             self.store_owned_payload(ObjectID(payload.object_id), payload, task.spec)
+        if task.stale:
+            task.stale -= {(p.object_id, p.node_id) for p in payloads if p.in_plasma}
+            for object_id, node_id in task.stale:
+                worker.spawn(worker._free_plasma([object_id], node_id))
         with worker._lock:
             actions = worker.refs.remove_submitted(task.arg_ids)
         if actions:
@@ -368,27 +386,62 @@ class NormalTaskSubmitter:
         if spec is None:
             return False
         task_id = TaskID(spec.task_id)
-        if task_id in self._tasks:
-            return True                       # already being rebuilt
+        if task_id in self._tasks:            # already being rebuilt
+            lost = self._rebuilding.get(task_id)
+            if lost is not None and object_id not in lost:
+                lost.add(object_id)           # another item of the same run
+                self.worker.memory_store.delete(object_id)
+            return True
         retry = type(spec)()
         retry.CopyFrom(spec)
         retry.attempt += 1
-        for i in range(retry.num_returns):
-            self.worker.memory_store.delete(ObjectID.for_return(task_id, i + 1))
+        if spec.returns_dynamic or spec.streaming:
+            # A generator's item: the generator (or the dynamic task's
+            # return) stays; re-running the task yields the item again.
+            self._rebuilding.setdefault(task_id, set()).add(object_id)
+            self.worker.memory_store.delete(object_id)
+        else:
+            for i in range(retry.num_returns):
+                self.worker.memory_store.delete(ObjectID.for_return(task_id, i + 1))
         self._submit(_Task(retry, []))
         return True
+
+    def _complete_rebuild(self, task_id: TaskID, payloads) -> list:
+        """A generator task re-run for lost items: keep the first run's
+        generator, store the items again (a dynamic task's come in the reply
+        after its generator; a streaming task's were stored as reported); an
+        item the re-run did not yield (a non-deterministic generator) cannot
+        be rebuilt."""
+        from miniray.core_worker.core_worker import error_payload
+        lost = self._rebuilding.pop(task_id)
+        found = [p for p in payloads[1:] if ObjectID(p.object_id) in lost]
+        missing = lost - {ObjectID(p.object_id) for p in found}
+        if not missing:
+            return found
+        spec = self._lineage.get(next(iter(missing)))
+        name = spec.function_name if spec is not None else "the task"
+        error = exceptions.RayTaskError(name, "", ValueError(
+            f"{name} was re-executed to rebuild lost values, but this time it "
+            f"did not yield them all (a generator that yields a different "
+            f"number of values on each run cannot be rebuilt)"))
+        return found + [error_payload(oid, error) for oid in missing]
 
     # --- streaming generators ------------------------------------------------------------
     def on_generator_item(self, task_id: TaskID, index: int, payload) -> None:
         task = self._tasks.get(task_id)
+        object_id = ObjectID(payload.object_id)
+        lost = self._rebuilding.get(task_id)
+        if task is not None and lost and object_id in lost:
+            lost.discard(object_id)            # a lost item, yielded again
+            self.store_owned_payload(object_id, payload, task.spec)
+            return
         if task is None or task.generator is None or index < task.items_seen:
             return          # a retry re-reporting items we already have
         task.items_seen = index + 1
-        object_id = ObjectID(payload.object_id)
         with self.worker._lock:
             self.worker.refs.add_owned(object_id)
         task.generator.add_item(object_id, index)
-        self.store_owned_payload(object_id, payload)
+        self.store_owned_payload(object_id, payload, task.spec)
 
     # --- cancellation ---------------------------------------------------------------------
     async def cancel(self, task_id: TaskID, force: bool, recursive: bool,

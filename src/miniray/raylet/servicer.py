@@ -43,7 +43,8 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
                                            request.requester_worker_id,
                                            request.function_name,
                                            dict(request.placement_resources),
-                                           request.actor_id)
+                                           request.actor_id,
+                                           spillable=_spillable(request))
         if isinstance(lease, str):          # only another node can run it
             return raylet_pb2.RequestWorkerLeaseReply(spillback_address=lease)
         worker = raylet.pool.workers.get(WorkerID(lease.worker_id))
@@ -80,6 +81,12 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
                 WorkerID(request.owner_worker_id))
         except ObjectStoreFullError as exc:
             return raylet_pb2.ReserveObjectReply(error=str(exc))
+        except ValueError:
+            if not self.raylet.store.contains(ObjectID(request.object_id)):
+                raise
+            # Objects are immutable: a retried task (or generator) writing a
+            # return it already wrote keeps the first copy, as in Ray.
+            return raylet_pb2.ReserveObjectReply(exists=True)
         return raylet_pb2.ReserveObjectReply(path=path)
 
     async def SealObject(self, request, context):
@@ -153,3 +160,12 @@ class ObjectManagerServicer(om_grpc.ObjectManagerServiceServicer):
         except (KeyError, OSError):
             return om_pb2.ReadObjectChunkReply(found=False)
         return om_pb2.ReadObjectChunkReply(data=data, total_size=total, found=True)
+
+
+def _spillable(request) -> bool:
+    """A request this raylet chose for itself (not sent here to be granted
+    or rejected) and not pinned here: it may move on while it waits."""
+    return (not request.grant_or_reject and not request.placement_resources
+            and not request.actor_id
+            and request.strategy.kind in (common_pb2.SchedulingStrategy.DEFAULT,
+                                          common_pb2.SchedulingStrategy.SPREAD))
