@@ -3,6 +3,7 @@ object transfer and node failure."""
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -82,6 +83,36 @@ def test_spread_uses_both_nodes(cluster):
 
     assert run("SPREAD") == set(_head_and_worker(cluster))
     assert run("DEFAULT") == {cluster.head_node.node_id.hex()}
+
+
+def test_queued_task_moves_to_a_node_that_frees_up(cluster, tmp_path):
+    """A task queued on a full node goes to another node as soon as that
+    one has room, rather than waiting for its first node (Ray's spillback
+    of queued work): here the head stays busy throughout."""
+    head, worker = _head_and_worker(cluster)
+
+    @ray.remote(num_cpus=1)
+    def hold(path):
+        # Busy, not blocked in get: the CPU stays taken until the file exists.
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return ray.get_runtime_context().get_node_id()
+
+    release_head = str(tmp_path / "head")
+    release_worker = str(tmp_path / "worker")
+    on_head = NodeAffinitySchedulingStrategy(head, soft=False)
+    on_worker = NodeAffinitySchedulingStrategy(worker, soft=False)
+    head_task = hold.options(scheduling_strategy=on_head).remote(release_head)
+    worker_tasks = [hold.options(scheduling_strategy=on_worker).remote(release_worker)
+                    for _ in range(2)]
+    wait_for_condition(lambda: ray.available_resources().get("CPU", 0) == 0, timeout=30)
+    queued = node_id.options(num_cpus=1).remote()      # nowhere to run yet
+    open(release_worker, "w").close()
+    assert ray.get(worker_tasks, timeout=30) == [worker, worker]
+    assert ray.get(queued, timeout=30) == worker
+    assert ray.wait([head_task], timeout=0)[0] == []     # the head never freed up
+    open(release_head, "w").close()
+    assert ray.get(head_task, timeout=30) == head
 
 
 def test_objects_move_between_nodes(cluster):
@@ -214,6 +245,32 @@ def test_lost_objects_are_rebuilt_from_lineage(cluster):
     value = ray.get(ref, timeout=60)         # its only copy died with the node
     assert value[0] == 7 and len(value) == 2_000_000
     assert ray.get(put_ref).sum() == 10
+
+
+@pytest.mark.parametrize("num_returns", ["dynamic", "streaming"])
+def test_lost_generator_items_are_rebuilt(cluster, num_returns):
+    """A generator's values lost with their node come back by re-running
+    the generator (a worker fetching one as an argument waits for it
+    without holding its CPU, which the re-run may need)."""
+    head, worker = _head_and_worker(cluster)
+    strategy = NodeAffinitySchedulingStrategy(worker, soft=True)
+
+    @ray.remote(num_returns=num_returns)
+    def produce(n):
+        for i in range(n):
+            yield np.full(500_000, i, dtype=np.int64)
+
+    @ray.remote
+    def first(array):
+        return int(array[0])
+
+    result = produce.options(scheduling_strategy=strategy).remote(4)
+    refs = list(ray.get(result) if num_returns == "dynamic" else result)
+    assert len(refs) == 4
+    ray.wait(refs, num_returns=4, timeout=30)
+    cluster.kill_node(cluster.worker_nodes[0])
+    assert ray.get([first.remote(ref) for ref in refs], timeout=60) == [0, 1, 2, 3]
+    assert [int(ray.get(ref, timeout=60)[0]) for ref in refs] == [0, 1, 2, 3]
 
 
 def test_copies_are_tracked_and_freed(cluster):

@@ -15,11 +15,13 @@ import shutil
 import signal
 import socket
 import time
+from dataclasses import replace
 
 import psutil
 
 from miniray.common import config
 from miniray.common.ids import NodeID, WorkerID
+from miniray.common.resources import fits, subtract
 from miniray.common.process import die_with_parent
 from miniray.object_store.store import PlasmaStore
 from miniray.protocol import (
@@ -167,7 +169,6 @@ class Raylet:
 
     async def place(self, needed: dict, strategy) -> Decision:
         """Which node should take a request (local first when it fits)."""
-        from miniray.common.resources import fits
         if strategy.kind in (0, 3) and fits(needed, self.scheduler.available):
             return Decision(bytes(self.node_id))      # the common, fast path
         if time.monotonic() - self._view_time > config.HEARTBEAT_PERIOD_S / 2:
@@ -188,30 +189,44 @@ class Raylet:
         self._set_view(reply.nodes)
 
     def _respill(self) -> None:
-        """Requests queued here that only another node can run: send them on."""
+        """Requests queued here that only another node can run, or that
+        another node could run now while this one is full: send them on
+        (Ray's spillback of queued work)."""
+        view = self.cluster_view()
         for request in list(self.scheduler.queue):
             needed = {**request.placement, **request.resources}
             if self.scheduler.feasible(request.resources, request.placement):
-                continue
-            decision = self.policy.pick(needed, 0, self.cluster_view())
+                if not request.spillable or fits(needed, self.scheduler.available):
+                    continue
+                decision = self.policy.pick(needed, 0, view)
+                node = view.get(decision.node_id)
+                if node is None or not fits(needed, node.available):
+                    continue                   # nowhere free either: wait here
+            else:
+                decision = self.policy.pick(needed, 0, view)
             if decision.node_id is None or decision.node_id == bytes(self.node_id):
                 continue
             self.scheduler.queue.remove(request)
+            node = view[decision.node_id]
+            available = dict(node.available)   # don't send it all to one node
+            subtract(available, needed)
+            view[decision.node_id] = replace(node, available=available)
             future = self._waiting.pop(request.request_id, None)
             if future is not None and not future.done():
-                future.set_result(self.cluster_view()[decision.node_id].address)
+                future.set_result(node.address)
 
     # --- leases ---------------------------------------------------------------------
     async def request_lease(self, resources: dict, job_id: bytes, requester: bytes,
                             name: str, placement: dict | None = None,
-                            actor_id: bytes = b"") -> Lease | str:
-        """A lease granted here, or the address of a raylet to ask instead."""
+                            actor_id: bytes = b"", spillable: bool = False) -> Lease | str:
+        """A lease granted here, or the address of a raylet to ask instead
+        (``spillable``: also when another node has room first)."""
         if requester and requester in self._departed:
             raise RuntimeError("the requesting process has exited")
         if not self.scheduler.feasible(resources, placement):
             self._warn_infeasible({**(placement or {}), **resources}, name)
         request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name,
-                               placement or {}, actor_id)
+                               placement or {}, actor_id, spillable=spillable)
         future = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
         self.scheduler.submit(request)

@@ -28,6 +28,7 @@ class LeaseRequest:
     placement: dict = field(default_factory=dict)   # must fit, not held
     actor_id: bytes = b""
     resource_ids: Assignment = field(default_factory=dict)   # set when granted
+    spillable: bool = False   # may move to another node that has room first
 
 
 @dataclass
