@@ -179,6 +179,92 @@ def test_concurrency_groups():
     assert ray.get(actor.compute.remote()) == "compute"
 
 
+def test_async_actor_groups_have_their_own_event_loops(tmp_path):
+    """As in Ray: in an async actor each concurrency group runs on its own
+    event loop and thread (sync methods of a group run on its loop), so a
+    call that blocks one group's loop does not hold up another group."""
+    release = str(tmp_path / "release")
+
+    @ray.remote(concurrency_groups={"io": 2, "compute": 1})
+    class Loops:
+        def __init__(self):
+            self.constructed_on = asyncio.get_event_loop()
+
+        @ray.method(concurrency_group="io")
+        async def io_async(self):
+            return threading.get_ident(), id(asyncio.get_running_loop())
+
+        @ray.method(concurrency_group="io")
+        def io_sync(self):
+            return threading.get_ident(), id(asyncio.get_event_loop())
+
+        @ray.method(concurrency_group="compute")
+        async def block_compute(self):
+            while not os.path.exists(release):     # blocks this group's loop
+                time.sleep(0.01)
+            return "released"
+
+        def default(self):
+            return (threading.get_ident(), id(asyncio.get_event_loop()),
+                    asyncio.get_event_loop() is self.constructed_on)
+
+    actor = Loops.remote()
+    io_async, io_sync = ray.get([actor.io_async.remote(), actor.io_sync.remote()])
+    assert io_async == io_sync                       # same thread, same loop
+    blocked = actor.block_compute.remote()
+    thread, loop, is_constructor_loop = ray.get(actor.default.remote(), timeout=20)
+    assert (thread, loop) != io_async and is_constructor_loop
+    assert ray.get(actor.io_async.remote(), timeout=20) == io_async
+    assert ray.wait([blocked], timeout=0)[0] == []
+    open(release, "w").close()
+    assert ray.get(blocked, timeout=20) == "released"
+
+
+def test_ray_system_group_runs_beside_the_actor(tmp_path):
+    release = str(tmp_path / "release")
+
+    @ray.remote
+    class Plain:
+        def block(self):
+            while not os.path.exists(release):
+                time.sleep(0.01)
+            return "released"
+
+        def ping(self):
+            return "pong"
+
+    actor = Plain.remote()
+    blocked = actor.block.options(concurrency_group="_ray_system").remote()
+    assert ray.get(actor.ping.remote(), timeout=20) == "pong"
+    open(release, "w").close()
+    assert ray.get(blocked, timeout=20) == "released"
+
+
+def test_methods_are_bound_from_the_class():
+    """An instance attribute named like a method does not shadow it (Ray
+    binds actor methods from the class); static and class methods work."""
+    @ray.remote
+    class Shadowed:
+        def __init__(self):
+            self.done = False
+
+        def done(self):  # noqa: F811 - the point of the test
+            return "method"
+
+        @staticmethod
+        def static(x):
+            return x + 1
+
+        @classmethod
+        def name(cls):
+            return cls.__name__
+
+    actor = Shadowed.remote()
+    assert ray.get(actor.done.remote()) == "method"
+    assert ray.get(actor.static.remote(1)) == 2
+    assert ray.get(actor.name.remote()) == "Shadowed"
+
+
 def test_named_actors_and_namespaces():
     counter = Counter.options(name="shared", namespace="ns1").remote(1)
     assert ray.get(counter.incr.remote()) == 2

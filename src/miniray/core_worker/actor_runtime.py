@@ -6,14 +6,18 @@ execution strictly in each caller's order. Where they run depends on the
 actor: a plain actor runs them one by one on the main thread; a threaded
 actor (``max_concurrency`` > 1) or a concurrency group runs them on a
 thread pool of that size; an async actor (any ``async def`` method) runs
-them as tasks on one event loop in its own thread, at most
-``max_concurrency`` at once per group.
+them as tasks on event loops, as Ray does: one loop in its own thread per
+concurrency group (the default group included), so a call that blocks one
+group's loop never holds up another group; at most ``max_concurrency``
+(or the group's limit) at once per group. The built-in ``_ray_system``
+group always exists, so a call in it runs beside the actor's own.
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
 import concurrent.futures
+import inspect
 import os
 import pickle
 import threading
@@ -24,6 +28,7 @@ from miniray.common.ids import ActorID, TaskID
 from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
 
 TERMINATE = "__ray_terminate__"
+SYSTEM_GROUP = "_ray_system"
 
 
 class ActorRuntime:
@@ -42,7 +47,7 @@ class ActorRuntime:
         self.is_asyncio = options.is_asyncio
         self.max_concurrency = options.max_concurrency or 1
         self.max_pending_calls = options.max_pending_calls
-        self.groups = dict(options.concurrency_groups)
+        self.groups = {SYSTEM_GROUP: 1, **options.concurrency_groups}
         self.should_exit = False
         self.canceled: set[TaskID] = set()
         self._expected: dict[bytes, int] = {}
@@ -52,22 +57,38 @@ class ActorRuntime:
         self._async_tasks: dict[TaskID, asyncio.Task] = {}
         # Sync calls queued for a thread, not started: task id -> (spec, reply future)
         self._not_started: dict[TaskID, tuple] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
+        # Async actors: concurrency group -> its event loop (own thread).
+        self._loops: dict[str, asyncio.AbstractEventLoop] = {}
+        self._loop_threads: set[int] = set()
+        if self.is_asyncio:
+            # The constructor runs with the default group's loop as the
+            # thread's current loop, as in Ray (it may make asyncio objects).
+            asyncio.set_event_loop(self._group_loop(""))
         self._exiting = False
         self._closing = False     # no new calls start: the actor is on its way out
 
     def start(self) -> None:
         """Called once the constructor succeeded."""
-        if self.is_asyncio:
-            self._loop = asyncio.new_event_loop()
-            self._loop_thread = threading.Thread(target=self._loop.run_forever,
-                                                 name="miniray-actor-loop", daemon=True)
-            self._loop_thread.start()
+
+    def _group_loop(self, group: str) -> asyncio.AbstractEventLoop:
+        loop = self._loops.get(group)
+        if loop is None:
+            loop = self._loops[group] = asyncio.new_event_loop()
+            started = threading.Event()
+
+            def run():
+                self._loop_threads.add(threading.get_ident())
+                asyncio.set_event_loop(loop)
+                loop.call_soon(started.set)
+                loop.run_forever()
+
+            threading.Thread(target=run, name=f"miniray-actor-{group or 'default'}",
+                             daemon=True).start()
+            started.wait()
+        return loop
 
     def in_event_loop(self) -> bool:
-        return self._loop_thread is not None and \
-            threading.get_ident() == self._loop_thread.ident
+        return threading.get_ident() in self._loop_threads
 
     # --- ordering (io thread) ------------------------------------------------------
     async def submit(self, spec) -> cw_pb2.PushTaskReply:
@@ -99,14 +120,15 @@ class ActorRuntime:
             return
         group = spec.concurrency_group or self.meta.get(
             spec.method_name, {}).get("concurrency_group", "")
-        if self._loop is not None:
-            done = asyncio.run_coroutine_threadsafe(self._run_async(spec, group), self._loop)
-            done.add_done_callback(lambda f: io_loop.call_soon_threadsafe(
-                _copy_result, f, future))
-            return
         limit = self.groups.get(group) if group else self.max_concurrency
         if limit is None:
             raise ValueError(f"unknown concurrency group {group!r}")
+        if self.is_asyncio:
+            done = asyncio.run_coroutine_threadsafe(self._run_async(spec, group, limit),
+                                                    self._group_loop(group))
+            done.add_done_callback(lambda f: io_loop.call_soon_threadsafe(
+                _copy_result, f, future))
+            return
         self._not_started[TaskID(spec.task_id)] = (spec, future)
         if limit <= 1 and not group:
             self._queue_main(lambda: self._run_sync(spec), future)
@@ -129,7 +151,13 @@ class ActorRuntime:
             return lambda: True
         if name == "__ray_call__":
             return lambda function, *args, **kwargs: function(self.instance, *args, **kwargs)
-        method = getattr(self.instance, name, None)
+        # From the class, as Ray binds actor methods: an instance attribute
+        # of the same name (self.done = False beside def done) can't shadow it.
+        cls = type(self.instance)
+        try:
+            method = inspect.getattr_static(cls, name).__get__(self.instance, cls)
+        except AttributeError:
+            method = getattr(self.instance, name, None)
         if method is None:
             raise AttributeError(
                 f"'{self.class_name}' object has no attribute '{spec.method_name}'")
@@ -142,11 +170,9 @@ class ActorRuntime:
             return cw_pb2.PushTaskReply()     # cancelled while queued: answered already
         return self.executor.run_task(spec, lambda: self._method(spec))
 
-    async def _run_async(self, spec, group: str) -> cw_pb2.PushTaskReply:
+    async def _run_async(self, spec, group: str, limit: int) -> cw_pb2.PushTaskReply:
         semaphore = self._semaphores.get(group)
-        if semaphore is None:
-            limit = self.groups.get(group, self.max_concurrency) if group \
-                else self.max_concurrency
+        if semaphore is None:          # made on (and bound to) the group's loop
             semaphore = self._semaphores[group] = asyncio.Semaphore(limit)
         task_id = TaskID(spec.task_id)
         async with semaphore:
@@ -173,8 +199,8 @@ class ActorRuntime:
             return True
         self.canceled.add(task_id)
         task = self._async_tasks.get(task_id)
-        if task is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(task.cancel)
+        if task is not None:
+            task.get_loop().call_soon_threadsafe(task.cancel)
         return True
 
     # --- exiting ---------------------------------------------------------------------
