@@ -1,5 +1,6 @@
 """Suite-wide guards: every test has a timeout (pyproject), and the suite
-must leave no miniray process, shared-memory directory or session dir."""
+must leave no miniray process, shared-memory directory, session dir or
+cluster dir (under the user's temp root, see miniray.common.paths)."""
 from __future__ import annotations
 
 import glob
@@ -8,6 +9,8 @@ import time
 
 import psutil
 import pytest
+
+from miniray.common import paths
 
 
 def miniray_children() -> list[psutil.Process]:
@@ -21,11 +24,17 @@ def miniray_children() -> list[psutil.Process]:
     return found
 
 
+def session_and_cluster_dirs() -> set:
+    root = paths.temp_root(create=False)
+    return set(glob.glob(os.path.join(root, "session_*"))
+               + glob.glob(os.path.join(root, "cluster_*")))
+
+
 def leftovers(session_dirs_before: set) -> dict:
     return {
         "processes": [p.pid for p in miniray_children()],
         "shm": glob.glob("/dev/shm/miniray-*"),
-        "sessions": sorted(set(glob.glob("/tmp/miniray/session_*")) - session_dirs_before),
+        "sessions": sorted(session_and_cluster_dirs() - session_dirs_before),
     }
 
 
@@ -41,7 +50,7 @@ def wait_until_clean(before: set, timeout: float = 10.0) -> dict:
 @pytest.fixture(scope="module", autouse=True)
 def no_leaks_per_module():
     """After each module: nothing miniray started may still be around."""
-    before = set(glob.glob("/tmp/miniray/session_*"))
+    before = session_and_cluster_dirs()
     yield
     import miniray
     miniray.shutdown()

@@ -44,11 +44,8 @@ class Cluster(testing.Cluster):
 
 
 def _write_current_cluster(address: str) -> None:
-    import os
-    from miniray.node import CURRENT_CLUSTER_FILE
-    os.makedirs(os.path.dirname(CURRENT_CLUSTER_FILE), exist_ok=True)
-    with open(CURRENT_CLUSTER_FILE, "w") as f:
-        f.write(address + "\n")
+    from miniray.node import write_current_cluster
+    write_current_cluster(address)
 
 
 def __getattr__(name):

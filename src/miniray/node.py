@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,12 +20,12 @@ from dataclasses import dataclass, field
 import grpc
 import psutil
 
-from miniray.common import config
+from miniray.common import config, paths
 from miniray.common.ids import NodeID
 from miniray.protocol import gcs_pb2, gcs_pb2_grpc
 from miniray.rpc.channels import GRPC_OPTIONS
 
-CURRENT_CLUSTER_FILE = os.path.join(config.TEMP_ROOT, "current_cluster")
+log = logging.getLogger("miniray")
 
 
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
@@ -39,9 +40,12 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
 
 
 def new_session_dir() -> str:
-    name = time.strftime("session_%Y-%m-%d_%H-%M-%S") + f"_{os.getpid()}_{os.urandom(2).hex()}"
-    path = os.path.join(config.TEMP_ROOT, name)
-    os.makedirs(os.path.join(path, "logs"), exist_ok=True)
+    """A new private (0700) session directory with its ``logs``, under the
+    user's temp root."""
+    name = time.strftime("session_%Y-%m-%d_%H-%M-%S") + f"_{os.getpid()}_{os.urandom(4).hex()}"
+    path = os.path.join(paths.temp_root(), name)
+    os.mkdir(path, paths.PRIVATE_DIR_MODE)          # never an existing one
+    os.mkdir(os.path.join(path, "logs"), paths.PRIVATE_DIR_MODE)
     return path
 
 
@@ -79,6 +83,7 @@ class NodeProcesses:
     session_dir: str
     node_id: NodeID
     processes: list = field(default_factory=list)
+    is_head: bool = False           # runs the GCS: owns the cluster's files
 
     def stop(self, timeout: float = 5.0) -> None:
         for proc in self.processes:
@@ -92,6 +97,8 @@ class NodeProcesses:
                 proc.kill()
                 proc.wait()
         remove_session_files(self.session_dir)
+        if self.is_head:
+            remove_cluster_files(self.gcs_address)
 
 
 def remove_session_files(session_dir: str) -> None:
@@ -99,21 +106,25 @@ def remove_session_files(session_dir: str) -> None:
     for path in glob.glob(os.path.join(config.SHM_ROOT, f"miniray-{name}-*")):
         shutil.rmtree(path, ignore_errors=True)
     shutil.rmtree(session_dir, ignore_errors=True)
+
+
+def remove_cluster_files(gcs_address: str) -> None:
+    """The cluster's private directory (its token), once its GCS is gone."""
     try:
-        os.rmdir(config.TEMP_ROOT)      # only if nothing else is left there
+        shutil.rmtree(paths.cluster_auth_dir(gcs_address, create=False))
     except OSError:
         pass
 
 
 def _spawn(args: list[str], log_path: str | None) -> subprocess.Popen:
-    out = open(log_path, "ab") if log_path else None
+    out = paths.open_private_log(log_path) if log_path else None
     try:
         return subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=out, close_fds=True,
                                 start_new_session=log_path is not None)
     finally:
         if out is not None:
-            out.close()
+            os.close(out)
 
 
 def start_gcs(session_dir: str, port: int, *, daemon: bool) -> subprocess.Popen:
@@ -188,7 +199,7 @@ def start_head(*, port: int | None = None, daemon: bool = False,
     procs = [start_gcs(session_dir, gcs_port, daemon=daemon),
              start_raylet(session_dir, gcs_address, node_id, resources,
                           is_head=True, daemon=daemon)]
-    return _started(NodeProcesses(gcs_address, session_dir, node_id, procs))
+    return _started(NodeProcesses(gcs_address, session_dir, node_id, procs, is_head=True))
 
 
 def start_worker_node(gcs_address: str, *, daemon: bool = False,
@@ -213,20 +224,28 @@ def get_nodes(gcs_address: str, timeout: float = 5.0) -> list:
 
 
 def forget_current_cluster() -> None:
-    """Remove the address file of `miniray start` (and the temp root if empty)."""
+    """Remove the address file of `miniray start`."""
     try:
-        os.unlink(CURRENT_CLUSTER_FILE)
+        os.unlink(paths.current_cluster_file())
     except OSError:
         pass
-    try:
-        os.rmdir(config.TEMP_ROOT)      # only if nothing else is left there
-    except OSError:
-        pass
+
+
+def write_current_cluster(address: str) -> None:
+    """Record the GCS address of the cluster `miniray start` began (0600)."""
+    paths.temp_root()           # created and checked
+    paths.write_private_file(paths.current_cluster_file(), address + "\n")
 
 
 def read_current_cluster() -> str | None:
+    """The address `miniray start` recorded, if the file is safely this
+    user's: one another user owns or could have written (or a symlink) is
+    ignored with a warning, so init() never attaches to their cluster."""
     try:
-        with open(CURRENT_CLUSTER_FILE) as f:
-            return f.read().strip() or None
+        data = paths.read_private_file(paths.current_cluster_file())
+    except paths.UnsafePathError as exc:
+        log.warning("ignoring the recorded cluster address: %s", exc)
+        return None
     except OSError:
         return None
+    return (data or b"").decode(errors="replace").strip() or None

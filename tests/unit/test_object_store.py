@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import os
 import random
-import shutil
 
 import pytest
 
@@ -298,10 +297,10 @@ def test_spill_when_full_and_restore_same_bytes(store):
 def test_spill_failure_loses_victim_and_rolls_back(store, monkeypatch):
     victim = put(store, b"v" * 600)
 
-    def no_space(src: str, dst: str) -> None:
+    def no_space(*args) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shutil, "copyfile", no_space)
+    monkeypatch.setattr(os, "sendfile", no_space)
     new = oid()
     with pytest.raises(OutOfDiskError):
         store.reserve(new, 600, OWNER)

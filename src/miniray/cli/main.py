@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 
-from miniray.common import config
+from miniray.common import config, paths
 
 _VERSION = "0.1.0"
 
@@ -176,7 +176,7 @@ def cmd_start(args) -> int:
         if existing and cluster_alive(existing):
             raise CliError(
                 f"miniray is already running at {existing} on this machine "
-                f"(recorded in {node_module.CURRENT_CLUSTER_FILE}). Connect to it with "
+                f"(recorded in {paths.current_cluster_file()}). Connect to it with "
                 f"`miniray.init(address=\"auto\")`, or run `miniray stop` first to "
                 f"stop it before starting a new head node.")
         port = args.port or config.DEFAULT_GCS_PORT
@@ -227,12 +227,7 @@ def _port_in_use(port: int) -> str:
 
 def _write_current_cluster(address: str) -> None:
     from miniray import node as node_module
-    path = node_module.CURRENT_CLUSTER_FILE
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(address + "\n")
-    os.replace(tmp, path)
+    node_module.write_current_cluster(address)
 
 
 def _describe(node) -> tuple[str, str]:

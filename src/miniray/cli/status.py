@@ -9,6 +9,7 @@ import time
 import grpc
 
 from miniray import node as node_module
+from miniray.common import paths
 from miniray.protocol import raylet_pb2, raylet_pb2_grpc
 
 _GIB = 1024 ** 3
@@ -31,7 +32,7 @@ def resolve_address(address: str | None) -> str:
         if not address:
             raise StatusError(
                 "No miniray cluster is running on this machine (no "
-                f"{node_module.CURRENT_CLUSTER_FILE}). Start one with "
+                f"{paths.current_cluster_file()}). Start one with "
                 "`miniray start --head`, or pass --address=HOST:PORT.")
     if ":" not in address:
         raise StatusError(f"--address must look like HOST:PORT, got {address!r}")

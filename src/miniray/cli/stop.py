@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import psutil
 
 from miniray import node as node_module
-from miniray.common import config
+from miniray.common import config, paths
 
 MODULES = {"miniray.gcs": "gcs", "miniray.raylet": "raylet",
            "miniray.core_worker": "core_worker"}
@@ -187,21 +187,43 @@ def _remove(path: str) -> bool:
         return not os.path.lexists(path)
 
 
+def _is_mine(path: str) -> bool:
+    """Owned by this user and not a symlink (others' files are not ours to remove)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not os.path.islink(path)
+
+
 def clean_up(stopped_sessions: set[str]) -> tuple[int, int]:
-    """Remove session directories and object store directories that no running
-    miniray process uses any more, and the current-cluster file.
+    """Remove session directories, cluster directories and object store
+    directories of this user that no running miniray process uses any more,
+    and the current-cluster file.
 
     Returns (session directories removed, object store directories removed)."""
     in_use: set[str] = set()          # session names still used by live processes
+    gcs_ports: set[str] = set()       # ports of live GCSes (their cluster dirs stay)
     for p in find_processes():
         session = p.arg("--session-dir")
         if session:
             in_use.add(os.path.basename(os.path.normpath(session)))
+        if p.kind == "gcs" and p.arg("--port"):
+            gcs_ports.add(p.arg("--port"))
 
+    try:
+        root = paths.temp_root(create=False)
+    except paths.UnsafePathError as exc:
+        print(f"Not cleaning up {exc}")
+        root = None
     sessions = {os.path.normpath(s) for s in stopped_sessions
                 if os.path.basename(os.path.normpath(s)).startswith("session_")}
-    sessions.update(os.path.normpath(s) for s in
-                    glob.glob(os.path.join(config.TEMP_ROOT, "session_*")))
+    if root:
+        sessions.update(os.path.normpath(s) for s in
+                        glob.glob(os.path.join(root, "session_*")))
+        for path in glob.glob(os.path.join(root, "cluster_*")):
+            if path.rpartition("_")[2] not in gcs_ports and _is_mine(path):
+                _remove(path)
     keep = set(in_use)
     removed_sessions = 0
     for path in sorted(sessions):
@@ -216,7 +238,7 @@ def clean_up(stopped_sessions: set[str]) -> tuple[int, int]:
     for path in glob.glob(os.path.join(config.SHM_ROOT, "miniray-*")):
         # miniray-<session name>-<node id prefix>
         session = os.path.basename(path)[len("miniray-"):].rpartition("-")[0]
-        if session in keep:
+        if session in keep or not _is_mine(path):
             continue
         if _remove(path):
             removed_stores += 1

@@ -38,8 +38,10 @@ DEFAULT_MAX_RETRIES = 3
 FUNCTION_SIZE_WARN_BYTES = 10**7
 FUNCTION_SIZE_ERROR_BYTES = _env(
     "FUNCTION_SIZE_ERROR_BYTES", int(os.environ.get("FUNCTION_SIZE_ERROR_THRESHOLD", 10**8)))
-# Where sessions (logs, spill files, the current cluster's address) live.
-TEMP_ROOT = _env("TEMP_DIR", "/tmp/miniray")
+# Where sessions (logs, spill files, the current cluster's address) live:
+# this directory if set, else <tmp>/miniray-<uid>. Use it through
+# common/paths.py: temp_root(), which checks it is private before use.
+TEMP_DIR = _env("TEMP_DIR", "")
 SHM_ROOT = _env("SHM_DIR", "/dev/shm")
 DEFAULT_GCS_PORT = 6379
 # The address this node's processes listen on and advertise. 127.0.0.1 keeps

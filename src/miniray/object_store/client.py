@@ -41,7 +41,7 @@ def allocate(fd: int, size: int) -> None:
 def open_sized(path: str, size: int) -> int:
     """Open (creating if needed) ``path`` for writing, exactly ``size`` bytes
     long, keeping the pages of a recycled file that is already there."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)   # private
     try:
         current = os.fstat(fd).st_size
         if current > size:

@@ -16,6 +16,7 @@ import threading
 from typing import Iterable
 
 from miniray.common.ids import ObjectID, WorkerID
+from miniray.common.paths import PRIVATE_FILE_MODE, ensure_private_dir
 from miniray.exceptions import OutOfDiskError
 from miniray.object_store.policy import (
     Action, Evict, ObjectState, Spill, StorePolicy, StoreStats)
@@ -34,9 +35,21 @@ def _unlink(path: str) -> None:
 
 
 def _copy(src: str, dst: str) -> None:
-    """Copy ``src`` to ``dst`` atomically (via ``dst.tmp`` and a rename)."""
+    """Copy ``src`` to ``dst`` atomically (via ``dst.tmp`` and a rename); the
+    copy is readable by this user only."""
     try:
-        shutil.copyfile(src, dst + _TMP)
+        with open(src, "rb") as fsrc:
+            fd = os.open(dst + _TMP, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+                         PRIVATE_FILE_MODE)
+            try:
+                size, offset = os.fstat(fsrc.fileno()).st_size, 0
+                while offset < size:         # in the kernel, as shutil.copyfile
+                    sent = os.sendfile(fd, fsrc.fileno(), offset, size - offset)
+                    if sent == 0:
+                        break
+                    offset += sent
+            finally:
+                os.close(fd)
         os.rename(dst + _TMP, dst)
     except BaseException:
         _unlink(dst + _TMP)
@@ -50,8 +63,8 @@ class PlasmaStore:
                  spill_directory: str) -> None:
         self.directory = directory
         self.spill_directory = spill_directory
-        os.makedirs(directory, exist_ok=True)
-        os.makedirs(spill_directory, exist_ok=True)
+        ensure_private_dir(directory)          # 0700, ours, not a planted link
+        ensure_private_dir(spill_directory)
         self._policy = StorePolicy(capacity)
         self._pool = FilePool(directory)
         self._lock = threading.RLock()
