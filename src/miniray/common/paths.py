@@ -153,7 +153,7 @@ def read_private_file(path: str, *, secret: bool = False) -> bytes | None:
         if os.path.islink(path):
             raise UnsafePathError(f"{path} is a symbolic link; not following it") from exc
         raise
-    with os.fdopen(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnsafePathError(f"{path} is not a regular file")
@@ -162,7 +162,12 @@ def read_private_file(path: str, *, secret: bool = False) -> bytes | None:
             raise UnsafePathError(
                 f"{path} is accessible to other users (mode "
                 f"{stat.S_IMODE(st.st_mode):o}, expected 600)")
-        return f.read()
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def open_private_log(path: str) -> int:
