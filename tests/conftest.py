@@ -27,14 +27,38 @@ def miniray_children() -> list[psutil.Process]:
 def session_and_cluster_dirs() -> set:
     root = paths.temp_root(create=False)
     return set(glob.glob(os.path.join(root, "session_*"))
-               + glob.glob(os.path.join(root, "cluster_*")))
+               + glob.glob(os.path.join(root, "cluster_*"))
+               + glob.glob("/dev/shm/miniray-*"))
 
 
-def leftovers(session_dirs_before: set) -> dict:
+def _ours(path: str) -> bool:
+    """Made by this test process or by one that is gone: not by another
+    process still running (someone else's cluster on this shared machine).
+    Session names hold their creator's pid (node.new_session_dir); cluster
+    dirs end with their GCS's port."""
+    name = os.path.basename(path)
+    if name.startswith("cluster_"):
+        return name.rpartition("_")[2] not in _live_gcs_ports()
+    if name.startswith("miniray-"):                # miniray-<session>-<node>
+        name = name[len("miniray-"):].rpartition("-")[0]
+    try:
+        pid = int(name.split("_")[-2])
+    except (IndexError, ValueError):
+        return True
+    return pid == os.getpid() or not psutil.pid_exists(pid)
+
+
+def _live_gcs_ports() -> set:
+    from miniray.cli.stop import find_processes
+    return {p.arg("--port") for p in find_processes() if p.kind == "gcs"}
+
+
+def leftovers(before: set) -> dict:
+    new = sorted(p for p in session_and_cluster_dirs() - before if _ours(p))
     return {
         "processes": [p.pid for p in miniray_children()],
-        "shm": glob.glob("/dev/shm/miniray-*"),
-        "sessions": sorted(session_and_cluster_dirs() - session_dirs_before),
+        "shm": [p for p in new if p.startswith("/dev/shm/")],
+        "sessions": [p for p in new if not p.startswith("/dev/shm/")],
     }
 
 

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 from miniray.common.resources import validate_request
+from miniray.common.validation import check_amount
 from miniray.core_worker.core_worker import DRIVER, WORKER, CoreWorker
 from miniray.core_worker.generator import ObjectRefGenerator
 from miniray.core_worker.object_ref import ObjectRef
@@ -114,9 +115,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             raise TypeError(f"namespace must be a string, got {namespace!r}")
         if namespace == "":
             raise ValueError("namespace must not be an empty string")
-        for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus),
+                            ("object_store_memory", object_store_memory)):
+            if value is not None:
+                check_amount(name, value, what="init() argument")
         if resources is not None:
             validate_request(resources)
         if address is None:

@@ -9,6 +9,7 @@ import cloudpickle
 
 from miniray.common import config
 from miniray.common.resources import validate_request
+from miniray.common.validation import InvalidArgument, check_amount
 from miniray.protocol import common_pb2
 from miniray.util.scheduling_strategies import bundle_request
 
@@ -32,12 +33,14 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
             raise ValueError(
                 f"Invalid option keyword {key} for {kind}. "
                 f"Valid ones are {sorted(valid)}.")
-    for key in ("num_cpus", "num_gpus", "memory"):
+    for key in ("num_cpus", "num_gpus", "memory", "object_store_memory"):
         value = options.get(key)
-        if value is not None and (isinstance(value, bool)
-                                  or not isinstance(value, (int, float)) or value < 0):
-            raise ValueError(f"The {key} option must be a non-negative number, "
-                             f"got {value!r}")
+        if value is not None:
+            try:
+                check_amount(key, value, what="option")
+            except InvalidArgument:
+                raise ValueError(f"The {key} option must be a finite, non-negative "
+                                 f"number, got {value!r}") from None
     resources = options.get("resources")
     if resources is not None:
         if not isinstance(resources, dict):

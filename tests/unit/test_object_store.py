@@ -401,3 +401,51 @@ def test_recycled_memory_counts_against_capacity(tmp_path):
     store.reserve(big, 1900, OWNER)              # no room left for the pool
     assert "free-0" not in os.listdir(store.directory)
     store.close()
+
+
+# ------------------------------------------------- reservations and frees (issue 8)
+def test_unsealed_reservation_is_released_when_its_writer_dies(store):
+    writer, other = WorkerID.from_random(), WorkerID.from_random()
+    mine = oid()
+    path = store.reserve(mine, 600, OWNER, writer=writer, deadline=1e9)
+    with open(path + ".tmp", "wb") as f:          # half written
+        f.write(b"x" * 100)
+    theirs = oid()
+    store.reserve(theirs, 100, OWNER, writer=other, deadline=1e9)
+    assert store.has_unsealed() and not store.has_unsealed(expired_before=10.0)
+    assert store.release_unsealed(writer=writer) == [mine]
+    assert store.stats().used == 100 and not os.path.exists(path + ".tmp")
+    store.reserve(mine, 600, OWNER, writer=other)       # a retry can write it now
+    assert store.release_unsealed(now=10.0) == []       # (no deadline: not expired)
+
+
+def test_unsealed_reservation_is_released_after_its_deadline(store):
+    late, sealed_in_time = oid(), oid()
+    store.reserve(late, 400, OWNER, writer=WorkerID.from_random(), deadline=5.0)
+    path = store.reserve(sealed_in_time, 400, OWNER, writer=WorkerID.from_random(),
+                         deadline=5.0)
+    write_bytes(path, b"s" * 400)
+    store.seal(sealed_in_time)
+    assert store.release_unsealed(now=4.0) == []
+    assert store.has_unsealed(expired_before=6.0)
+    assert store.release_unsealed(now=6.0) == [late]
+    assert not store.has_unsealed()
+    assert store.contains(sealed_in_time) and store.stats().used == 400
+    with pytest.raises(KeyError):
+        store.seal(late)
+
+
+def test_only_the_owner_frees_a_primary_copy(store):
+    mine, secondary = put(store, b"m" * 100), put(store, b"s" * 100, primary=False)
+    assert store.delete_if_owned([mine, secondary], WorkerID.from_random()) == 1
+    assert store.contains(mine) and not store.contains(secondary)
+    assert store.delete_if_owned([mine, oid()], OWNER) == 1
+    assert not store.contains(mine)
+
+
+def test_ids_of_the_wrong_length_never_become_paths(store):
+    for bad in (ObjectID(b""), ObjectID(b"../x"), ObjectID(b"x" * 300)):
+        with pytest.raises(ValueError):
+            store.path(bad)
+        with pytest.raises(ValueError):
+            store.reserve(bad, 1, OWNER)

@@ -30,6 +30,9 @@ IDLE_WORKER_TIMEOUT_S = _env("IDLE_WORKER_TIMEOUT_S", 2.0)
 # Raylet -> GCS heartbeat period, and how long until a silent node is dead.
 HEARTBEAT_PERIOD_S = _env("HEARTBEAT_PERIOD_S", 0.5)
 NODE_DEATH_TIMEOUT_S = _env("NODE_DEATH_TIMEOUT_S", 5.0)
+# A store reservation (ReserveObject) not sealed within this many seconds,
+# plus one per 100 MB, is released (its writer hung or lied about itself).
+OBJECT_RESERVATION_TIMEOUT_S = _env("OBJECT_RESERVATION_TIMEOUT_S", 60.0)
 # Default number of retries of a task whose worker died.
 DEFAULT_MAX_RETRIES = 3
 # A remote function or actor class whose pickled definition is bigger than

@@ -1,9 +1,11 @@
 """Resource shapes and their arithmetic, as plain dicts name -> amount."""
 from __future__ import annotations
 
-import math
 import re
 from typing import Mapping
+
+from miniray.common.validation import (
+    MAX_RESOURCE_NAME_LENGTH, check_amount, check_name)
 
 Resources = dict[str, float]
 _EPS = 1e-9
@@ -40,14 +42,14 @@ def shape_key(request: Mapping[str, float]) -> tuple:
 
 
 def validate_request(resources: Mapping[str, float]) -> None:
-    """Reject negative, NaN or fractional-above-one amounts, as Ray does."""
+    """Reject negative, NaN, infinite, absurd (validation.MAX_RESOURCE_AMOUNT)
+    or fractional-above-one amounts, as Ray does."""
     for name, amount in resources.items():
         if not isinstance(name, str):
             raise ValueError(f"resource names must be strings, got {name!r}")
-        if not isinstance(amount, (int, float)) or isinstance(amount, bool) \
-                or math.isnan(amount) or amount < 0:
-            raise ValueError(
-                f"resource {name!r} must be a non-negative number, got {amount!r}")
+        check_name(name, "a resource name", allow_empty=False,
+                   max_length=MAX_RESOURCE_NAME_LENGTH)
+        check_amount(name, amount)
         if amount > 1 and not (isinstance(amount, int) or amount.is_integer()):
             raise ValueError(
                 f"resource {name!r}: amounts above 1 must be whole numbers, "

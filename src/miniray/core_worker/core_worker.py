@@ -341,7 +341,8 @@ class CoreWorker(ObjectAccess):
         else:
             stub = self.raylet
         try:
-            await stub.FreeObjects(raylet_pb2.FreeObjectsRequest(object_ids=object_ids))
+            await stub.FreeObjects(raylet_pb2.FreeObjectsRequest(
+                object_ids=object_ids, owner_worker_id=self.worker_id))
         except Exception:
             pass     # the raylet is gone; its store went with it
 

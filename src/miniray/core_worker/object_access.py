@@ -89,7 +89,8 @@ class ObjectAccess:
             if self._pending_frees:       # let frees land before asking for room
                 await asyncio.gather(*list(self._pending_frees), return_exceptions=True)
             return await self.raylet.ReserveObject(raylet_pb2.ReserveObjectRequest(
-                object_id=object_id, size=serialized.size, owner_worker_id=owner_id))
+                object_id=object_id, size=serialized.size, owner_worker_id=owner_id,
+                writer_worker_id=self.worker_id))
 
         if self.in_loop_thread():
             raise RuntimeError("write_to_plasma must not run on the io thread")
@@ -115,6 +116,8 @@ class ObjectAccess:
         if not payload.in_plasma:
             return deserialize(payload.data)
         object_id = ObjectID(payload.object_id)
+        if len(object_id) != ObjectID.SIZE:       # never an arbitrary file name
+            raise ValueError(f"malformed object id of {len(object_id)} bytes")
         path = os.path.join(self.store_directory, object_id.hex())
         try:
             buffer = plasma.read(path)

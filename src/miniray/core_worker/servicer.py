@@ -1,24 +1,40 @@
-"""CoreWorkerService: thin gRPC handlers over the CoreWorker."""
+"""CoreWorkerService: thin gRPC handlers over the CoreWorker. Every request
+is checked first (common/validation.py): a malformed one ends with
+INVALID_ARGUMENT (a task in a PushTasks stream: a system error reply)."""
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
 
-from miniray.common.ids import ObjectID, TaskID, WorkerID
+from miniray.common import validation as check
+from miniray.common.ids import NodeID, ObjectID, TaskID, WorkerID
 from miniray.core_worker import accelerators
 from miniray.protocol import core_worker_pb2 as cw_pb2
 from miniray.protocol import core_worker_pb2_grpc as cw_grpc
 
 
+def _check_push(request) -> None:
+    check.check_task_spec(request.spec)
+    check.check_count(request.resource_ids, "resource_ids", check.MAX_REQUEST_RESOURCES)
+    for name, ids in request.resource_ids.items():
+        check.check_name(name, "resource_ids name", allow_empty=False,
+                         max_length=check.MAX_RESOURCE_NAME_LENGTH)
+        check.check_count(ids.ids, "resource_ids ids", 10_000)
+        for amount in ids.amounts:
+            check.check_amount(name, amount, what="resource_ids")
+
+
+@check.reject_invalid
 class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
     def __init__(self, worker):
         self.worker = worker
 
     async def PushTask(self, request, context):
+        _check_push(request)
         executor = self.worker.executor
         if executor is None:
-            raise RuntimeError("drivers do not execute tasks")
+            raise check.InvalidArgument("drivers do not execute tasks")
         accelerators.stage(request)       # the lease's GPU ids etc., for the executor
         return await executor.push(request.spec)
 
@@ -34,6 +50,7 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         async def run(request):
             spec = request.spec
             try:
+                _check_push(request)
                 if request.resource_ids:
                     accelerators.stage(request)
                 reply = await executor.push(spec)
@@ -75,8 +92,9 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
                 task.cancel()
 
     async def GetObject(self, request, context):
+        check.check_timeout(request.timeout, negative_means_forever=True)
         worker = self.worker
-        object_id = ObjectID(request.object_id)
+        object_id = ObjectID(check.check_id(request.object_id, ObjectID, "object_id"))
         if request.lost and not await worker._recover(object_id):
             return cw_pb2.GetObjectReply(status=cw_pb2.GetObjectReply.FREED)
         payload = worker.memory_store.get(object_id)
@@ -104,20 +122,30 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         return cw_pb2.GetObjectReply(status=cw_pb2.GetObjectReply.READY, payload=payload)
 
     async def UpdateRefCounts(self, request, context):
+        check.check_count(request.updates, "updates", check.MAX_IDS_PER_REQUEST)
+        for update in request.updates:
+            check.check_id(update.object_id, ObjectID, "updates.object_id")
+            check.check_id(update.borrower_id, WorkerID, "updates.borrower_id")
         self.worker.handle_ref_updates(request.updates)
         return cw_pb2.UpdateRefCountsReply()
 
     async def AssignObjectOwner(self, request, context):
+        check.check_payload(request.payload)
+        check.check_id(request.borrower_id, WorkerID, "borrower_id")
         await self.worker.adopt_object(request.payload, WorkerID(request.borrower_id))
         return cw_pb2.AssignObjectOwnerReply()
 
     async def CancelTask(self, request, context):
+        check.check_id(request.task_id, TaskID, "task_id")
         executor = self.worker.executor
         attempted = executor is not None and await executor.cancel(
             TaskID(request.task_id), request.force, request.recursive)
         return cw_pb2.CancelTaskReply(attempted=attempted)
 
     async def ReportGeneratorItem(self, request, context):
+        check.check_id(request.task_id, TaskID, "task_id")
+        check.check_int(request.index, "index", 0)
+        check.check_payload(request.item, "item")
         self.worker.submitter.on_generator_item(TaskID(request.task_id),
                                                 request.index, request.item)
         return cw_pb2.ReportGeneratorItemReply()
@@ -130,11 +158,16 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         return cw_pb2.ExitWorkerReply()
 
     async def PrintLines(self, request, context):
+        if len(request.text) > check.MAX_PRINT_BYTES:
+            raise check.InvalidArgument(f"text of {len(request.text)} characters: at "
+                                        f"most {check.MAX_PRINT_BYTES} are allowed")
         stream = sys.stderr if request.is_stderr else sys.stdout
         stream.write(request.text)
         stream.flush()
         return cw_pb2.PrintLinesReply()
 
     async def AddObjectLocation(self, request, context):
+        check.check_id(request.object_id, ObjectID, "object_id")
+        check.check_id(request.node_id, NodeID, "node_id")
         self.worker.add_location(ObjectID(request.object_id), request.node_id)
         return cw_pb2.AddObjectLocationReply()

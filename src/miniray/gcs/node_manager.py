@@ -55,6 +55,9 @@ class NodeManager:
             self.mark_dead(node_id)
         return dead
 
+    def get(self, node_id: NodeID) -> common_pb2.NodeInfo | None:
+        return self._nodes.get(node_id)
+
     def all_nodes(self) -> list[common_pb2.NodeInfo]:
         return list(self._nodes.values())
 

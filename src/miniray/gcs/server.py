@@ -47,6 +47,17 @@ class GcsServer:
             except Exception:
                 pass
 
+    async def raylet_answers(self, node) -> bool:
+        """Whether the node's raylet still serves RPCs."""
+        from miniray.protocol import raylet_pb2, raylet_pb2_grpc
+        stub = self.channels.stub(f"{node.ip}:{node.raylet_port}",
+                                  raylet_pb2_grpc.RayletServiceStub)
+        try:
+            await stub.GetNodeStats(raylet_pb2.GetNodeStatsRequest(), timeout=1)
+        except Exception:
+            return False
+        return True
+
     async def serve(self, host: str, port: int) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -1,26 +1,53 @@
-"""GcsService: thin gRPC handlers over the GCS tables."""
+"""GcsService: thin gRPC handlers over the GCS tables. Every request is
+checked first (common/validation.py): a malformed one ends with
+INVALID_ARGUMENT, one the caller may not make with PERMISSION_DENIED."""
 from __future__ import annotations
 
-from miniray.common.ids import ActorID, FunctionID, JobID, NodeID, WorkerID
+from miniray.common import config
+from miniray.common import validation as check
+from miniray.common.ids import (
+    ActorID, FunctionID, JobID, NodeID, PlacementGroupID, WorkerID)
+from miniray.common.validation import InvalidArgument, NotAllowed
 from miniray.gcs.actor_table import NameTakenError
-from miniray.protocol import gcs_pb2, gcs_pb2_grpc
+from miniray.gcs.placement_groups import STRATEGIES
+from miniray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 
 
+@check.reject_invalid
 class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     def __init__(self, server):
         self.server = server            # miniray.gcs.server.GcsServer
 
     async def RegisterNode(self, request, context):
+        check.check_node_info(request.node)
+        known = self.server.nodes.get(NodeID(request.node.node_id))
+        if known is not None and known.alive and (known.ip, known.raylet_port) != (
+                request.node.ip, request.node.raylet_port):
+            raise NotAllowed("another raylet registered this node id")
         self.server.nodes.register(request.node)
         return gcs_pb2.RegisterNodeReply()
 
     async def UnregisterNode(self, request, context):
-        if self.server.nodes.mark_dead(NodeID(request.node_id)):
-            await self.server.actors.on_node_failure(NodeID(request.node_id))
+        node_id = NodeID(check.check_id(request.node_id, NodeID, "node_id"))
+        node = self.server.nodes.get(node_id)
+        if node is None:
+            raise InvalidArgument(f"unknown node {node_id.hex()}")
+        # Only the node itself leaves, and it stops serving first: a node
+        # whose raylet still answers is not going away.
+        if node.alive and await self.server.raylet_answers(node):
+            raise NotAllowed(f"node {node_id.hex()} is running; only the node itself "
+                             f"unregisters, as it stops")
+        if self.server.nodes.mark_dead(node_id):
+            await self.server.actors.on_node_failure(node_id)
             await self.server.placement_groups.on_node_failure(request.node_id)
         return gcs_pb2.UnregisterNodeReply()
 
     async def Heartbeat(self, request, context):
+        check.check_id(request.node_id, NodeID, "node_id")
+        check.check_resources(request.resources_available, "resources_available",
+                              max_entries=check.MAX_NODE_RESOURCES)
+        check.check_resources(request.resources_total, "resources_total",
+                              max_entries=check.MAX_NODE_RESOURCES)
         alive = self.server.nodes.heartbeat(NodeID(request.node_id),
                                             request.resources_available,
                                             total=request.resources_total)
@@ -31,47 +58,63 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         return gcs_pb2.GetAllNodesReply(nodes=self.server.nodes.all_nodes())
 
     async def AddJob(self, request, context):
+        check.check_worker_address(request.driver, "driver", optional=True)
+        check.check_int(request.driver_pid, "driver_pid", 0)
+        check.check_job_config(request.config)
         job_id = self.server.jobs.add(request.config, request.driver_pid, request.driver)
         return gcs_pb2.AddJobReply(job_id=job_id,
                                    namespace=self.server.jobs.config(job_id).namespace)
 
     async def MarkJobFinished(self, request, context):
-        self.server.jobs.finish(JobID(request.job_id))
+        job_id = JobID(check.check_id(request.job_id, JobID, "job_id"))
+        if self.server.jobs.config(job_id) is None:
+            raise InvalidArgument(f"unknown job {job_id.hex()}")
+        self.server.jobs.finish(job_id)
         await self.server.placement_groups.on_job_finished(request.job_id)
         return gcs_pb2.MarkJobFinishedReply()
 
     async def GetJobConfig(self, request, context):
-        config = self.server.jobs.config(JobID(request.job_id))
-        if config is None:
+        job_id = JobID(check.check_id(request.job_id, JobID, "job_id"))
+        job_config = self.server.jobs.config(job_id)
+        if job_config is None:
             return gcs_pb2.GetJobConfigReply(found=False)
-        driver = self.server.jobs.drivers.get(JobID(request.job_id))
-        return gcs_pb2.GetJobConfigReply(config=config, found=True, driver=driver)
+        driver = self.server.jobs.drivers.get(job_id)
+        return gcs_pb2.GetJobConfigReply(config=job_config, found=True, driver=driver)
 
     async def ExportFunction(self, request, context):
+        check.check_function(request.function_id, request.pickled,
+                             config.FUNCTION_SIZE_ERROR_BYTES)
+        check.check_id(request.job_id, JobID, "job_id", optional=True)
+        check.check_name(request.name, "name")
         self.server.functions.export(FunctionID(request.function_id), request.pickled,
                                      request.name)
         return gcs_pb2.ExportFunctionReply()
 
     async def GetFunction(self, request, context):
+        check.check_id(request.function_id, FunctionID, "function_id")
         found = self.server.functions.get(FunctionID(request.function_id))
         if found is None:
             return gcs_pb2.GetFunctionReply(found=False)
         return gcs_pb2.GetFunctionReply(pickled=found[0], name=found[1], found=True)
 
     async def KVPut(self, request, context):
+        check.check_kv(request.namespace, request.key, request.value)
         added = self.server.kv.put(request.namespace, request.key, request.value,
                                    request.overwrite)
         return gcs_pb2.KVPutReply(added=added)
 
     async def KVGet(self, request, context):
+        check.check_kv(request.namespace, request.key)
         value = self.server.kv.get(request.namespace, request.key)
         return gcs_pb2.KVGetReply(value=value or b"", found=value is not None)
 
     async def KVDel(self, request, context):
+        check.check_kv(request.namespace, request.key)
         deleted = self.server.kv.delete(request.namespace, request.key, request.by_prefix)
         return gcs_pb2.KVDelReply(deleted=deleted)
 
     async def KVKeys(self, request, context):
+        check.check_kv(request.namespace, request.prefix)
         return gcs_pb2.KVKeysReply(keys=self.server.kv.keys(request.namespace,
                                                            request.prefix))
 
@@ -81,6 +124,11 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
 
     # --- actors ----------------------------------------------------------------
     async def RegisterActor(self, request, context):
+        check.check_task_spec(request.creation_spec, "creation_spec")
+        if request.creation_spec.type != common_pb2.ACTOR_CREATION_TASK:
+            raise InvalidArgument("creation_spec must be an actor creation task")
+        if self.server.actors.table.get(ActorID(request.creation_spec.actor_id)):
+            raise InvalidArgument("an actor with this id exists already")
         actors = self.server.actors
         options = request.creation_spec.actor_options
         if options.get_if_exists and options.name:
@@ -95,6 +143,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         return gcs_pb2.RegisterActorReply()
 
     async def GetActorInfo(self, request, context):
+        check.check_id(request.actor_id, ActorID, "actor_id", optional=True)
+        check.check_name(request.name, "name")
+        check.check_name(request.namespace, "namespace")
         table = self.server.actors.table
         if request.actor_id:
             entry = table.get(ActorID(request.actor_id))
@@ -105,6 +156,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         return gcs_pb2.GetActorInfoReply(info=entry.info, found=True)
 
     async def WaitActorChange(self, request, context):
+        check.check_id(request.actor_id, ActorID, "actor_id")
+        check.check_timeout(request.timeout)
         entry = await self.server.actors.wait_change(
             ActorID(request.actor_id), request.known_state, request.known_num_restarts,
             request.timeout)
@@ -113,6 +166,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         return gcs_pb2.WaitActorChangeReply(info=entry.info, found=True)
 
     async def KillActor(self, request, context):
+        check.check_id(request.actor_id, ActorID, "actor_id")
         actors = self.server.actors
         entry = actors.table.get(ActorID(request.actor_id))
         if entry is None:
@@ -126,15 +180,21 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         return gcs_pb2.KillActorReply(found=True)
 
     async def ActorExiting(self, request, context):
+        check.check_id(request.actor_id, ActorID, "actor_id")
         self.server.actors.mark_exiting(ActorID(request.actor_id))
         return gcs_pb2.ActorExitingReply()
 
     async def ListNamedActors(self, request, context):
+        check.check_name(request.namespace, "namespace")
         entries = self.server.actors.table.named(
             None if request.all_namespaces else request.namespace)
         return gcs_pb2.ListNamedActorsReply(actors=[e.info for e in entries])
 
     async def ReportWorkerFailure(self, request, context):
+        check.check_id(request.worker_id, WorkerID, "worker_id")
+        check.check_id(request.node_id, NodeID, "node_id", optional=True)
+        check.check_id(request.job_id, JobID, "job_id", optional=True)
+        check.check_name(request.reason, "reason")
         await self.server.actors.on_worker_failure(WorkerID(request.worker_id),
                                                    request.is_driver)
         await self.server.broadcast_process_death(request.worker_id, request.node_id)
@@ -142,14 +202,22 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
 
     # --- placement groups ---------------------------------------------------------
     async def CreatePlacementGroup(self, request, context):
+        check.check_placement_group(request.info, STRATEGIES)
+        if request.info.placement_group_id in self.server.placement_groups.groups:
+            raise InvalidArgument("a placement group with this id exists already")
         error = self.server.placement_groups.create(request.info)
         return gcs_pb2.CreatePlacementGroupReply(error=error)
 
     async def RemovePlacementGroup(self, request, context):
+        check.check_id(request.placement_group_id, PlacementGroupID, "placement_group_id")
         found = await self.server.placement_groups.remove(request.placement_group_id)
         return gcs_pb2.RemovePlacementGroupReply(found=found)
 
     async def GetPlacementGroup(self, request, context):
+        check.check_id(request.placement_group_id, PlacementGroupID,
+                       "placement_group_id", optional=True)
+        check.check_name(request.name, "name")
+        check.check_name(request.namespace, "namespace")
         groups = self.server.placement_groups
         if request.placement_group_id:
             group = groups.groups.get(request.placement_group_id)
@@ -160,6 +228,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         return gcs_pb2.GetPlacementGroupReply(info=group, found=True)
 
     async def WaitPlacementGroupReady(self, request, context):
+        check.check_id(request.placement_group_id, PlacementGroupID, "placement_group_id")
+        check.check_timeout(request.timeout, negative_means_forever=True)
         group = await self.server.placement_groups.wait_ready(
             request.placement_group_id, request.timeout)
         if group is None:

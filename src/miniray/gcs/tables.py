@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from miniray.common.ids import FunctionID, JobID
+from miniray.common.validation import MAX_KV_TOTAL_BYTES, InvalidArgument
 from miniray.protocol import gcs_pb2
 
 
@@ -56,26 +57,36 @@ class FunctionTable:
 
 
 class InternalKV:
-    def __init__(self):
+    """Namespaced bytes -> bytes, at most ``max_bytes`` of keys and values
+    in all (entries are checked one by one in common/validation.py)."""
+
+    def __init__(self, max_bytes: int = MAX_KV_TOTAL_BYTES):
         self._data: dict[tuple[str, bytes], bytes] = {}
+        self.max_bytes = max_bytes
+        self.bytes = 0
 
     def put(self, namespace: str, key: bytes, value: bytes, overwrite: bool) -> bool:
         k = (namespace, key)
-        if k in self._data and not overwrite:
+        old = self._data.get(k)
+        if old is not None and not overwrite:
             return False
-        added = k not in self._data
+        size = self.bytes + len(value) - (len(old) if old is not None
+                                          else -len(key) - len(namespace))
+        if size > self.max_bytes:
+            raise InvalidArgument(f"the internal KV is full: it holds at most "
+                                  f"{self.max_bytes} bytes")
+        self.bytes = size
         self._data[k] = value
-        return added
+        return old is None
 
     def get(self, namespace: str, key: bytes) -> bytes | None:
         return self._data.get((namespace, key))
 
     def delete(self, namespace: str, key: bytes, by_prefix: bool = False) -> int:
-        if not by_prefix:
-            return 1 if self._data.pop((namespace, key), None) is not None else 0
-        doomed = [k for k in self._data if k[0] == namespace and k[1].startswith(key)]
+        doomed = [k for k in self._data if k[0] == namespace and k[1].startswith(key)] \
+            if by_prefix else [(namespace, key)] if (namespace, key) in self._data else []
         for k in doomed:
-            del self._data[k]
+            self.bytes -= len(self._data.pop(k)) + len(k[0]) + len(k[1])
         return len(doomed)
 
     def keys(self, namespace: str, prefix: bytes) -> list[bytes]:

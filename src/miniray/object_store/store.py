@@ -56,6 +56,13 @@ def _copy(src: str, dst: str) -> None:
         raise
 
 
+def _check_id(object_id: ObjectID) -> ObjectID:
+    """A file is named after the hex of an id of exactly the right length."""
+    if len(object_id) != ObjectID.SIZE:
+        raise ValueError(f"an object id is {ObjectID.SIZE} bytes, got {len(object_id)}")
+    return object_id
+
+
 class PlasmaStore:
     """Shared-memory object files plus their capacity accounting."""
 
@@ -69,25 +76,31 @@ class PlasmaStore:
         self._pool = FilePool(directory)
         self._lock = threading.RLock()
         self._closed = False
+        # Reservations a process is writing: object -> (writer, deadline).
+        self._unsealed: dict[ObjectID, tuple[bytes, float]] = {}
 
     # ----------------------------------------------------------------- paths
     def path(self, object_id: ObjectID) -> str:
         """Where the object's in-memory file lives (whether or not it does)."""
-        return os.path.join(self.directory, object_id.hex())
+        return os.path.join(self.directory, _check_id(object_id).hex())
 
     def spill_path(self, object_id: ObjectID) -> str:
-        return os.path.join(self.spill_directory, object_id.hex())
+        return os.path.join(self.spill_directory, _check_id(object_id).hex())
 
     # ------------------------------------------------------------ operations
     def reserve(self, object_id: ObjectID, size: int, owner: WorkerID,
-                primary: bool = True) -> str:
+                primary: bool = True, writer: bytes | None = None,
+                deadline: float | None = None) -> str:
         """Make room for a new object and return the path to write it to.
 
         The writer must produce exactly ``size`` bytes at the returned path
-        (see ``client.create_and_write``) and then call :meth:`seal`.
+        (see ``client.create_and_write``) and then call :meth:`seal`; if it
+        is named, :meth:`release_unsealed` drops the reservation when that
+        process dies or the (monotonic) ``deadline`` passes first.
         Raises ValueError if the object already exists and
         ObjectStoreFullError if no room can be made.
         """
+        _check_id(object_id)
         with self._lock:
             actions = self._policy.reserve(object_id, size, owner, primary)
             try:
@@ -101,6 +114,8 @@ class PlasmaStore:
                 os.rename(reused, path + _TMP)       # the writer fills it in place
             stats = self._policy.snapshot()
             self._pool.trim(stats.capacity - stats.used)
+            if writer is not None:
+                self._unsealed[object_id] = (bytes(writer), deadline or float("inf"))
             return path
 
     def seal(self, object_id: ObjectID) -> None:
@@ -123,6 +138,7 @@ class PlasmaStore:
                     f"object {object_id.hex()} file has {actual} bytes, "
                     f"{record.size} were reserved")
             self._policy.seal(object_id)
+            self._unsealed.pop(object_id, None)
 
     def contains(self, object_id: ObjectID) -> bool:
         """Whether the object is sealed here (in memory or spilled)."""
@@ -162,6 +178,37 @@ class PlasmaStore:
             stats = self._policy.snapshot()
             self._pool.trim(stats.capacity - stats.used)
             return count
+
+    def delete_if_owned(self, object_ids: Iterable[ObjectID], owner: WorkerID) -> int:
+        """Free the objects that ``owner`` owns here, and secondary copies
+        (caches of objects stored elsewhere); others are left alone.
+        Returns how many were freed."""
+        with self._lock:
+            allowed = [oid for oid in object_ids
+                       if (r := self._policy.lookup(oid)) is not None
+                       and (r.owner == owner or not r.primary)]
+            return self.delete(allowed)
+
+    def release_unsealed(self, writer: bytes | None = None,
+                         now: float | None = None) -> list[ObjectID]:
+        """Drop reservations never sealed whose writer is ``writer`` (it
+        died) or whose deadline is before ``now``; returns their ids."""
+        if not self._unsealed or (writer is None and not self.has_unsealed(now)):
+            return []                   # the common case: nothing to drop
+        with self._lock:
+            doomed = [oid for oid, (w, deadline) in self._unsealed.items()
+                      if w == writer or (now is not None and deadline < now)]
+            for oid in doomed:
+                self._drop(oid)
+            return doomed
+
+    def has_unsealed(self, expired_before: float | None = None) -> bool:
+        """Whether reservations are being written (whose deadline passed
+        before ``expired_before``, if given). Lock-free, for a quick check."""
+        deadlines = [d for _, d in list(self._unsealed.values())]
+        if expired_before is None:
+            return bool(deadlines)
+        return any(d < expired_before for d in deadlines)
 
     def delete_owned_by(self, owner: WorkerID) -> list[ObjectID]:
         """Free every object owned by ``owner`` (e.g. when it dies)."""
@@ -222,6 +269,7 @@ class PlasmaStore:
 
     def _drop(self, object_id: ObjectID) -> bool:
         """Forget the object and remove all of its files."""
+        self._unsealed.pop(object_id, None)
         known = self._policy.delete(object_id)
         path = self.path(object_id)
         for p in (path, path + _TMP, self.spill_path(object_id)):

@@ -101,12 +101,14 @@ class Raylet:
             for task in tasks:
                 task.cancel()
             self.pool.kill_all()
+            # Stop serving first: the GCS unregisters a node only once its
+            # raylet no longer answers (so nobody else can unregister it).
+            await server.stop(grace=None)
             try:
                 await asyncio.wait_for(self.gcs.UnregisterNode(
                     gcs_pb2.UnregisterNodeRequest(node_id=self.node_id)), 1)
             except Exception:
                 pass
-            await server.stop(grace=None)
             self.store.close()
             if self.owns_session_dir:
                 shutil.rmtree(self.session_dir, ignore_errors=True)
@@ -151,6 +153,12 @@ class Raylet:
                 if not _process_alive(pid):
                     self.disconnect(driver_id)
             self.pool.reap_idle()
+            now = time.monotonic()
+            if self.store.has_unsealed(expired_before=now):
+                for object_id in await asyncio.to_thread(self.store.release_unsealed,
+                                                         None, now):
+                    log.warning("object %s was reserved but not sealed in time: "
+                                "released", object_id.hex())
 
     # --- placement across nodes -------------------------------------------------------
     def cluster_view(self) -> dict[bytes, NodeView]:
@@ -372,6 +380,7 @@ class Raylet:
         for lease in [l for l in self.leases.values() if l.requester == worker_id]:
             self.return_lease(lease.lease_id, exiting=True)
         self.store.delete_owned_by(worker_id)
+        self.store.release_unsealed(writer=worker_id)      # it died mid-write
 
     def _hosts_actor(self, worker) -> bool:
         lease = self.leases.get(worker.lease_id)
@@ -398,6 +407,28 @@ class Raylet:
             self._end_lease(lease_id)
         self.forget_remote_process(worker_id)
         self._schedule()
+
+    async def is_cluster_raylet(self, address: str) -> bool:
+        """Whether ``address`` is a live node's raylet (as the GCS knows them)."""
+        def known():
+            return any(n.address == address for n in self.cluster_view().values())
+        if known():
+            return True
+        await self._refresh_view()           # a node may have just joined
+        return known()
+
+    @staticmethod
+    def process_alive(pid: int) -> bool:
+        return _process_alive(pid)
+
+    def is_local_process(self, worker_id: bytes) -> bool:
+        """A live worker or driver registered with this raylet."""
+        return WorkerID(worker_id) in self.drivers or (
+            WorkerID(worker_id) in self.pool.workers)
+
+    def reservation_deadline(self, size: int) -> float:
+        """When a reservation of ``size`` bytes not sealed yet is released."""
+        return time.monotonic() + config.OBJECT_RESERVATION_TIMEOUT_S + size / 100e6
 
     def node_stats(self) -> dict:
         stats = self.store.stats()

@@ -1,11 +1,16 @@
-"""RayletService: thin gRPC handlers over the Raylet."""
+"""RayletService: thin gRPC handlers over the Raylet. Every request is
+checked first (common/validation.py): a malformed one ends with
+INVALID_ARGUMENT, one the caller may not make with PERMISSION_DENIED."""
 from __future__ import annotations
 
 import asyncio
 
 import grpc
 
-from miniray.common.ids import ObjectID, WorkerID
+from miniray.common import validation as check
+from miniray.common.ids import (
+    ActorID, JobID, ObjectID, PlacementGroupID, WorkerID)
+from miniray.common.validation import InvalidArgument, NotAllowed
 from miniray.exceptions import ObjectStoreFullError
 from miniray.object_store.transfer import read_chunk
 from miniray.protocol import (
@@ -13,22 +18,44 @@ from miniray.protocol import (
     raylet_pb2, raylet_pb2_grpc)
 
 
+def _check_lease_request(request) -> None:
+    check.check_resources(request.resources, "resources")
+    check.check_resources(request.placement_resources, "placement_resources")
+    check.check_id(request.job_id, JobID, "job_id")
+    check.check_id(request.requester_worker_id, WorkerID, "requester_worker_id",
+                   optional=True)
+    check.check_id(request.actor_id, ActorID, "actor_id", optional=True)
+    check.check_name(request.function_name, "function_name")
+    check.check_strategy(request.strategy)
+
+
+@check.reject_invalid
 class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
     def __init__(self, raylet):
         self.raylet = raylet
 
     async def RegisterWorker(self, request, context):
         raylet = self.raylet
-        worker_id = WorkerID(request.worker_id)
+        worker_id = WorkerID(check.check_id(request.worker_id, WorkerID, "worker_id"))
+        check.check_int(request.port, "port", 0, 65535)
         if request.is_driver:
+            check.check_id(request.job_id, JobID, "job_id")
+            check.check_int(request.pid, "pid", 1)
+            if not raylet.process_alive(request.pid):
+                raise InvalidArgument(f"no live process has pid {request.pid}")
             raylet.register_driver(worker_id, request.pid, request.job_id)
         elif not raylet.pool.on_registered(worker_id, request.port):
-            raise ValueError(f"unknown worker {worker_id.hex()}")
+            raise InvalidArgument(f"unknown worker {worker_id.hex()}: this raylet did "
+                                  f"not start it")
         return raylet_pb2.RegisterWorkerReply(
             node_id=raylet.node_id, store_directory=raylet.store_directory,
             gcs_address=raylet.gcs_address, session_dir=raylet.session_dir)
 
     async def RequestWorkerLease(self, request, context):
+        _check_lease_request(request)
+        return await self._lease(request, context)
+
+    async def _lease(self, request, context):
         raylet = self.raylet
         if not request.grant_or_reject:
             needed = {**request.placement_resources, **request.resources}
@@ -50,7 +77,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         worker = raylet.pool.workers.get(WorkerID(lease.worker_id))
         if worker is None:        # died between grant and reply
             raylet.return_lease(lease.lease_id, exiting=True)
-            return await self.RequestWorkerLease(request, context)
+            return await self._lease(request, context)
         reply = raylet_pb2.RequestWorkerLeaseReply(
             lease_id=lease.lease_id,
             worker=common_pb2.Address(ip=raylet.host, port=worker.port,
@@ -63,39 +90,67 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         return reply
 
     async def ReturnWorker(self, request, context):
+        check.check_lease_id(request.lease_id)
         self.raylet.return_lease(request.lease_id, request.worker_exiting)
         return raylet_pb2.ReturnWorkerReply()
 
     async def CancelLeaseRequests(self, request, context):
+        check.check_id(request.requester_worker_id, WorkerID, "requester_worker_id")
         self.raylet.scheduler.cancel(request.requester_worker_id)
         return raylet_pb2.CancelLeaseRequestsReply()
 
     async def NotifyBlocked(self, request, context):
+        check.check_id(request.worker_id, WorkerID, "worker_id")
         self.raylet.set_blocked(request.worker_id, request.blocked)
         return raylet_pb2.NotifyBlockedReply()
 
     async def ReserveObject(self, request, context):
+        raylet = self.raylet
+        object_id = ObjectID(check.check_id(request.object_id, ObjectID, "object_id"))
+        owner = WorkerID(check.check_id(request.owner_worker_id, WorkerID,
+                                        "owner_worker_id"))
+        check.check_id(request.writer_worker_id, WorkerID, "writer_worker_id")
+        if request.size < 0:
+            raise InvalidArgument(f"object size must not be negative, got {request.size}")
+        if not raylet.is_local_process(request.writer_worker_id):
+            raise NotAllowed("writer_worker_id is not a worker or driver of this node")
         try:
             path = await asyncio.to_thread(
-                self.raylet.store.reserve, ObjectID(request.object_id), request.size,
-                WorkerID(request.owner_worker_id))
-        except ObjectStoreFullError as exc:
+                raylet.store.reserve, object_id, request.size, owner,
+                writer=request.writer_worker_id,
+                deadline=raylet.reservation_deadline(request.size))
+        except ObjectStoreFullError as exc:       # also: bigger than the store
             return raylet_pb2.ReserveObjectReply(error=str(exc))
         except ValueError:
-            if not self.raylet.store.contains(ObjectID(request.object_id)):
-                raise
+            if not raylet.store.contains(object_id):
+                raise InvalidArgument(f"object {object_id.hex()} is being written "
+                                      f"already") from None
             # Objects are immutable: a retried task (or generator) writing a
             # return it already wrote keeps the first copy, as in Ray.
             return raylet_pb2.ReserveObjectReply(exists=True)
         return raylet_pb2.ReserveObjectReply(path=path)
 
     async def SealObject(self, request, context):
-        self.raylet.store.seal(ObjectID(request.object_id))
+        object_id = ObjectID(check.check_id(request.object_id, ObjectID, "object_id"))
+        try:
+            self.raylet.store.seal(object_id)
+        except KeyError:
+            raise InvalidArgument(f"object {object_id.hex()} was not reserved "
+                                  f"here") from None
+        except FileNotFoundError:
+            raise InvalidArgument(f"object {object_id.hex()} was not written") from None
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
         return raylet_pb2.SealObjectReply()
 
     async def EnsureLocal(self, request, context):
         raylet = self.raylet
-        object_id = ObjectID(request.object_id)
+        object_id = ObjectID(check.check_id(request.object_id, ObjectID, "object_id"))
+        check.check_address(request.source_address, "source_address", optional=True)
+        if request.source_address and not await raylet.is_cluster_raylet(
+                request.source_address):
+            raise NotAllowed(f"source_address {check.show(request.source_address)} is "
+                             f"not a raylet of this cluster")
         try:
             if request.source_address and not raylet.store.contains(object_id):
                 path = await raylet.puller.pull(object_id, request.source_address)
@@ -106,10 +161,14 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         return raylet_pb2.EnsureLocalReply(path=path, found=True)
 
     async def FreeObjects(self, request, context):
-        self.raylet.store.delete([ObjectID(o) for o in request.object_ids])
+        check.check_ids(request.object_ids, ObjectID, "object_ids")
+        owner = WorkerID(check.check_id(request.owner_worker_id, WorkerID,
+                                        "owner_worker_id"))
+        self.raylet.store.delete_if_owned([ObjectID(o) for o in request.object_ids], owner)
         return raylet_pb2.FreeObjectsReply()
 
     async def DisconnectWorker(self, request, context):
+        check.check_id(request.worker_id, WorkerID, "worker_id")
         if request.from_gcs:
             self.raylet.forget_remote_process(WorkerID(request.worker_id))
         else:
@@ -117,6 +176,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         return raylet_pb2.DisconnectWorkerReply()
 
     async def KillWorker(self, request, context):
+        check.check_id(request.worker_id, WorkerID, "worker_id")
         raylet = self.raylet
         worker = raylet.pool.workers.get(WorkerID(request.worker_id))
         if worker is None:
@@ -138,14 +198,21 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
 
 
     async def ReserveBundle(self, request, context):
+        check.check_id(request.placement_group_id, PlacementGroupID, "placement_group_id")
+        check.check_int(request.bundle_index, "bundle_index", 0, check.MAX_BUNDLES - 1)
+        check.check_resources(request.resources, "resources")
+        if not any(request.resources.values()):
+            raise InvalidArgument("a bundle must reserve something")
         reserved = self.raylet.reserve_bundle(request.placement_group_id,
                                               request.bundle_index, dict(request.resources))
         return raylet_pb2.ReserveBundleReply(reserved=reserved)
 
     async def ReturnBundles(self, request, context):
+        check.check_id(request.placement_group_id, PlacementGroupID, "placement_group_id")
         self.raylet.return_bundles(request.placement_group_id)
         return raylet_pb2.ReturnBundlesReply()
 
+@check.reject_invalid
 class ObjectManagerServicer(om_grpc.ObjectManagerServiceServicer):
     """Serves chunks of this node's objects to raylets pulling them."""
 
@@ -153,6 +220,9 @@ class ObjectManagerServicer(om_grpc.ObjectManagerServiceServicer):
         self.raylet = raylet
 
     async def ReadObjectChunk(self, request, context):
+        check.check_id(request.object_id, ObjectID, "object_id")
+        check.check_int(request.offset, "offset", 0, 2**63 - 1)
+        check.check_int(request.length, "length", 0, check.MAX_CHUNK_BYTES)
         try:
             data, total = await asyncio.to_thread(
                 read_chunk, self.raylet.store, ObjectID(request.object_id),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from miniray.common.ids import PlacementGroupID
+from miniray.common.validation import MAX_BUNDLES, MAX_RESOURCE_AMOUNT, MAX_TIMEOUT_S
 from miniray.protocol import common_pb2, gcs_pb2
 
 __all__ = ["PlacementGroup", "placement_group", "remove_placement_group",
@@ -56,6 +57,10 @@ class PlacementGroup:
     def wait(self, timeout_seconds: float = 30) -> bool:
         """Wait until the group is placed; False on timeout."""
         worker = _worker()
+        if math.isnan(timeout_seconds):
+            raise ValueError("timeout_seconds must be a number, got nan")
+        if timeout_seconds > MAX_TIMEOUT_S:
+            timeout_seconds = -1                      # forever
         reply = worker.call("gcs", "WaitPlacementGroupReady",
                             gcs_pb2.WaitPlacementGroupReadyRequest(
                                 placement_group_id=self.id, timeout=timeout_seconds))
@@ -78,14 +83,18 @@ def _validate_bundles(bundles) -> None:
     if not isinstance(bundles, list) or not bundles:
         raise ValueError("The placement group `bundles` argument must be a non-empty "
                          f"list of resource dictionaries, got {bundles!r}")
+    if len(bundles) > MAX_BUNDLES:
+        raise ValueError(f"A placement group has at most {MAX_BUNDLES} bundles, "
+                         f"got {len(bundles)}")
     for bundle in bundles:
         if not isinstance(bundle, dict) or not bundle:
             raise ValueError(f"Bundles must be non-empty dictionaries, got {bundle!r}")
         for name, amount in bundle.items():
             if not isinstance(name, str) or isinstance(amount, bool) or \
-                    not isinstance(amount, (int, float)) or amount < 0 or math.isnan(amount):
+                    not isinstance(amount, (int, float)) or amount < 0 \
+                    or not math.isfinite(amount) or amount > MAX_RESOURCE_AMOUNT:
                 raise ValueError(f"Invalid bundle {bundle!r}: resource amounts must be "
-                                 "non-negative numbers")
+                                 "finite, non-negative numbers")
         if all(v == 0 for v in bundle.values()):
             raise ValueError("Bundles cannot be an empty dictionary or resources with "
                              f"only 0 values. Bundles: {bundles}")

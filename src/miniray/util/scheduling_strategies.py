@@ -5,6 +5,7 @@ strings "DEFAULT" and "SPREAD" are accepted too.
 """
 from __future__ import annotations
 
+from miniray.common.ids import NodeID
 from miniray.protocol import common_pb2
 
 __all__ = ["DEFAULT_SCHEDULING_STRATEGY", "SPREAD_SCHEDULING_STRATEGY",
@@ -24,9 +25,12 @@ class NodeAffinitySchedulingStrategy:
         if not isinstance(node_id, str):
             raise ValueError(f"node_id must be a hex string, got {node_id!r}")
         try:
-            bytes.fromhex(node_id)
+            size = len(bytes.fromhex(node_id))
         except ValueError:
             raise ValueError(f"node_id must be a hex string, got {node_id!r}") from None
+        if size != NodeID.SIZE:
+            raise ValueError(f"node_id must be the hex of a {NodeID.SIZE}-byte node id, "
+                             f"got {node_id!r}")
         self.node_id = node_id
         self.soft = soft
         self._spill_on_unavailable = _spill_on_unavailable
