@@ -18,6 +18,10 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     def __init__(self, server):
         self.server = server            # miniray.gcs.server.GcsServer
 
+    def _check_job_known(self, job_id: bytes) -> None:
+        if self.server.jobs.config(JobID(job_id)) is None:
+            raise InvalidArgument(f"unknown job {job_id.hex()}")
+
     async def RegisterNode(self, request, context):
         check.check_node_info(request.node)
         known = self.server.nodes.get(NodeID(request.node.node_id))
@@ -67,8 +71,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
 
     async def MarkJobFinished(self, request, context):
         job_id = JobID(check.check_id(request.job_id, JobID, "job_id"))
-        if self.server.jobs.config(job_id) is None:
-            raise InvalidArgument(f"unknown job {job_id.hex()}")
+        self._check_job_known(job_id)
         self.server.jobs.finish(job_id)
         await self.server.placement_groups.on_job_finished(request.job_id)
         return gcs_pb2.MarkJobFinishedReply()
@@ -129,6 +132,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
             raise InvalidArgument("creation_spec must be an actor creation task")
         if self.server.actors.table.get(ActorID(request.creation_spec.actor_id)):
             raise InvalidArgument("an actor with this id exists already")
+        self._check_job_known(request.creation_spec.job_id)
         actors = self.server.actors
         options = request.creation_spec.actor_options
         if options.get_if_exists and options.name:
@@ -205,6 +209,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         check.check_placement_group(request.info, STRATEGIES)
         if request.info.placement_group_id in self.server.placement_groups.groups:
             raise InvalidArgument("a placement group with this id exists already")
+        if request.info.creator_job_id:
+            self._check_job_known(request.info.creator_job_id)
         error = self.server.placement_groups.create(request.info)
         return gcs_pb2.CreatePlacementGroupReply(error=error)
 

@@ -51,6 +51,8 @@ class ObjectPuller:
         if not first.found:
             raise KeyError(object_id)
         total = first.total_size
+        if total < 0 or len(first.data) != min(total, CHUNK_BYTES):
+            raise OSError(f"{source} sent a malformed first chunk of {object_id.hex()}")
         path = await asyncio.to_thread(self.store.reserve, object_id, total,
                                        WorkerID.nil(), False)
         tmp = path + ".tmp"
@@ -65,6 +67,9 @@ class ObjectPuller:
                         object_id=object_id, offset=offset, length=CHUNK_BYTES))
                     if not reply.found:
                         raise KeyError(object_id)
+                    if len(reply.data) != min(CHUNK_BYTES, total - offset):
+                        raise OSError(f"{source} sent a malformed chunk of "
+                                      f"{object_id.hex()} at {offset}")
                     await asyncio.to_thread(os.pwrite, fd, reply.data, offset)
 
             await asyncio.gather(*(fetch(o) for o in range(len(first.data), total,
