@@ -14,6 +14,10 @@ carries out the actions it returns. The rules, as in Ray:
   next incarnation, in its original place, while ``max_task_retries``
   allows; otherwise it fails: with the actor's death cause once the actor
   is DEAD, or as "died, restarting, not retried".
+- While the actor is RESTARTING, a call with no retries (max_task_retries
+  0, the default: at-most-once) fails at once as "restarting" instead of
+  waiting (Ray's ActorUnavailableError); calls with retries wait for the
+  new incarnation.
 - A call still queued here is cancelled at once; one already sent is
   cancelled by asking the actor.
 """
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 
 from miniray.protocol import common_pb2
 
-ALIVE, DEAD = common_pb2.ALIVE, common_pb2.DEAD
+ALIVE, DEAD, RESTARTING = common_pb2.ALIVE, common_pb2.DEAD, common_pb2.RESTARTING
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,8 @@ class Send:
 @dataclass(frozen=True)
 class Fail:
     """Finish ``task`` with an error: "cancelled", "dead" (the actor's death
-    cause) or "not_retried" (it died while running the call)."""
+    cause), "not_retried" (it died while running the call) or "restarting"
+    (made while the actor restarts, with no retries to wait with)."""
     task: object
     reason: str
 
@@ -79,6 +84,8 @@ class ActorCallQueue:
         if self.state == DEAD:
             return [Fail(task, "dead")]
         task.retries_left = None          # known once the GCS describes the actor
+        if self.state == RESTARTING and self._retries(task) == 0:
+            return [Fail(task, "restarting")]
         self._insert(task)
         return self._send_ready()
 
@@ -108,7 +115,12 @@ class ActorCallQueue:
             self._orders.clear()
             return failed
         self.state = state
-        return []
+        if state != RESTARTING:
+            return []
+        failed = [t for t in self._queue if self._retries(t) == 0]
+        for task in failed:
+            self._remove(task)
+        return [Fail(task, "restarting") for task in failed]
 
     def replied(self, task) -> None:
         """The actor answered the call (success or application error)."""
@@ -157,6 +169,11 @@ class ActorCallQueue:
         return list(self._inflight.values())
 
     # --- internals ------------------------------------------------------------------
+    def _retries(self, task) -> int:
+        """The call's retry budget: its method's max_task_retries, else the actor's."""
+        spec = task.spec
+        return spec.max_retries if spec.method_max_retries else self.max_task_retries
+
     def _use_retry(self, task) -> None:
         if task.retries_left is not None and task.retries_left > 0:
             task.retries_left -= 1
@@ -188,8 +205,7 @@ class ActorCallQueue:
                 actions.append(Fail(task, "cancelled"))
                 continue
             if task.retries_left is None:
-                task.retries_left = task.spec.max_retries if task.spec.method_max_retries \
-                    else self.max_task_retries
+                task.retries_left = self._retries(task)
             seq = self._next_seq
             self._next_seq += 1
             task.spec.sequence_number = seq

@@ -19,7 +19,7 @@ from miniray.common.address import WorkerAddress
 from miniray.common.ids import ActorID
 from miniray.common.serialization import deserialize
 from miniray.core_worker.actor_queue import (
-    ALIVE, DEAD, ActorCallQueue, AwaitSettled, CancelSent, Fail, Send)
+    ALIVE, DEAD, RESTARTING, ActorCallQueue, AwaitSettled, CancelSent, Fail, Send)
 from miniray.core_worker.submitter import _Task
 from miniray.core_worker.task_stream import TaskStream
 from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
@@ -116,6 +116,11 @@ class ActorTaskSubmitter:
         task = action.task
         if action.reason == "cancelled":
             return exceptions.TaskCancelledError(task.task_id.hex())
+        if action.reason == "restarting":
+            return exceptions.ActorUnavailableError(
+                "The actor is restarting; the call is not queued because it has "
+                "no retries (set max_task_retries to wait for the restart)",
+                actor.calls.actor_id)
         if action.reason == "not_retried":
             return exceptions.ActorUnavailableError(
                 "it died while running this call and is restarting; the call "
@@ -178,7 +183,7 @@ class ActorTaskSubmitter:
     # --- watching the actor's state in the GCS ---------------------------------------
     def _ensure_watch(self, actor: _Actor) -> None:
         calls = actor.calls
-        if not actor.watching and (calls.has_work() or calls.state is None):
+        if not actor.watching and (calls.has_work() or calls.state in (None, RESTARTING)):
             actor.watching = True
             self.worker.spawn(self._watch(actor))
 
@@ -190,7 +195,9 @@ class ActorTaskSubmitter:
                 actor_id=calls.actor_id))
             if reply.found:
                 self._on_info(actor, reply.info)
-            while calls.has_work() and calls.state != DEAD:
+            # While restarting, keep watching even with no calls: new calls
+            # fail fast on that state, so it must not go stale.
+            while (calls.has_work() or calls.state == RESTARTING) and calls.state != DEAD:
                 reply = await gcs.WaitActorChange(gcs_pb2.WaitActorChangeRequest(
                     actor_id=calls.actor_id, known_state=calls.state or 0,
                     known_num_restarts=max(calls.incarnation, 0), timeout=30))
