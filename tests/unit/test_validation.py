@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import math
 import random
 
@@ -215,7 +216,7 @@ def test_quick_path_is_never_more_lenient_than_the_detailed_checks():
 
 def test_placement_groups_and_nodes():
     info = common_pb2.PlacementGroupInfo(placement_group_id=PlacementGroupID.from_random(),
-                                         strategy="PACK")
+                                         strategy="PACK", creator_job_id=JobID.from_int(1))
     info.bundles.add().resources["CPU"] = 1
     v.check_placement_group(info, ("PACK",))
     bad = common_pb2.PlacementGroupInfo()
@@ -240,18 +241,7 @@ def test_placement_groups_and_nodes():
         v.check_node_info(node)
 
 
-def test_peers():
-    assert v.peer_host("ipv4:10.0.0.5:4321") == "10.0.0.5"
-    assert v.peer_host("ipv6:[::1]:4321") == "::1"
-    assert v.peer_host("unix:/tmp/x") is None and v.peer_host("garbage") is None
-    assert v.same_host("ipv4:10.0.0.5:1", "10.0.0.5")
-    assert v.same_host("ipv4:127.0.0.1:1", "127.0.0.2")
-    assert v.same_host("ipv6:[::1]:1", "localhost")
-    assert not v.same_host("ipv4:10.0.0.6:1", "10.0.0.5")
-    assert not v.same_host("ipv4:10.0.0.6:1", "127.0.0.1")
-
-
-# --- servicers -------------------------------------------------------------------------------
+# --- servicers (common/rpc_guard.py) ---------------------------------------------------
 class _Aborted(Exception):
     pass
 
@@ -265,10 +255,9 @@ class FakeContext:
         raise _Aborted
 
 
-@v.reject_invalid
 class FakeServicer:
     async def Unary(self, request, context):
-        v.check_id(request, ObjectID, "object_id")
+        v.check_id(request.object_id, ObjectID, "object_id")
         return "ok"
 
     async def Denied(self, request, context):
@@ -277,41 +266,65 @@ class FakeServicer:
     async def Broken(self, request, context):
         raise KeyError("a bug")
 
-    async def Stream(self, request, context):
-        yield 1
-        v.check_amount("CPU", request)
-        yield 2
-
-    async def helper(self, request, context):        # not an RPC: left alone
-        raise InvalidArgument("x")
+    async def Stream(self, request_iterator, context):
+        async for request in request_iterator:
+            v.check_amount("CPU", request.timeout)
+            yield request.timeout
 
 
-def test_reject_invalid_maps_errors_to_status_codes():
+def run_guarded(behavior, request, client_streaming=False):
+    """(status code, details) if the guard aborted the call, else its result."""
     import grpc
+    from miniray.common.rpc_guard import guard
+    guarded = guard(behavior, client_streaming)
+    context = FakeContext()
+
+    async def go():
+        if inspect.isasyncgenfunction(guarded):
+            return [item async for item in guarded(request, context)]
+        return await guarded(request, context)
+
+    try:
+        return asyncio.run(go())
+    except _Aborted:
+        assert context.code in (grpc.StatusCode.INVALID_ARGUMENT,
+                                grpc.StatusCode.PERMISSION_DENIED)
+        return context.code.name, context.details
+
+
+def test_guard_maps_errors_to_status_codes():
+    from miniray.common.rpc_guard import Undecodable
+    from miniray.protocol import core_worker_pb2, raylet_pb2
     servicer = FakeServicer()
-
-    def call(method, request):
-        context = FakeContext()
-        try:
-            result = asyncio.run(method(request, context))
-        except _Aborted:
-            return context.code, context.details
-        return result
-
-    assert call(servicer.Unary, bytes(28)) == "ok"
-    code, details = call(servicer.Unary, b"x")
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "object_id must be" in details
-    assert call(servicer.Denied, None) == (grpc.StatusCode.PERMISSION_DENIED, "not yours")
+    good = raylet_pb2.SealObjectRequest(object_id=bytes(28))
+    assert run_guarded(servicer.Unary, good) == "ok"
+    code, details = run_guarded(servicer.Unary, raylet_pb2.SealObjectRequest(object_id=b"x"))
+    assert code == "INVALID_ARGUMENT" and "object_id must be a 28-byte" in details
+    assert run_guarded(servicer.Unary, Undecodable("the request is not a valid X")) == (
+        "INVALID_ARGUMENT", "the request is not a valid X")
+    assert run_guarded(servicer.Denied, good) == ("PERMISSION_DENIED", "not yours")
     with pytest.raises(KeyError):
-        call(servicer.Broken, None)           # other errors: as gRPC reports them
-    with pytest.raises(InvalidArgument):
-        call(servicer.helper, None)
+        run_guarded(servicer.Broken, good)     # other errors: as gRPC reports them
 
-    async def collect(request, context):
-        return [item async for item in servicer.Stream(request, context)]
+    async def requests(*items):
+        for item in items:
+            yield item
 
-    assert call(collect, 1.0) == [1, 2]
-    assert call(collect, math.nan)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    ok = core_worker_pb2.GetObjectRequest(timeout=1.0)
+    nan = core_worker_pb2.GetObjectRequest(timeout=math.nan)
+    assert run_guarded(servicer.Stream, requests(ok, ok), True) == [1.0, 1.0]
+    assert run_guarded(servicer.Stream, requests(ok, nan), True)[0] == "INVALID_ARGUMENT"
+    code, details = run_guarded(servicer.Stream, requests(ok, Undecodable("bad"), ok), True)
+    assert (code, details) == ("INVALID_ARGUMENT", "bad")
+
+
+def test_undecodable_requests_are_handed_over_not_raised():
+    from miniray.common.rpc_guard import Undecodable, _deserializer
+    from miniray.protocol import gcs_pb2
+    parse = _deserializer(gcs_pb2.KVPutRequest)
+    assert parse(gcs_pb2.KVPutRequest(key=b"k").SerializeToString()).key == b"k"
+    bad = parse(b"\xff\xff\xff")
+    assert isinstance(bad, Undecodable) and "not a valid KVPutRequest" in bad.reason
 
 
 # --- the public API -----------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Checks on what crosses a boundary: the public API and every gRPC servicer.
 
 Pure (no I/O): each check raises :class:`InvalidArgument` (a ValueError)
-whose message names what was wrong; servicers decorated with
-:func:`reject_invalid` turn it into ``INVALID_ARGUMENT`` and carry on.
+whose message names what was wrong; servicers registered with
+``rpc_guard.add_servicer`` turn it into ``INVALID_ARGUMENT`` and carry on.
 What is refused: non-finite, negative or absurd numbers, ids of the wrong
 length (an id becomes a file name only as the hex of a checked id),
 oversized names, maps and repeated fields, KV entries and function
@@ -11,11 +11,9 @@ of their pickle. Limits are documented in docs/security.md.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
-import ipaddress
 import math
+import re
 from typing import Mapping
 
 from miniray.common.ids import (
@@ -41,6 +39,7 @@ MAX_KV_TOTAL_BYTES = 1024 * 1024 * 1024
 MAX_PRINT_BYTES = 64 * 1024 * 1024    # PrintLines text
 MAX_CHUNK_BYTES = 64 * 1024 * 1024    # ReadObjectChunk length
 _INT32_MAX = 2**31 - 1
+_HOST = re.compile(r"[A-Za-z0-9._:\[\]-]+")
 
 
 class InvalidArgument(ValueError):
@@ -145,13 +144,22 @@ def check_ids(values, id_type: type, what: str,
         check_id(value, id_type, what)
 
 
+def check_host(host: str, what: str = "host") -> str:
+    """An IP address or host name (letters, digits, ``.-_:[]``)."""
+    check_name(host, what, allow_empty=False, max_length=MAX_ADDRESS_LENGTH)
+    if not _HOST.fullmatch(host):
+        raise InvalidArgument(f"{what} is not an IP address or host name: {show(host)}")
+    return host
+
+
 def check_address(address: str, what: str = "address", *, optional: bool = False) -> str:
     """``host:port`` with a port in 1..65535."""
     if optional and not address:
         return address
     check_name(address, what, allow_empty=False, max_length=MAX_ADDRESS_LENGTH)
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not _HOST.fullmatch(host) or not port.isdigit() \
+            or not 0 < int(port) < 65536:
         raise InvalidArgument(f"{what} must look like HOST:PORT, got {show(address)}")
     return address
 
@@ -160,7 +168,7 @@ def check_worker_address(address, what: str = "address", *, optional: bool = Fal
     """A common_pb2.Address: where a driver or worker listens."""
     if optional and not address.ip and not address.worker_id:
         return
-    check_name(address.ip, f"{what}.ip", allow_empty=False, max_length=MAX_ADDRESS_LENGTH)
+    check_host(address.ip, f"{what}.ip")
     check_int(address.port, f"{what}.port", 0, 65535)
     check_id(address.worker_id, WorkerID, f"{what}.worker_id")
     check_id(address.node_id, NodeID, f"{what}.node_id", optional=True)
@@ -248,7 +256,7 @@ def _amounts_ok(resources) -> bool:
 def _address_ok(address) -> bool:
     if not address.ip and not address.worker_id:
         return True
-    return (0 < len(address.ip) <= MAX_ADDRESS_LENGTH and address.ip.isprintable()
+    return (0 < len(address.ip) <= MAX_ADDRESS_LENGTH and _HOST.fullmatch(address.ip)
             and 0 <= address.port <= 65535 and len(address.worker_id) == WorkerID.SIZE
             and len(address.node_id) in (0, NodeID.SIZE))
 
@@ -341,7 +349,7 @@ def check_placement_group(info, strategies) -> None:
     check_id(info.placement_group_id, PlacementGroupID, "placement_group_id")
     check_name(info.name, "name")
     check_name(info.namespace, "namespace")
-    check_id(info.creator_job_id, JobID, "creator_job_id", optional=True)
+    check_id(info.creator_job_id, JobID, "creator_job_id")
     if info.strategy not in strategies:
         raise InvalidArgument(f"strategy must be one of {list(strategies)}, "
                               f"got {show(info.strategy)}")
@@ -359,7 +367,7 @@ def check_placement_group(info, strategies) -> None:
 def check_node_info(node) -> None:
     """A common_pb2.NodeInfo a raylet registers."""
     check_id(node.node_id, NodeID, "node.node_id")
-    check_name(node.ip, "node.ip", allow_empty=False, max_length=MAX_ADDRESS_LENGTH)
+    check_host(node.ip, "node.ip")
     check_int(node.raylet_port, "node.raylet_port", 1, 65535)
     check_resources(node.resources_total, "node.resources_total",
                     max_entries=MAX_NODE_RESOURCES)
@@ -377,76 +385,3 @@ def check_job_config(config) -> None:
     check_count(config.code_search_path, "config.code_search_path", 10_000)
     for path in config.code_search_path:
         check_name(path, "config.code_search_path entry")
-
-
-# --- who is calling ---------------------------------------------------------------------
-def peer_host(peer: str) -> str | None:
-    """The IP of a gRPC peer (``context.peer()``: "ipv4:1.2.3.4:5",
-    "ipv6:[::1]:5"); None for other transports or a malformed string."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rpartition(":")[0] or None
-    if kind == "ipv6" and rest.startswith("["):
-        return rest[1:].partition("]")[0] or None
-    return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def same_host(peer: str, host: str) -> bool:
-    """Whether the peer connects from ``host`` (any loopback address counts
-    as the same host as another loopback address: one machine)."""
-    found = peer_host(peer)
-    if found is None:
-        return False
-    if found.startswith("::ffff:"):
-        found = found[len("::ffff:"):]
-    return found == host or (_is_loopback(found) and _is_loopback(host))
-
-
-# --- servicers -------------------------------------------------------------------------
-def reject_invalid(servicer_class):
-    """Class decorator for a grpc.aio servicer: an InvalidArgument raised by
-    a handler ends that RPC with INVALID_ARGUMENT and its message (and a
-    PermissionError with PERMISSION_DENIED); the server carries on."""
-    import grpc
-    codes = ((InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-             (PermissionError, grpc.StatusCode.PERMISSION_DENIED))
-
-    async def abort(context, exc):
-        for kind, code in codes:
-            if isinstance(exc, kind):
-                await context.abort(code, str(exc))
-        raise exc
-
-    def wrap(method):
-        if inspect.isasyncgenfunction(method):
-            @functools.wraps(method)
-            async def stream(self, request, context):
-                try:
-                    async for reply in method(self, request, context):
-                        yield reply
-                except (InvalidArgument, PermissionError) as exc:
-                    await abort(context, exc)
-            return stream
-
-        @functools.wraps(method)
-        async def unary(self, request, context):
-            try:
-                return await method(self, request, context)
-            except (InvalidArgument, PermissionError) as exc:
-                await abort(context, exc)
-        return unary
-
-    for name, method in list(vars(servicer_class).items()):
-        if name[:1].isupper() and (inspect.iscoroutinefunction(method)
-                                   or inspect.isasyncgenfunction(method)):
-            setattr(servicer_class, name, wrap(method))
-    return servicer_class

@@ -19,6 +19,7 @@ from miniray import exceptions
 from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, NodeID, ObjectID, TaskID, WorkerID
+from miniray.common.rpc_guard import add_servicer
 from miniray.common.serialization import serialize
 from miniray.core_worker import object_ref as object_ref_module, task_context
 from miniray.core_worker.memory_store import MemoryStore
@@ -161,7 +162,8 @@ class CoreWorker(ObjectAccess):
         from miniray.core_worker.servicer import CoreWorkerServicer
 
         def add(server):
-            cw_grpc.add_CoreWorkerServiceServicer_to_server(CoreWorkerServicer(self), server)
+            add_servicer(server, CoreWorkerServicer(self),
+                         cw_pb2.DESCRIPTOR.services_by_name["CoreWorkerService"])
 
         self._server, port = await start_server(add, self.ip)
         return port

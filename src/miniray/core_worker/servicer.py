@@ -25,7 +25,6 @@ def _check_push(request) -> None:
             check.check_amount(name, amount, what="resource_ids")
 
 
-@check.reject_invalid
 class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
     def __init__(self, worker):
         self.worker = worker
@@ -43,7 +42,7 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         replies ready at once travel in one message)."""
         executor = self.worker.executor
         if executor is None:
-            raise RuntimeError("drivers do not execute tasks")
+            raise check.InvalidArgument("drivers do not execute tasks")
         replies: asyncio.Queue = asyncio.Queue()
         state = {"outstanding": 0, "reading": True}
 
@@ -152,7 +151,9 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
 
     async def ExitWorker(self, request, context):
         executor = self.worker.executor
-        if request.force or executor is None or executor.actor is None:
+        if executor is None:
+            raise check.NotAllowed("a driver does not exit on request")
+        if request.force or executor.actor is None:
             os._exit(0)
         executor.actor.request_exit()
         return cw_pb2.ExitWorkerReply()

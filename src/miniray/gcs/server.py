@@ -17,7 +17,8 @@ from miniray.gcs.node_manager import NodeManager
 from miniray.gcs.placement_groups import PlacementGroupManager
 from miniray.gcs.servicer import GcsServicer
 from miniray.gcs.tables import FunctionTable, InternalKV, JobTable
-from miniray.protocol import gcs_pb2_grpc
+from miniray.common.rpc_guard import add_servicer
+from miniray.protocol import gcs_pb2
 from miniray.rpc import ChannelPool, start_server
 
 log = logging.getLogger("miniray.gcs")
@@ -64,7 +65,8 @@ class GcsServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         server, _ = await start_server(
-            lambda s: gcs_pb2_grpc.add_GcsServiceServicer_to_server(GcsServicer(self), s),
+            lambda s: add_servicer(s, GcsServicer(self),
+                                   gcs_pb2.DESCRIPTOR.services_by_name["GcsService"]),
             host, port)
         monitor = asyncio.create_task(self._monitor_nodes())
         await stop.wait()

@@ -13,7 +13,6 @@ from miniray.gcs.placement_groups import STRATEGIES
 from miniray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 
 
-@check.reject_invalid
 class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     def __init__(self, server):
         self.server = server            # miniray.gcs.server.GcsServer
@@ -209,8 +208,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         check.check_placement_group(request.info, STRATEGIES)
         if request.info.placement_group_id in self.server.placement_groups.groups:
             raise InvalidArgument("a placement group with this id exists already")
-        if request.info.creator_job_id:
-            self._check_job_known(request.info.creator_job_id)
+        self._check_job_known(request.info.creator_job_id)
         error = self.server.placement_groups.create(request.info)
         return gcs_pb2.CreatePlacementGroupReply(error=error)
 

@@ -23,13 +23,14 @@ from miniray.common import config
 from miniray.common.ids import NodeID, WorkerID
 from miniray.common.resources import fits, subtract
 from miniray.common.process import die_with_parent
+from miniray.common.rpc_guard import add_servicer
 from miniray.object_store.store import PlasmaStore
 from miniray.protocol import (
-    common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc)
+    common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2)
 from miniray.object_store.transfer import ObjectPuller
 from miniray.raylet.cluster_policy import ClusterPolicy, Decision, NodeView
 from miniray.raylet.scheduler import Lease, LeaseRequest, LeaseScheduler
-from miniray.protocol import object_manager_pb2_grpc as om_grpc
+from miniray.protocol import object_manager_pb2 as om_pb2
 from miniray.raylet.servicer import ObjectManagerServicer, RayletServicer
 from miniray.raylet.worker_pool import WorkerPool
 from miniray.rpc import ChannelPool, start_server
@@ -82,9 +83,10 @@ class Raylet:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         def add_servicers(server):
-            raylet_pb2_grpc.add_RayletServiceServicer_to_server(RayletServicer(self), server)
-            om_grpc.add_ObjectManagerServiceServicer_to_server(
-                ObjectManagerServicer(self), server)
+            add_servicer(server, RayletServicer(self),
+                         raylet_pb2.DESCRIPTOR.services_by_name["RayletService"])
+            add_servicer(server, ObjectManagerServicer(self),
+                         om_pb2.DESCRIPTOR.services_by_name["ObjectManagerService"])
 
         server, self.port = await start_server(add_servicers, self.host, port)
         address = f"{self.host}:{self.port}"
@@ -239,7 +241,21 @@ class Raylet:
         self._waiting[request.request_id] = future
         self.scheduler.submit(request)
         self._schedule()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._abandon(request, future)
+            raise
+
+    def _abandon(self, request: LeaseRequest, future: asyncio.Future) -> None:
+        """The requester hung up (its RPC was cancelled): forget its request,
+        and return a lease granted to it meanwhile, so nothing stays held."""
+        self._waiting.pop(request.request_id, None)
+        if request in self.scheduler.queue:
+            self.scheduler.queue.remove(request)
+        if future.done() and not future.cancelled() and future.exception() is None \
+                and isinstance(future.result(), Lease):
+            self.return_lease(future.result().lease_id, exiting=False)
 
     def _warn_infeasible(self, resources: dict, name: str) -> None:
         key = tuple(sorted(resources.items()))

@@ -29,7 +29,6 @@ def _check_lease_request(request) -> None:
     check.check_strategy(request.strategy)
 
 
-@check.reject_invalid
 class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
     def __init__(self, raylet):
         self.raylet = raylet
@@ -212,7 +211,6 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         self.raylet.return_bundles(request.placement_group_id)
         return raylet_pb2.ReturnBundlesReply()
 
-@check.reject_invalid
 class ObjectManagerServicer(om_grpc.ObjectManagerServiceServicer):
     """Serves chunks of this node's objects to raylets pulling them."""
 
