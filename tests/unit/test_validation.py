@@ -145,6 +145,8 @@ def test_well_formed_specs_pass():
     nested = spec.args[0].value.nested_refs.add(object_id=ObjectID.from_random())
     nested.owner.CopyFrom(spec.caller)
     v.check_task_spec(spec)            # the detailed path accepts nested refs
+    spec.name = "a task\tname\n"       # free text, as in Ray
+    v.check_task_spec(spec)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -154,7 +156,7 @@ def test_well_formed_specs_pass():
     ("num_returns", 10**6, "spec.num_returns"),
     ("max_retries", -5, "spec.max_retries"),
     ("type", 7, "spec.type"),
-    ("function_name", "f\x00", "control characters"),
+    ("function_name", "f" * 5000, "function_name is 5000 characters long"),
 ])
 def test_malformed_specs_name_the_field(field, value, message):
     spec = make_spec()

@@ -48,7 +48,7 @@ def validate_request(resources: Mapping[str, float]) -> None:
         if not isinstance(name, str):
             raise ValueError(f"resource names must be strings, got {name!r}")
         check_name(name, "a resource name", allow_empty=False,
-                   max_length=MAX_RESOURCE_NAME_LENGTH)
+                   max_length=MAX_RESOURCE_NAME_LENGTH, printable=True)
         check_amount(name, amount)
         if amount > 1 and not (isinstance(amount, int) or amount.is_integer()):
             raise ValueError(

@@ -75,13 +75,15 @@ def check_resources(resources: Mapping, what: str = "resources", *,
                               f"{max_entries} are allowed")
     for name, amount in resources.items():
         check_name(name, f"{what}: a resource name", allow_empty=False,
-                   max_length=MAX_RESOURCE_NAME_LENGTH)
+                   max_length=MAX_RESOURCE_NAME_LENGTH, printable=True)
         check_amount(name, amount, what=f"{what}:")
 
 
 def check_name(value, what: str, *, allow_empty: bool = True,
-               max_length: int = MAX_NAME_LENGTH) -> str:
-    """A string without control characters, at most ``max_length`` long."""
+               max_length: int = MAX_NAME_LENGTH, printable: bool = False) -> str:
+    """A string at most ``max_length`` long (free text, as Ray allows in task
+    and actor names); ``printable``: without control characters, for names
+    that key resources and show up in logs."""
     if not isinstance(value, str):
         raise InvalidArgument(f"{what} must be a string, got {type(value).__name__}")
     if not value and not allow_empty:
@@ -89,7 +91,7 @@ def check_name(value, what: str, *, allow_empty: bool = True,
     if len(value) > max_length:
         raise InvalidArgument(f"{what} is {len(value)} characters long, at most "
                               f"{max_length} are allowed")
-    if not value.isprintable():
+    if printable and not value.isprintable():
         raise InvalidArgument(f"{what} contains control characters: {show(value)}")
     return value
 
@@ -273,7 +275,7 @@ def _task_spec_ok(spec) -> bool:
             and len(spec.args) <= MAX_TASK_ARGS and len(spec.kwarg_names) <= len(spec.args)):
         return False
     for text in (spec.function_name, spec.name, spec.method_name):
-        if len(text) > MAX_NAME_LENGTH or not text.isprintable():
+        if len(text) > MAX_NAME_LENGTH:
             return False
     for arg in spec.args:
         if arg.HasField("value"):

@@ -19,7 +19,7 @@ def _check_push(request) -> None:
     check.check_count(request.resource_ids, "resource_ids", check.MAX_REQUEST_RESOURCES)
     for name, ids in request.resource_ids.items():
         check.check_name(name, "resource_ids name", allow_empty=False,
-                         max_length=check.MAX_RESOURCE_NAME_LENGTH)
+                         max_length=check.MAX_RESOURCE_NAME_LENGTH, printable=True)
         check.check_count(ids.ids, "resource_ids ids", 10_000)
         for amount in ids.amounts:
             check.check_amount(name, amount, what="resource_ids")
