@@ -121,6 +121,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 check_amount(name, value, what="init() argument")
         if resources is not None:
             validate_request(resources)
+        if kwargs.get("_temp_dir") is not None:
+            _use_temp_dir(kwargs["_temp_dir"])
         if address is None:
             address = os.environ.get("MINIRAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
         if address is None:
@@ -161,6 +163,16 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             "session_dir": worker.session_dir})
         _session = _Session(worker, node, context)
         return context
+
+
+def _use_temp_dir(temp_dir) -> None:
+    """init(_temp_dir=...), as in Ray: this process's sessions and cluster
+    files live there (checked like MINIRAY_TEMP_DIR, see common/paths.py)."""
+    from miniray.common import config
+    if not isinstance(temp_dir, (str, os.PathLike)):
+        raise TypeError(f"_temp_dir must be a path, got {type(temp_dir).__name__}")
+    config.TEMP_DIR = os.path.abspath(os.fspath(temp_dir))
+    os.environ["MINIRAY_TEMP_DIR"] = config.TEMP_DIR      # and its children's
 
 
 def _running_cluster() -> str | None:

@@ -168,3 +168,25 @@ def test_planted_temp_root_is_refused(tmp_path, monkeypatch, attacker, how):
     with pytest.raises(paths.UnsafePathError):
         miniray.init(num_cpus=1)
     assert not glob.glob(os.path.join(str(root), "session_*"))
+
+
+def test_init_temp_dir_option_is_honoured_and_checked(tmp_path, monkeypatch):
+    """init(_temp_dir=...) as in Ray: the session goes there, checked like
+    MINIRAY_TEMP_DIR (a directory others may write to is refused)."""
+    monkeypatch.setattr(config, "TEMP_DIR", "")
+    monkeypatch.setenv("MINIRAY_TEMP_DIR", "")      # init sets it: restored after
+    for name in ("MINIRAY_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(paths.UnsafePathError, match="writable by other users"):
+        miniray.init(num_cpus=1, _temp_dir=str(shared))
+    mine = tmp_path / "mine"
+    try:
+        context = miniray.init(num_cpus=1, _temp_dir=str(mine))
+        assert os.path.dirname(context.address_info["session_dir"]) == str(mine)
+        assert stat.S_IMODE(os.stat(mine).st_mode) == 0o700
+    finally:
+        miniray.shutdown()
+    assert not glob.glob(os.path.join(str(mine), "session_*"))
