@@ -165,9 +165,14 @@ def add(a, b):
     return a + b
 
 
+RESERVATION_TIMEOUT_S = 2.0
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    context = ray.init(num_cpus=2, object_store_memory=256 * 1024 * 1024)
+    with pytest.MonkeyPatch.context() as mp:     # read by the raylet it starts
+        mp.setenv("MINIRAY_OBJECT_RESERVATION_TIMEOUT_S", str(RESERVATION_TIMEOUT_S))
+        context = ray.init(num_cpus=2, object_store_memory=256 * 1024 * 1024)
     actor = Echo.remote()
     actor_id = ActorID.from_hex(ray.get(actor.my_id.remote()))
     yield context, actor, actor_id
@@ -301,3 +306,47 @@ def test_servers_survive_fuzzing_and_the_cluster_still_works(cluster):
     fresh = Echo.remote()
     assert ray.get([fresh.ping.remote(i) for i in range(10)]) == list(range(10))
     ray.kill(fresh)
+
+
+# --- reservations never sealed ------------------------------------------------------------
+def reserve(size: int):
+    """ReserveObject as this process (a driver or worker of the node), never sealed."""
+    from miniray.api import _worker
+    from miniray.common.ids import ObjectID
+    worker = _worker()
+    object_id = ObjectID.from_random()
+    reply = worker.call("raylet", "ReserveObject", raylet_pb2.ReserveObjectRequest(
+        object_id=object_id, size=size, owner_worker_id=worker.worker_id,
+        writer_worker_id=worker.worker_id))
+    assert reply.path and not reply.error
+    return object_id
+
+
+@ray.remote(max_retries=0)
+def reserve_and_die(size: int):
+    import os
+    reserve(size)
+    os._exit(1)
+
+
+def test_reservation_of_a_writer_that_dies_is_released(cluster):
+    raylet = cluster[0].address_info["raylet_address"]
+    used = node_stats(raylet).store_used
+    with pytest.raises(ray.exceptions.WorkerCrashedError):
+        ray.get(reserve_and_die.remote(64 * 1024 * 1024))
+    wait_for_condition(lambda: node_stats(raylet).store_used == used, timeout=10)
+
+
+def test_reservation_never_sealed_is_released_after_its_deadline(cluster):
+    raylet = cluster[0].address_info["raylet_address"]
+    used = node_stats(raylet).store_used
+    object_id = reserve(64 * 1024 * 1024)
+    assert node_stats(raylet).store_used == used + 64 * 1024 * 1024
+    wait_for_condition(lambda: node_stats(raylet).store_used == used,
+                       timeout=RESERVATION_TIMEOUT_S + 10)
+    from miniray.api import _worker
+    with pytest.raises(grpc.RpcError) as error:       # too late to seal it now
+        _worker().call("raylet", "SealObject",
+                       raylet_pb2.SealObjectRequest(object_id=object_id))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "was not reserved here" in error.value.details()
