@@ -238,6 +238,8 @@ def test_placement_groups_and_nodes():
     node = common_pb2.NodeInfo(node_id=NodeID.from_random(), ip="127.0.0.1",
                                raylet_port=5, resources_total={"CPU": 2})
     v.check_node_info(node)
+    node.resources_available["CPU"] = -1e-17     # oversubscribed, or float rounding
+    v.check_node_info(node)
     node.resources_total["CPU"] = math.inf
     with pytest.raises(InvalidArgument, match="resources_total"):
         v.check_node_info(node)

@@ -57,26 +57,33 @@ def show(value, limit: int = 60) -> str:
 
 
 # --- numbers and names -----------------------------------------------------------------
-def check_amount(name: str, amount, *, what: str = "resource") -> float:
-    """A finite amount in [0, MAX_RESOURCE_AMOUNT]."""
+def check_amount(name: str, amount, *, what: str = "resource",
+                 signed: bool = False) -> float:
+    """A finite amount in [0, MAX_RESOURCE_AMOUNT] (``signed``: in
+    [-MAX, MAX], for what a node has available, which oversubscription and
+    float rounding can take below zero)."""
+    low = -MAX_RESOURCE_AMOUNT if signed else 0
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) \
-            or not math.isfinite(amount) or not 0 <= amount <= MAX_RESOURCE_AMOUNT:
+            or not math.isfinite(amount) or not low <= amount <= MAX_RESOURCE_AMOUNT:
         raise InvalidArgument(
-            f"{what} {show(name)} must be a finite, non-negative number at most "
-            f"{MAX_RESOURCE_AMOUNT:g}, got {show(amount)}")
+            f"{what} {show(name)} must be a finite"
+            f"{'' if signed else ', non-negative'} number at most "
+            f"{MAX_RESOURCE_AMOUNT:g}{' in size' if signed else ''}, got {show(amount)}")
     return float(amount)
 
 
 def check_resources(resources: Mapping, what: str = "resources", *,
-                    max_entries: int = MAX_REQUEST_RESOURCES) -> None:
-    """Every name a printable string of sane length, every amount valid."""
+                    max_entries: int = MAX_REQUEST_RESOURCES,
+                    signed: bool = False) -> None:
+    """Every name a printable string of sane length, every amount valid
+    (``signed``: a node's state, see check_amount; else a request)."""
     if len(resources) > max_entries:
         raise InvalidArgument(f"{what}: {len(resources)} names, at most "
                               f"{max_entries} are allowed")
     for name, amount in resources.items():
         check_name(name, f"{what}: a resource name", allow_empty=False,
                    max_length=MAX_RESOURCE_NAME_LENGTH, printable=True)
-        check_amount(name, amount, what=f"{what}:")
+        check_amount(name, amount, what=f"{what}:", signed=signed)
 
 
 def check_name(value, what: str, *, allow_empty: bool = True,
@@ -372,9 +379,9 @@ def check_node_info(node) -> None:
     check_host(node.ip, "node.ip")
     check_int(node.raylet_port, "node.raylet_port", 1, 65535)
     check_resources(node.resources_total, "node.resources_total",
-                    max_entries=MAX_NODE_RESOURCES)
+                    max_entries=MAX_NODE_RESOURCES, signed=True)
     check_resources(node.resources_available, "node.resources_available",
-                    max_entries=MAX_NODE_RESOURCES)
+                    max_entries=MAX_NODE_RESOURCES, signed=True)
     for field in ("store_directory", "session_dir", "hostname"):
         check_name(getattr(node, field), f"node.{field}")
     check_int(node.object_store_memory, "node.object_store_memory", 0, 2**63 - 1)

@@ -48,9 +48,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     async def Heartbeat(self, request, context):
         check.check_id(request.node_id, NodeID, "node_id")
         check.check_resources(request.resources_available, "resources_available",
-                              max_entries=check.MAX_NODE_RESOURCES)
+                              max_entries=check.MAX_NODE_RESOURCES, signed=True)
         check.check_resources(request.resources_total, "resources_total",
-                              max_entries=check.MAX_NODE_RESOURCES)
+                              max_entries=check.MAX_NODE_RESOURCES, signed=True)
         alive = self.server.nodes.heartbeat(NodeID(request.node_id),
                                             request.resources_available,
                                             total=request.resources_total)
