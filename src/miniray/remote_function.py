@@ -9,7 +9,7 @@ import cloudpickle
 
 from miniray.common import config
 from miniray.common.resources import validate_request
-from miniray.common.validation import InvalidArgument, check_amount
+from miniray.common.validation import MAX_NUM_RETURNS, InvalidArgument, check_amount
 from miniray.protocol import common_pb2
 from miniray.util.scheduling_strategies import bundle_request
 
@@ -54,9 +54,9 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
     num_returns = options.get("num_returns")
     if num_returns is not None and num_returns not in ("streaming", "dynamic") and (
             isinstance(num_returns, bool) or not isinstance(num_returns, int)
-            or num_returns < 0):
+            or not 0 <= num_returns <= MAX_NUM_RETURNS):
         raise ValueError(
-            f"The num_returns option must be a non-negative integer, "
+            f"The num_returns option must be an integer in [0, {MAX_NUM_RETURNS}], "
             f"'streaming' or 'dynamic', got {num_returns!r}")
     max_retries = options.get("max_retries")
     if max_retries is not None and (isinstance(max_retries, bool)
