@@ -4,6 +4,7 @@ INVALID_ARGUMENT (a task in a PushTasks stream: a system error reply)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 
@@ -91,7 +92,8 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
                 task.cancel()
 
     async def GetObject(self, request, context):
-        check.check_timeout(request.timeout, negative_means_forever=True)
+        if math.isnan(request.timeout):
+            raise check.InvalidArgument("timeout must be a number of seconds, got nan")
         worker = self.worker
         object_id = ObjectID(check.check_id(request.object_id, ObjectID, "object_id"))
         if request.lost and not await worker._recover(object_id):
@@ -109,7 +111,8 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
                     future.set_result(None)
 
             if worker.memory_store.add_waiter(object_id, ready):
-                timeout = None if request.timeout < 0 else request.timeout
+                timeout = None if not 0 <= request.timeout <= check.MAX_TIMEOUT_S \
+                    else request.timeout          # negative or huge: forever
                 try:
                     await asyncio.wait_for(future, timeout)
                 except asyncio.TimeoutError:
