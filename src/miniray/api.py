@@ -11,6 +11,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
+import grpc
+
 from miniray.common.resources import validate_request
 from miniray.common.validation import check_amount
 from miniray.core_worker.core_worker import DRIVER, WORKER, CoreWorker
@@ -18,6 +20,7 @@ from miniray.core_worker.generator import ObjectRefGenerator
 from miniray.core_worker.object_ref import ObjectRef
 from miniray.core_worker import object_ref as object_ref_module
 from miniray import node as node_module
+from miniray.rpc import auth
 from miniray.protocol import raylet_pb2
 
 from miniray import __version__
@@ -145,6 +148,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 raise ValueError("When connecting to an existing cluster, "
                                  "_system_config must not be provided.")
             gcs_address = _resolve_address(address)
+            auth.load_for_cluster(gcs_address)
         try:
             raylet_address = _local_raylet(gcs_address)
             worker = CoreWorker(mode=DRIVER, raylet_address=raylet_address,
@@ -206,6 +210,12 @@ def _resolve_address(address: str) -> str:
 def _local_raylet(gcs_address: str) -> str:
     try:
         nodes = [n for n in node_module.get_nodes(gcs_address) if n.alive]
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            raise auth.refused(gcs_address, "this driver") from None
+        raise ConnectionError(
+            f"Could not connect to the miniray cluster at {gcs_address}: "
+            f"{exc.code().name}") from None
     except Exception as exc:
         raise ConnectionError(
             f"Could not connect to the miniray cluster at {gcs_address}: {exc}") from None

@@ -23,7 +23,8 @@ import psutil
 from miniray.common import config, paths
 from miniray.common.ids import NodeID
 from miniray.protocol import gcs_pb2, gcs_pb2_grpc
-from miniray.rpc.channels import GRPC_OPTIONS
+from miniray.rpc import auth
+from miniray.rpc.channels import authenticated, sync_channel
 
 log = logging.getLogger("miniray")
 
@@ -98,7 +99,7 @@ class NodeProcesses:
                 proc.wait()
         remove_session_files(self.session_dir)
         if self.is_head:
-            remove_cluster_files(self.gcs_address)
+            auth.remove_cluster_files(self.gcs_address)
 
 
 def remove_session_files(session_dir: str) -> None:
@@ -108,20 +109,16 @@ def remove_session_files(session_dir: str) -> None:
     shutil.rmtree(session_dir, ignore_errors=True)
 
 
-def remove_cluster_files(gcs_address: str) -> None:
-    """The cluster's private directory (its token), once its GCS is gone."""
-    try:
-        shutil.rmtree(paths.cluster_auth_dir(gcs_address, create=False))
-    except OSError:
-        pass
 
 
 def _spawn(args: list[str], log_path: str | None) -> subprocess.Popen:
     out = paths.open_private_log(log_path) if log_path else None
     try:
+        # The token travels in the environment: never in the arguments (ps).
         return subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=out, close_fds=True,
-                                start_new_session=log_path is not None)
+                                start_new_session=log_path is not None,
+                                env=auth.child_env())
     finally:
         if out is not None:
             os.close(out)
@@ -155,8 +152,8 @@ def start_raylet(session_dir: str, gcs_address: str, node_id: NodeID,
 def wait_for_node(gcs_address: str, node_id: NodeID, processes, timeout: float = 30.0):
     """Block until the raylet of ``node_id`` has registered with the GCS."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(gcs_address, options=GRPC_OPTIONS) as channel:
-        stub = gcs_pb2_grpc.GcsServiceStub(channel)
+    with sync_channel(gcs_address) as channel:
+        stub = authenticated(gcs_pb2_grpc.GcsServiceStub(channel))
         while True:
             for proc in processes:
                 if proc.poll() is not None:
@@ -169,8 +166,9 @@ def wait_for_node(gcs_address: str, node_id: NodeID, processes, timeout: float =
                 for node in reply.nodes:
                     if node.node_id == node_id and node.alive:
                         return node
-            except grpc.RpcError:
-                pass
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise auth.refused(gcs_address, "this node") from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the raylet did not register within {timeout}s")
             time.sleep(0.005)
@@ -195,6 +193,7 @@ def start_head(*, port: int | None = None, daemon: bool = False,
         raise OSError(f"port {port} is already in use")
     session_dir = new_session_dir()
     gcs_address = f"{config.NODE_IP}:{gcs_port}"
+    auth.create_cluster_token(gcs_address)       # this new cluster's secret
     node_id = NodeID.from_random()
     procs = [start_gcs(session_dir, gcs_port, daemon=daemon),
              start_raylet(session_dir, gcs_address, node_id, resources,
@@ -207,6 +206,7 @@ def start_worker_node(gcs_address: str, *, daemon: bool = False,
                       **resource_args) -> NodeProcesses:
     """Start a raylet that joins the cluster whose GCS is at ``gcs_address``."""
     resources = default_resources(**resource_args)
+    auth.load_for_cluster(gcs_address)
     if node_ip_address:
         resources.pop(f"node:{config.NODE_IP}", None)
         resources[f"node:{node_ip_address}"] = 1.0
@@ -218,8 +218,8 @@ def start_worker_node(gcs_address: str, *, daemon: bool = False,
 
 
 def get_nodes(gcs_address: str, timeout: float = 5.0) -> list:
-    with grpc.insecure_channel(gcs_address, options=GRPC_OPTIONS) as channel:
-        stub = gcs_pb2_grpc.GcsServiceStub(channel)
+    with sync_channel(gcs_address) as channel:
+        stub = authenticated(gcs_pb2_grpc.GcsServiceStub(channel))
         return list(stub.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=timeout).nodes)
 
 

@@ -120,8 +120,8 @@ ABANDONING_DRIVER = textwrap.dedent("""
 
 
 def test_a_driver_leaving_mid_work_leaves_no_workers_behind(tmp_path):
-    import grpc
     from miniray.protocol import raylet_pb2, raylet_pb2_grpc
+    from miniray.rpc.channels import authenticated, sync_channel
     from miniray.testing import Cluster
 
     cluster = Cluster()
@@ -134,8 +134,8 @@ def test_a_driver_leaving_mid_work_leaves_no_workers_behind(tmp_path):
         assert "leaving" in out.stdout, out.stderr
         node = next(n for n in __import__("miniray.node", fromlist=["x"]).get_nodes(
             cluster.address) if n.node_id == head.node_id)
-        with grpc.insecure_channel(f"{node.ip}:{node.raylet_port}") as channel:
-            stub = raylet_pb2_grpc.RayletServiceStub(channel)
+        with sync_channel(f"{node.ip}:{node.raylet_port}") as channel:
+            stub = authenticated(raylet_pb2_grpc.RayletServiceStub(channel))
 
             def settled():
                 stats = stub.GetNodeStats(raylet_pb2.GetNodeStatsRequest(), timeout=5)

@@ -293,13 +293,13 @@ def test_copies_are_tracked_and_freed(cluster):
 
 
 def _store_used_at(node) -> int:
-    import grpc
     from miniray.node import get_nodes
     from miniray.protocol import raylet_pb2, raylet_pb2_grpc
+    from miniray.rpc.channels import authenticated, sync_channel
     info = next(n for n in get_nodes(ray.get_runtime_context().gcs_address)
                 if n.node_id == node.node_id)
-    with grpc.insecure_channel(f"{info.ip}:{info.raylet_port}") as channel:
-        stub = raylet_pb2_grpc.RayletServiceStub(channel)
+    with sync_channel(f"{info.ip}:{info.raylet_port}") as channel:
+        stub = authenticated(raylet_pb2_grpc.RayletServiceStub(channel))
         return stub.GetNodeStats(raylet_pb2.GetNodeStatsRequest(), timeout=5).store_used
 
 

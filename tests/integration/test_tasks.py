@@ -247,11 +247,13 @@ def test_dynamic_generator_items_are_freed_with_it():
             yield np.full(200_000, i)
 
     worker = ray.api._worker()
-    before = worker.refs.num_objects()
-    generator = ray.get(gen.remote())
-    assert worker.refs.num_objects() > before
-    del generator
-    wait_for_condition(lambda: worker.refs.num_objects() == before, timeout=20)
+    ref = gen.remote()
+    items = list(ray.get(ref))
+    ids = [ref.id] + [item.id for item in items]
+    assert all(object_id in worker.refs for object_id in ids)
+    del ref, items
+    wait_for_condition(lambda: not any(object_id in worker.refs for object_id in ids),
+                       timeout=20)
 
 
 def test_streaming_generator_is_retried_on_exceptions(tmp_path):

@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--node-ip-address", metavar="IP",
                        help="address this node listens on and advertises "
                             "(default 127.0.0.1: a cluster on one machine)")
+    start.add_argument("--auth-token-file", metavar="PATH",
+                       help="file (mode 600) holding the cluster's auth token: "
+                            "with --head, the token to use instead of a new "
+                            "random one; when joining from another machine, "
+                            "the head's token (same as $MINIRAY_AUTH_TOKEN_FILE)")
+    start.add_argument("--tls-cert", metavar="PEM",
+                       help="this node's TLS certificate: with --tls-key and "
+                            "--tls-ca, every RPC of the node uses mutual TLS "
+                            "(same as MINIRAY_USE_TLS=1 and MINIRAY_TLS_*)")
+    start.add_argument("--tls-key", metavar="PEM", help="this node's TLS private key")
+    start.add_argument("--tls-ca", metavar="PEM",
+                       help="the CA certificate that signed every node's certificate")
     start.add_argument("--block", action="store_true",
                        help="stay in the foreground; stop the node on Ctrl-C or "
                             "SIGTERM, and exit if one of its processes dies")
@@ -161,6 +173,7 @@ def cmd_start(args) -> int:
     if args.node_ip_address:
         # Read by this node's daemons, and so by their workers.
         os.environ["MINIRAY_NODE_IP"] = config.NODE_IP = args.node_ip_address
+    _security_options(args)
     resource_args = dict(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                          resources=args.resources,
                          object_store_memory=args.object_store_memory,
@@ -217,6 +230,21 @@ def cmd_start(args) -> int:
     if args.block:
         return _block(node, signals, is_head=args.head)
     return 0
+
+
+def _security_options(args) -> None:
+    """--auth-token-file and --tls-*: set as the environment this node's
+    daemons (and their workers) inherit."""
+    from miniray.rpc import auth
+    if args.auth_token_file:
+        os.environ[auth.ENV_TOKEN_FILE] = os.path.abspath(args.auth_token_file)
+    tls = (args.tls_cert, args.tls_key, args.tls_ca)
+    if any(tls):
+        if not all(tls):
+            args.parser.error("--tls-cert, --tls-key and --tls-ca go together")
+        os.environ[auth.ENV_USE_TLS] = "1"
+        for name, path in zip((auth.ENV_TLS_CERT, auth.ENV_TLS_KEY, auth.ENV_TLS_CA), tls):
+            os.environ[name] = os.path.abspath(path)
 
 
 def _port_in_use(port: int) -> str:

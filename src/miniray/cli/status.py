@@ -11,6 +11,8 @@ import grpc
 from miniray import node as node_module
 from miniray.common import paths
 from miniray.protocol import raylet_pb2, raylet_pb2_grpc
+from miniray.rpc import auth
+from miniray.rpc.channels import authenticated, sync_channel
 
 _GIB = 1024 ** 3
 _MEMORY_RESOURCES = ("memory", "object_store_memory")
@@ -68,8 +70,8 @@ def order_resources(names) -> list[str]:
 
 def node_stats(node, timeout: float = 3.0):
     """GetNodeStats of a live node's raylet, or None if it does not answer."""
-    with grpc.insecure_channel(f"{node.ip}:{node.raylet_port}") as channel:
-        stub = raylet_pb2_grpc.RayletServiceStub(channel)
+    with sync_channel(f"{node.ip}:{node.raylet_port}") as channel:
+        stub = authenticated(raylet_pb2_grpc.RayletServiceStub(channel))
         try:
             return stub.GetNodeStats(raylet_pb2.GetNodeStatsRequest(), timeout=timeout)
         except grpc.RpcError:
@@ -165,9 +167,15 @@ def status(address: str | None = None) -> int:
     try:
         address = resolve_address(address)
         try:
+            auth.load_for_cluster(address)
+        except auth.AuthTokenError as exc:
+            raise StatusError(str(exc)) from None
+        try:
             nodes = node_module.get_nodes(address, timeout=5)
         except grpc.RpcError as exc:
             code = exc.code().name if hasattr(exc, "code") else ""
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise StatusError(str(auth.refused(address, "miniray status"))) from None
             raise StatusError(
                 f"Could not connect to a miniray cluster at {address} ({code}). "
                 "Is it running? Start one with `miniray start --head`.") from None
@@ -184,5 +192,8 @@ def cluster_alive(address: str, timeout: float = 2.0) -> bool:
     try:
         node_module.get_nodes(address, timeout=timeout)
         return True
-    except (grpc.RpcError, ValueError):
+    except grpc.RpcError as exc:
+        # It answered, if only to refuse us (no token for it yet).
+        return exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    except ValueError:
         return False

@@ -14,6 +14,7 @@ from miniray.common.ids import WorkerID
 from miniray.common.process import die_with_parent
 from miniray.core_worker.core_worker import WORKER, CoreWorker
 from miniray.protocol import core_worker_pb2 as cw_pb2
+from miniray.rpc import auth
 from miniray.rpc.channels import is_unavailable
 
 
@@ -93,6 +94,7 @@ def main(argv=None) -> None:
     holder: list = []
     sys.stdout = _PrefixedStream(sys.stdout, lambda: holder[0] if holder else None, False)
     sys.stderr = _PrefixedStream(sys.stderr, lambda: holder[0] if holder else None, True)
+    auth.load_from_env()
     try:
         worker = CoreWorker(mode=WORKER, raylet_address=args.raylet_address,
                             gcs_address=args.gcs_address,

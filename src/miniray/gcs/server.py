@@ -19,7 +19,7 @@ from miniray.gcs.servicer import GcsServicer
 from miniray.gcs.tables import FunctionTable, InternalKV, JobTable
 from miniray.common.rpc_guard import add_servicer
 from miniray.protocol import gcs_pb2
-from miniray.rpc import ChannelPool, start_server
+from miniray.rpc import ChannelPool, auth, start_server
 
 log = logging.getLogger("miniray.gcs")
 
@@ -92,7 +92,12 @@ def main(argv=None) -> None:
         die_with_parent(signal.SIGTERM)
     logging.basicConfig(level=os.environ.get("MINIRAY_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s gcs %(levelname)s %(message)s")
-    asyncio.run(GcsServer().serve(args.host, args.port))
+    auth.load_from_env()
+    try:
+        asyncio.run(GcsServer().serve(args.host, args.port))
+    finally:
+        # The cluster's private directory (its token) goes with its GCS.
+        auth.remove_cluster_files(f"{args.host}:{args.port}")
 
 
 if __name__ == "__main__":

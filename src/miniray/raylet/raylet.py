@@ -33,7 +33,7 @@ from miniray.raylet.scheduler import Lease, LeaseRequest, LeaseScheduler
 from miniray.protocol import object_manager_pb2 as om_pb2
 from miniray.raylet.servicer import ObjectManagerServicer, RayletServicer
 from miniray.raylet.worker_pool import WorkerPool
-from miniray.rpc import ChannelPool, start_server
+from miniray.rpc import ChannelPool, auth, start_server
 
 log = logging.getLogger("miniray.raylet")
 
@@ -486,6 +486,7 @@ def main(argv=None) -> None:
         die_with_parent(signal.SIGTERM)
     logging.basicConfig(level=os.environ.get("MINIRAY_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s raylet %(levelname)s %(message)s")
+    auth.load_from_env()
     resources = {k: float(v) for k, v in json.loads(args.resources).items()}
     raylet = Raylet(node_id=NodeID.from_hex(args.node_id), gcs_address=args.gcs_address,
                     session_dir=args.session_dir, resources=resources,

@@ -1,7 +1,15 @@
-"""Cached grpc.aio channels and stubs, one per (address, service)."""
+"""Cached grpc.aio channels and stubs, one per (address, service).
+
+Every stub made here presents this process's auth token on each call (see
+``auth``) and uses TLS when the cluster does.
+"""
 from __future__ import annotations
 
+import functools
+
 import grpc
+
+from miniray.rpc import auth
 
 # Large objects never travel in RPC payloads (they go through shared
 # memory), but inline values, function definitions and batched replies can
@@ -17,6 +25,9 @@ GRPC_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 20),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.so_reuseport", 0),
+    # Peers are reached directly, never through an HTTP proxy a user's
+    # environment may set (http_proxy would send cluster traffic to it).
+    ("grpc.enable_http_proxy", 0),
 ]
 
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
@@ -41,9 +52,8 @@ class ChannelPool:
         if stub is None:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
-                self._channels[address] = channel
-            stub = self._stubs[key] = stub_cls(channel)
+                channel = self._channels[address] = aio_channel(address)
+            stub = self._stubs[key] = authenticated(stub_cls(channel))
         return stub
 
     def forget(self, address: str) -> None:
@@ -63,3 +73,28 @@ class ChannelPool:
         self._stubs.clear()
         for channel in channels:
             await channel.close(grace=None)
+
+
+def aio_channel(address: str) -> grpc.aio.Channel:
+    credentials = auth.channel_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+    return grpc.aio.secure_channel(address, credentials, options=GRPC_OPTIONS)
+
+
+def sync_channel(address: str) -> grpc.Channel:
+    """A blocking channel (CLI, node startup): use with ``authenticated``."""
+    credentials = auth.channel_credentials()
+    if credentials is None:
+        return grpc.insecure_channel(address, options=GRPC_OPTIONS)
+    return grpc.secure_channel(address, credentials, options=GRPC_OPTIONS)
+
+
+def authenticated(stub):
+    """``stub`` with every method presenting this process's auth token."""
+    metadata = auth.call_metadata()
+    if metadata is not None:
+        for name, method in list(vars(stub).items()):
+            if callable(method):
+                setattr(stub, name, functools.partial(method, metadata=metadata))
+    return stub
