@@ -39,12 +39,17 @@ def private_root(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def attacker(tmp_path_factory):
-    """Another cluster (standing in for one another user runs)."""
+    """Another cluster (standing in for one another user runs), with its
+    files in a temp root of its own."""
+    root = str(tmp_path_factory.mktemp("attacker"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config, "TEMP_DIR", str(tmp_path_factory.mktemp("attacker")))
+        mp.setattr(config, "TEMP_DIR", root)
         cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0))
     yield cluster.address
-    cluster.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(config, "TEMP_DIR", root)      # where its files are
+        cluster.shutdown()
+    assert not glob.glob(os.path.join(root, "cluster_*"))
 
 
 def walk(top: str) -> list[str]:
