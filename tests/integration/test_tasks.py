@@ -449,6 +449,28 @@ def _task_running() -> bool:
     return available < 2
 
 
+def test_cancel_of_a_borrowed_ref_reaches_its_owner():
+    """ray.cancel of a ref this process did not submit (a nested task's
+    result handed back) goes to the owner, which cancels the task."""
+    signal = SignalActor.remote()
+
+    @ray.remote
+    def wait_for(refs):
+        return ray.get(refs[0])
+
+    @ray.remote
+    def submit(refs):
+        return [wait_for.remote(refs)]
+
+    inner = ray.get(submit.remote([signal.wait.remote()]))[0]
+    with pytest.raises(exceptions.GetTimeoutError):
+        ray.get(inner, timeout=0.5)
+    ray.cancel(inner)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(inner, timeout=20)
+    ray.get(signal.send.remote())
+
+
 def test_bad_input():
     import threading
 

@@ -15,6 +15,8 @@ import os
 import threading
 from typing import Iterable, Sequence
 
+import grpc
+
 from miniray import exceptions
 from miniray.common import config
 from miniray.common.address import WorkerAddress
@@ -30,7 +32,7 @@ from miniray.core_worker.reference_counter import (
 from miniray.protocol import (
     common_pb2, core_worker_pb2 as cw_pb2, core_worker_pb2_grpc as cw_grpc,
     gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc)
-from miniray.rpc import ChannelPool, start_server
+from miniray.rpc import ChannelPool, is_unavailable, start_server
 
 DRIVER = "driver"
 WORKER = "worker"
@@ -528,7 +530,17 @@ class CoreWorker(ObjectAccess):
         return ref
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
-        if ref.owner.worker_id != self.worker_id:
-            raise ValueError(
-                "cancel() only works on ObjectRefs of tasks this process submitted")
-        self.run(self.submitter.cancel(ref.id.task_id(), force, recursive))
+        if ref.owner.worker_id == self.worker_id:
+            self.run(self.submitter.cancel(ref.id.task_id(), force, recursive))
+            return
+        # A borrowed ref: its owner submitted the task, and cancels it.
+        try:
+            self.call(ref.owner, "CancelTask", cw_pb2.CancelTaskRequest(
+                task_id=ref.id.task_id(), force=force, recursive=recursive,
+                as_owner=True))
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise ValueError(exc.details()) from None
+            if not is_unavailable(exc):
+                raise
+            # The owner is gone, and its tasks' results with it: nothing to cancel.

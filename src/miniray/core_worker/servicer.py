@@ -139,6 +139,13 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
 
     async def CancelTask(self, request, context):
         check.check_id(request.task_id, TaskID, "task_id")
+        if request.as_owner:
+            try:
+                await self.worker.submitter.cancel(TaskID(request.task_id), request.force,
+                                                   request.recursive)
+            except ValueError as exc:       # force=True on an actor task
+                raise check.InvalidArgument(str(exc)) from None
+            return cw_pb2.CancelTaskReply(attempted=True)
         executor = self.worker.executor
         attempted = executor is not None and await executor.cancel(
             TaskID(request.task_id), request.force, request.recursive)

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as miniray_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"miniray/protocol/core_worker.proto\x12\x10miniray.protocol\x1a\x1dminiray/protocol/common.proto\"\xd8\x01\n\x0fPushTaskRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.miniray.protocol.TaskSpec\x12H\n\x0cresource_ids\x18\x02 \x03(\x0b\x32\x32.miniray.protocol.PushTaskRequest.ResourceIdsEntry\x1aQ\n\x10ResourceIdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.miniray.protocol.ResourceIds:\x02\x38\x01\"\xee\x01\n\rPushTaskReply\x12\x15\n\ractor_exiting\x18\x05 \x01(\x08\x12\x0f\n\x07task_id\x18\x06 \x01(\x0c\x12\x14\n\x0csystem_error\x18\x07 \x01(\t\x12\x30\n\x07returns\x18\x01 \x03(\x0b\x32\x1f.miniray.protocol.ObjectPayload\x12\x1c\n\x14is_application_error\x18\x02 \x01(\x08\x12\x1a\n\x12is_retryable_error\x18\x03 \x01(\x08\x12\x1b\n\x13num_dynamic_returns\x18\x04 \x01(\x05\x12\x16\n\x0eworker_exiting\x18\x08 \x01(\x08\"D\n\x10GetObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\x12\x0c\n\x04lost\x18\x03 \x01(\x08\"\xa8\x01\n\x0eGetObjectReply\x12\x37\n\x06status\x18\x01 \x01(\x0e\x32\'.miniray.protocol.GetObjectReply.Status\x12\x30\n\x07payload\x18\x02 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayload\"+\n\x06Status\x12\t\n\x05READY\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\t\n\x05\x46REED\x10\x02\"G\n\x0eRefCountUpdate\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x13\n\x0b\x62orrower_id\x18\x02 \x01(\x0c\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x05\"K\n\x16UpdateRefCountsRequest\x12\x31\n\x07updates\x18\x01 \x03(\x0b\x32 .miniray.protocol.RefCountUpdate\"\x16\n\x14UpdateRefCountsReply\"a\n\x18\x41ssignObjectOwnerRequest\x12\x30\n\x07payload\x18\x01 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayload\x12\x13\n\x0b\x62orrower_id\x18\x02 \x01(\x0c\"\x18\n\x16\x41ssignObjectOwnerReply\"F\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x11\n\trecursive\x18\x03 \x01(\x08\"$\n\x0f\x43\x61ncelTaskReply\x12\x11\n\tattempted\x18\x01 \x01(\x08\"k\n\x1aReportGeneratorItemRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\x05\x12-\n\x04item\x18\x03 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayload\"\x1a\n\x18ReportGeneratorItemReply\"\"\n\x11\x45xitWorkerRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\"\x11\n\x0f\x45xitWorkerReply\">\n\x18\x41\x64\x64ObjectLocationRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\"\x18\n\x16\x41\x64\x64ObjectLocationReply\"4\n\x11PrintLinesRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tis_stderr\x18\x02 \x01(\x08\"\x11\n\x0fPrintLinesReply\"A\n\rPushTaskBatch\x12\x30\n\x05tasks\x18\x01 \x03(\x0b\x32!.miniray.protocol.PushTaskRequest\"F\n\x12PushTaskReplyBatch\x12\x30\n\x07replies\x18\x01 \x03(\x0b\x32\x1f.miniray.protocol.PushTaskReply2\xbc\x07\n\x11\x43oreWorkerService\x12N\n\x08PushTask\x12!.miniray.protocol.PushTaskRequest\x1a\x1f.miniray.protocol.PushTaskReply\x12V\n\tPushTasks\x12\x1f.miniray.protocol.PushTaskBatch\x1a$.miniray.protocol.PushTaskReplyBatch(\x01\x30\x01\x12Q\n\tGetObject\x12\".miniray.protocol.GetObjectRequest\x1a .miniray.protocol.GetObjectReply\x12\x63\n\x0fUpdateRefCounts\x12(.miniray.protocol.UpdateRefCountsRequest\x1a&.miniray.protocol.UpdateRefCountsReply\x12i\n\x11\x41ssignObjectOwner\x12*.miniray.protocol.AssignObjectOwnerRequest\x1a(.miniray.protocol.AssignObjectOwnerReply\x12T\n\nCancelTask\x12#.miniray.protocol.CancelTaskRequest\x1a!.miniray.protocol.CancelTaskReply\x12o\n\x13ReportGeneratorItem\x12,.miniray.protocol.ReportGeneratorItemRequest\x1a*.miniray.protocol.ReportGeneratorItemReply\x12T\n\nExitWorker\x12#.miniray.protocol.ExitWorkerRequest\x1a!.miniray.protocol.ExitWorkerReply\x12i\n\x11\x41\x64\x64ObjectLocation\x12*.miniray.protocol.AddObjectLocationRequest\x1a(.miniray.protocol.AddObjectLocationReply\x12T\n\nPrintLines\x12#.miniray.protocol.PrintLinesRequest\x1a!.miniray.protocol.PrintLinesReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"miniray/protocol/core_worker.proto\x12\x10miniray.protocol\x1a\x1dminiray/protocol/common.proto\"\xd8\x01\n\x0fPushTaskRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.miniray.protocol.TaskSpec\x12H\n\x0cresource_ids\x18\x02 \x03(\x0b\x32\x32.miniray.protocol.PushTaskRequest.ResourceIdsEntry\x1aQ\n\x10ResourceIdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.miniray.protocol.ResourceIds:\x02\x38\x01\"\xee\x01\n\rPushTaskReply\x12\x15\n\ractor_exiting\x18\x05 \x01(\x08\x12\x0f\n\x07task_id\x18\x06 \x01(\x0c\x12\x14\n\x0csystem_error\x18\x07 \x01(\t\x12\x30\n\x07returns\x18\x01 \x03(\x0b\x32\x1f.miniray.protocol.ObjectPayload\x12\x1c\n\x14is_application_error\x18\x02 \x01(\x08\x12\x1a\n\x12is_retryable_error\x18\x03 \x01(\x08\x12\x1b\n\x13num_dynamic_returns\x18\x04 \x01(\x05\x12\x16\n\x0eworker_exiting\x18\x08 \x01(\x08\"D\n\x10GetObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\x12\x0c\n\x04lost\x18\x03 \x01(\x08\"\xa8\x01\n\x0eGetObjectReply\x12\x37\n\x06status\x18\x01 \x01(\x0e\x32\'.miniray.protocol.GetObjectReply.Status\x12\x30\n\x07payload\x18\x02 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayload\"+\n\x06Status\x12\t\n\x05READY\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\t\n\x05\x46REED\x10\x02\"G\n\x0eRefCountUpdate\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x13\n\x0b\x62orrower_id\x18\x02 \x01(\x0c\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x05\"K\n\x16UpdateRefCountsRequest\x12\x31\n\x07updates\x18\x01 \x03(\x0b\x32 .miniray.protocol.RefCountUpdate\"\x16\n\x14UpdateRefCountsReply\"a\n\x18\x41ssignObjectOwnerRequest\x12\x30\n\x07payload\x18\x01 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayload\x12\x13\n\x0b\x62orrower_id\x18\x02 \x01(\x0c\"\x18\n\x16\x41ssignObjectOwnerReply\"X\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x11\n\trecursive\x18\x03 \x01(\x08\x12\x10\n\x08\x61s_owner\x18\x04 \x01(\x08\"$\n\x0f\x43\x61ncelTaskReply\x12\x11\n\tattempted\x18\x01 \x01(\x08\"k\n\x1aReportGeneratorItemRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\x05\x12-\n\x04item\x18\x03 \x01(\x0b\x32\x1f.miniray.protocol.ObjectPayload\"\x1a\n\x18ReportGeneratorItemReply\"\"\n\x11\x45xitWorkerRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\"\x11\n\x0f\x45xitWorkerReply\">\n\x18\x41\x64\x64ObjectLocationRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\"\x18\n\x16\x41\x64\x64ObjectLocationReply\"4\n\x11PrintLinesRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tis_stderr\x18\x02 \x01(\x08\"\x11\n\x0fPrintLinesReply\"A\n\rPushTaskBatch\x12\x30\n\x05tasks\x18\x01 \x03(\x0b\x32!.miniray.protocol.PushTaskRequest\"F\n\x12PushTaskReplyBatch\x12\x30\n\x07replies\x18\x01 \x03(\x0b\x32\x1f.miniray.protocol.PushTaskReply2\xbc\x07\n\x11\x43oreWorkerService\x12N\n\x08PushTask\x12!.miniray.protocol.PushTaskRequest\x1a\x1f.miniray.protocol.PushTaskReply\x12V\n\tPushTasks\x12\x1f.miniray.protocol.PushTaskBatch\x1a$.miniray.protocol.PushTaskReplyBatch(\x01\x30\x01\x12Q\n\tGetObject\x12\".miniray.protocol.GetObjectRequest\x1a .miniray.protocol.GetObjectReply\x12\x63\n\x0fUpdateRefCounts\x12(.miniray.protocol.UpdateRefCountsRequest\x1a&.miniray.protocol.UpdateRefCountsReply\x12i\n\x11\x41ssignObjectOwner\x12*.miniray.protocol.AssignObjectOwnerRequest\x1a(.miniray.protocol.AssignObjectOwnerReply\x12T\n\nCancelTask\x12#.miniray.protocol.CancelTaskRequest\x1a!.miniray.protocol.CancelTaskReply\x12o\n\x13ReportGeneratorItem\x12,.miniray.protocol.ReportGeneratorItemRequest\x1a*.miniray.protocol.ReportGeneratorItemReply\x12T\n\nExitWorker\x12#.miniray.protocol.ExitWorkerRequest\x1a!.miniray.protocol.ExitWorkerReply\x12i\n\x11\x41\x64\x64ObjectLocation\x12*.miniray.protocol.AddObjectLocationRequest\x1a(.miniray.protocol.AddObjectLocationReply\x12T\n\nPrintLines\x12#.miniray.protocol.PrintLinesRequest\x1a!.miniray.protocol.PrintLinesReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,29 +58,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASSIGNOBJECTOWNERREPLY']._serialized_start=1061
   _globals['_ASSIGNOBJECTOWNERREPLY']._serialized_end=1085
   _globals['_CANCELTASKREQUEST']._serialized_start=1087
-  _globals['_CANCELTASKREQUEST']._serialized_end=1157
-  _globals['_CANCELTASKREPLY']._serialized_start=1159
-  _globals['_CANCELTASKREPLY']._serialized_end=1195
-  _globals['_REPORTGENERATORITEMREQUEST']._serialized_start=1197
-  _globals['_REPORTGENERATORITEMREQUEST']._serialized_end=1304
-  _globals['_REPORTGENERATORITEMREPLY']._serialized_start=1306
-  _globals['_REPORTGENERATORITEMREPLY']._serialized_end=1332
-  _globals['_EXITWORKERREQUEST']._serialized_start=1334
-  _globals['_EXITWORKERREQUEST']._serialized_end=1368
-  _globals['_EXITWORKERREPLY']._serialized_start=1370
-  _globals['_EXITWORKERREPLY']._serialized_end=1387
-  _globals['_ADDOBJECTLOCATIONREQUEST']._serialized_start=1389
-  _globals['_ADDOBJECTLOCATIONREQUEST']._serialized_end=1451
-  _globals['_ADDOBJECTLOCATIONREPLY']._serialized_start=1453
-  _globals['_ADDOBJECTLOCATIONREPLY']._serialized_end=1477
-  _globals['_PRINTLINESREQUEST']._serialized_start=1479
-  _globals['_PRINTLINESREQUEST']._serialized_end=1531
-  _globals['_PRINTLINESREPLY']._serialized_start=1533
-  _globals['_PRINTLINESREPLY']._serialized_end=1550
-  _globals['_PUSHTASKBATCH']._serialized_start=1552
-  _globals['_PUSHTASKBATCH']._serialized_end=1617
-  _globals['_PUSHTASKREPLYBATCH']._serialized_start=1619
-  _globals['_PUSHTASKREPLYBATCH']._serialized_end=1689
-  _globals['_COREWORKERSERVICE']._serialized_start=1692
-  _globals['_COREWORKERSERVICE']._serialized_end=2648
+  _globals['_CANCELTASKREQUEST']._serialized_end=1175
+  _globals['_CANCELTASKREPLY']._serialized_start=1177
+  _globals['_CANCELTASKREPLY']._serialized_end=1213
+  _globals['_REPORTGENERATORITEMREQUEST']._serialized_start=1215
+  _globals['_REPORTGENERATORITEMREQUEST']._serialized_end=1322
+  _globals['_REPORTGENERATORITEMREPLY']._serialized_start=1324
+  _globals['_REPORTGENERATORITEMREPLY']._serialized_end=1350
+  _globals['_EXITWORKERREQUEST']._serialized_start=1352
+  _globals['_EXITWORKERREQUEST']._serialized_end=1386
+  _globals['_EXITWORKERREPLY']._serialized_start=1388
+  _globals['_EXITWORKERREPLY']._serialized_end=1405
+  _globals['_ADDOBJECTLOCATIONREQUEST']._serialized_start=1407
+  _globals['_ADDOBJECTLOCATIONREQUEST']._serialized_end=1469
+  _globals['_ADDOBJECTLOCATIONREPLY']._serialized_start=1471
+  _globals['_ADDOBJECTLOCATIONREPLY']._serialized_end=1495
+  _globals['_PRINTLINESREQUEST']._serialized_start=1497
+  _globals['_PRINTLINESREQUEST']._serialized_end=1549
+  _globals['_PRINTLINESREPLY']._serialized_start=1551
+  _globals['_PRINTLINESREPLY']._serialized_end=1568
+  _globals['_PUSHTASKBATCH']._serialized_start=1570
+  _globals['_PUSHTASKBATCH']._serialized_end=1635
+  _globals['_PUSHTASKREPLYBATCH']._serialized_start=1637
+  _globals['_PUSHTASKREPLYBATCH']._serialized_end=1707
+  _globals['_COREWORKERSERVICE']._serialized_start=1710
+  _globals['_COREWORKERSERVICE']._serialized_end=2666
 # @@protoc_insertion_point(module_scope)
