@@ -15,7 +15,7 @@ import grpc
 
 from miniray.common.resources import validate_request
 from miniray.common.validation import check_amount
-from miniray.core_worker.core_worker import DRIVER, WORKER, CoreWorker
+from miniray.core_worker.core_worker import DRIVER, WORKER, CoreWorker, ownerless
 from miniray.core_worker.generator import ObjectRefGenerator
 from miniray.core_worker.object_ref import ObjectRef
 from miniray.core_worker import object_ref as object_ref_module
@@ -310,6 +310,8 @@ def get(object_refs, *, timeout: float | None = None):
             raise ValueError(
                 f"Invalid type of object refs, {type(ref)}, is given. "
                 "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
+        if ref.owner is None:
+            raise ValueError(ownerless(ref))
     if timeout is not None and not isinstance(timeout, (int, float)):
         raise ValueError(f"'timeout' must be a number or None, got {timeout!r}")
     if timeout is not None and timeout < 0:
@@ -329,6 +331,8 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"wait() expected a list of ObjectRef, got list "
                             f"containing {type(ref)}")
+        if ref.owner is None:
+            raise ValueError(ownerless(ref))
     _check_timeout(timeout)
     if not object_refs:
         return [], []

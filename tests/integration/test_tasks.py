@@ -295,6 +295,22 @@ def test_object_ref_generator_get_and_pickling():
     assert [ray.get(r) for r in generator] == [1]
 
 
+def test_object_ref_from_an_id():
+    """Ray's ObjectRef(binary): with an id this process references, the ref
+    works like the original; an unknown id (or from_random) is refused by
+    get, wait and task arguments with a clear error."""
+    ref = ray.put("value")
+    again = ray.ObjectRef(ref.binary())
+    assert again == ref and ray.get(again) == "value"
+    unknown = ray.ObjectRef.from_random()
+    for use in (lambda: ray.get(unknown), lambda: ray.wait([unknown]),
+                lambda: echo.remote(unknown)):
+        with pytest.raises(ValueError, match="object id alone"):
+            use()
+    with pytest.raises(ValueError, match="28 bytes"):
+        ray.ObjectRef(b"short")
+
+
 def test_get_timeout():
     @ray.remote
     def slow():

@@ -243,6 +243,11 @@ class CoreWorker(ObjectAccess):
         return self.task_context.next_put_id()
 
     # --- reference counting ---------------------------------------------------------
+    def owner_of(self, object_id: ObjectID):
+        """The owner's address of an object this process references, else None."""
+        with self._lock:
+            return self.refs.owner_of(object_id)
+
     def add_local_ref(self, object_id: ObjectID, owner: WorkerAddress) -> None:
         with self._lock:
             self.refs.add_local(object_id, owner)
@@ -454,6 +459,8 @@ class CoreWorker(ObjectAccess):
         for value in list(arg_values) + list(kwarg_values.values()):
             arg = spec.args.add()
             if isinstance(value, ObjectRef):
+                if value.owner is None:
+                    raise ValueError(ownerless(value))
                 value.owner.to_proto(arg.ref.owner)
                 arg.ref.object_id = value.id
                 held.append(value)
@@ -544,3 +551,9 @@ class CoreWorker(ObjectAccess):
             if not is_unavailable(exc):
                 raise
             # The owner is gone, and its tasks' results with it: nothing to cancel.
+
+
+def ownerless(ref) -> str:
+    return (f"{ref!r} was made from an object id alone and this process does "
+            f"not know the object's owner, so it cannot be fetched or passed "
+            f"to a task; pass the ObjectRef itself instead")

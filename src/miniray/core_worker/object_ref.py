@@ -30,15 +30,36 @@ def core_worker():
 class ObjectRef:
     __slots__ = ("id", "owner", "_worker", "__weakref__")
 
-    def __init__(self, object_id: ObjectID, owner: WorkerAddress, *, _count: bool = True):
+    def __init__(self, object_id: ObjectID | bytes, owner: WorkerAddress | None = None,
+                 *, _count: bool = True):
+        if type(object_id) is not ObjectID:
+            object_id = ObjectID.from_binary(bytes(object_id))     # checks the length
+        if owner is None and _worker is not None:
+            # Ray's ObjectRef(binary): the owner, if this process knows it.
+            owner = _worker.owner_of(object_id)
         self.id = object_id
         self.owner = owner
-        self._worker = _worker if _count else None
+        self._worker = _worker if _count and owner is not None else None
         if self._worker is not None:
             self._worker.add_local_ref(object_id, owner)
 
+    @classmethod
+    def from_random(cls) -> "ObjectRef":
+        """A ref to no object (Ray's ObjectRef.from_random)."""
+        return cls(ObjectID.from_random(), None, _count=False)
+
+    @classmethod
+    def nil(cls) -> "ObjectRef":
+        return cls(ObjectID.nil(), None, _count=False)
+
+    def is_nil(self) -> bool:
+        return self.id.is_nil()
+
     def __del__(self):
-        worker = self._worker
+        try:
+            worker = self._worker
+        except AttributeError:          # __init__ refused its arguments
+            return
         if worker is not None:
             worker.remove_local_ref(self.id)
 
@@ -62,8 +83,10 @@ class ObjectRef:
         return f"ObjectRef({self.id.hex()})"
 
     def __reduce__(self):
-        note_nested_ref(self)
         owner = self.owner
+        if owner is None:
+            return ObjectRef, (bytes(self.id),)
+        note_nested_ref(self)
         return _rebuild_object_ref, (bytes(self.id), owner.ip, owner.port,
                                      bytes(owner.worker_id), bytes(owner.node_id))
 
