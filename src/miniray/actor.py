@@ -18,9 +18,9 @@ from miniray.common.ids import ActorID, ObjectID
 from miniray.common.serialization import note_nested_ref
 from miniray.core_worker.submitter import RefInfo
 from miniray.remote_function import (
-    TASK_OPTIONS, bind_or_raise, resource_request, scheduling_strategy, submit_counts,
-    unpack_returns, validate_options)
-from miniray.util.scheduling_strategies import bundle_request
+    TASK_OPTIONS, bind_or_raise, explicit_strategy, resource_request, scheduling_strategy,
+    submit_counts, unpack_returns, validate_options)
+from miniray.util.scheduling_strategies import bundle_request, check_fits_bundles
 
 ACTOR_OPTIONS = (TASK_OPTIONS - {"num_returns", "max_retries", "retry_exceptions",
                                  "max_calls"}) | {
@@ -180,6 +180,11 @@ class ActorClass:
 
         num_cpus = options.get("num_cpus")
         strategy = scheduling_strategy(options, worker)
+        # To be placed, an actor without num_cpus needs 1 CPU (it holds 0 after).
+        needed = resource_request(options, 0 if num_cpus is None else num_cpus)
+        if num_cpus is None:
+            needed["CPU"] = 1.0
+        check_fits_bundles(needed, explicit_strategy(options), self._cls.__qualname__)
         lifetime = bundle_request(
             resource_request(options, 0 if num_cpus is None else num_cpus), strategy)
         placement = bundle_request({"CPU": 1.0}, strategy) if num_cpus is None else {}

@@ -85,6 +85,7 @@ class NodeProcesses:
     node_id: NodeID
     processes: list = field(default_factory=list)
     is_head: bool = False           # runs the GCS: owns the cluster's files
+    cluster_dir: str = ""           # the head's: the cluster's private directory
 
     def stop(self, timeout: float = 5.0) -> None:
         for proc in self.processes:
@@ -98,8 +99,8 @@ class NodeProcesses:
                 proc.kill()
                 proc.wait()
         remove_session_files(self.session_dir)
-        if self.is_head:
-            auth.remove_cluster_files(self.gcs_address)
+        if self.cluster_dir:          # as made at start, whatever the settings now
+            shutil.rmtree(self.cluster_dir, ignore_errors=True)
 
 
 def remove_session_files(session_dir: str) -> None:
@@ -198,7 +199,9 @@ def start_head(*, port: int | None = None, daemon: bool = False,
     procs = [start_gcs(session_dir, gcs_port, daemon=daemon),
              start_raylet(session_dir, gcs_address, node_id, resources,
                           is_head=True, daemon=daemon)]
-    return _started(NodeProcesses(gcs_address, session_dir, node_id, procs, is_head=True))
+    return _started(NodeProcesses(gcs_address, session_dir, node_id, procs, is_head=True,
+                                  cluster_dir=paths.cluster_auth_dir(gcs_address,
+                                                                     create=False)))
 
 
 def start_worker_node(gcs_address: str, *, daemon: bool = False,

@@ -11,7 +11,7 @@ from miniray.common import config
 from miniray.common.resources import validate_request
 from miniray.common.validation import MAX_NUM_RETURNS, InvalidArgument, check_amount
 from miniray.protocol import common_pb2
-from miniray.util.scheduling_strategies import bundle_request
+from miniray.util.scheduling_strategies import bundle_request, check_fits_bundles
 
 # Ray's task options. The ones marked "accepted" are taken for compatibility
 # and have no effect on a single node yet.
@@ -249,6 +249,8 @@ class RemoteFunction:
         worker.functions.export(function_id, pickled, self._qualified)
         retry = options.get("retry_exceptions", False)
         strategy = scheduling_strategy(options, worker)
+        check_fits_bundles(resource_request(options, 1), explicit_strategy(options),
+                           self._qualified)
         return common_pb2.TaskSpec(
             type=common_pb2.NORMAL_TASK, function_id=function_id,
             function_name=options.get("name") or self._name,

@@ -233,3 +233,4 @@ def test_oversized_definitions_are_refused(ray_start, monkeypatch):
     with pytest.warns(UserWarning, match="remote function .*large is very large"):
         ref = large.remote()
     assert ray.get(ref) == 50_000
+

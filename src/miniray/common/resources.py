@@ -41,12 +41,19 @@ def shape_key(request: Mapping[str, float]) -> tuple:
     return tuple(sorted((k, float(v)) for k, v in request.items() if v))
 
 
+# Names miniray uses itself, as Ray reserves them (its kBundle_ResourceLabel).
+RESERVED_NAMES = frozenset({"bundle"})
+
+
 def validate_request(resources: Mapping[str, float]) -> None:
     """Reject negative, NaN, infinite, absurd (validation.MAX_RESOURCE_AMOUNT)
     or fractional-above-one amounts, as Ray does."""
     for name, amount in resources.items():
         if not isinstance(name, str):
             raise ValueError(f"resource names must be strings, got {name!r}")
+        if name in RESERVED_NAMES:
+            raise ValueError(f"{name!r} is a reserved resource name (placement "
+                             f"group bundles use it); choose another name")
         check_name(name, "a resource name", allow_empty=False,
                    max_length=MAX_RESOURCE_NAME_LENGTH, printable=True)
         check_amount(name, amount)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from miniray.common.ids import PlacementGroupID
+from miniray.common.resources import RESERVED_NAMES
 from miniray.common.validation import MAX_BUNDLES, MAX_RESOURCE_AMOUNT, MAX_TIMEOUT_S
 from miniray.protocol import common_pb2, gcs_pb2
 
@@ -81,8 +82,8 @@ class PlacementGroup:
 
 def _validate_bundles(bundles) -> None:
     if not isinstance(bundles, list) or not bundles:
-        raise ValueError("The placement group `bundles` argument must be a non-empty "
-                         f"list of resource dictionaries, got {bundles!r}")
+        raise ValueError("The placement group `bundles` argument must be a list of "
+                         f"one or more resource dictionaries, got {bundles!r}")
     if len(bundles) > MAX_BUNDLES:
         raise ValueError(f"A placement group has at most {MAX_BUNDLES} bundles, "
                          f"got {len(bundles)}")
@@ -90,6 +91,9 @@ def _validate_bundles(bundles) -> None:
         if not isinstance(bundle, dict) or not bundle:
             raise ValueError(f"Bundles must be non-empty dictionaries, got {bundle!r}")
         for name, amount in bundle.items():
+            if name in RESERVED_NAMES:
+                raise ValueError(f"Invalid bundle {bundle!r}: {name!r} is a reserved "
+                                 f"resource name")
             if not isinstance(name, str) or isinstance(amount, bool) or \
                     not isinstance(amount, (int, float)) or amount < 0 \
                     or not math.isfinite(amount) or amount > MAX_RESOURCE_AMOUNT:

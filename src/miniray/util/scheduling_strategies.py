@@ -59,6 +59,27 @@ class PlacementGroupSchedulingStrategy:
         self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
 
 
+def check_fits_bundles(resources: dict, strategy, name: str) -> None:
+    """As Ray checks at submission: a task or actor placed in a placement
+    group must fit one of its bundles (the one it names, if it names one),
+    else it could never run: ValueError."""
+    if not isinstance(strategy, PlacementGroupSchedulingStrategy):
+        return
+    bundles = strategy.placement_group.bundle_specs
+    if not bundles:
+        return                  # not known here (removed): the GCS decides
+    index = strategy.placement_group_bundle_index
+    candidates = bundles if index < 0 else bundles[index:index + 1]
+    needed = {k: v for k, v in resources.items() if v}
+    if not any(all(bundle.get(k, 0) >= v for k, v in needed.items())
+               for bundle in candidates):
+        where = "any bundle" if index < 0 else f"bundle {index}"
+        raise ValueError(
+            f"Cannot schedule {name} with the placement group because the "
+            f"resource request {needed} cannot fit into {where} of the "
+            f"placement group, {bundles}.")
+
+
 def bundle_request(resources: dict, strategy: common_pb2.SchedulingStrategy) -> dict:
     """Rename a task's resources to those of its placement group bundle."""
     if strategy.kind != strategy.PLACEMENT_GROUP:
