@@ -126,8 +126,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             validate_request(resources)
         if kwargs.get("_temp_dir") is not None:
             _use_temp_dir(kwargs["_temp_dir"])
-        if address is None:
-            address = os.environ.get("MINIRAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
+        if address in (None, "auto"):
+            # As Ray: the environment's address, when none (or "auto") is given.
+            address = os.environ.get("MINIRAY_ADDRESS") or os.environ.get("RAY_ADDRESS") \
+                or address
         if address is None:
             address = _running_cluster()    # as Ray: the last `miniray start`
         if address == "local":

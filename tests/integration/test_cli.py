@@ -309,6 +309,30 @@ def test_worker_node_joins(cluster):
     assert driver.stdout.strip().splitlines()[-1] == "42"
 
 
+def test_driver_elsewhere_needs_the_token_file(cluster, tmp_path):
+    """A driver that can't find the cluster's files (another machine: here
+    another temp root) is refused without the token, with a message saying
+    how to give it; with MINIRAY_AUTH_TOKEN_FILE it connects."""
+    token_path = os.path.join(cluster["temp_root"],
+                              f"cluster_127.0.0.1_{cluster['port']}", "auth_token")
+    assert os.stat(token_path).st_mode & 0o777 == 0o600
+    copy = tmp_path / "cluster.token"
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(token_path, "rb") as source, os.fdopen(fd, "wb") as dest:
+        dest.write(source.read())
+    elsewhere = make_env(tmp_path / "other-machine")
+    elsewhere["MINIRAY_ADDRESS"] = cluster["address"]
+    refused = run_driver(elsewhere, cluster["workdir"])
+    assert refused.returncode != 0
+    assert "has no authentication token" in refused.stderr
+    assert "MINIRAY_AUTH_TOKEN_FILE" in refused.stderr
+    elsewhere["MINIRAY_AUTH_TOKEN_FILE"] = str(copy)
+    connected = run_driver(elsewhere, cluster["workdir"])
+    assert connected.returncode == 0 and connected.stdout.strip() == "42", connected.stderr
+    status = cli(elsewhere, "status")
+    assert status.returncode == 0 and cluster["address"] in status.stdout
+
+
 def test_block_runs_in_foreground_until_signalled(tmp_path):
     env = make_env(tmp_path)
     port = free_port()
