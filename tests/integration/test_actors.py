@@ -265,6 +265,39 @@ def test_methods_are_bound_from_the_class():
     assert ray.get(actor.name.remote()) == "Shadowed"
 
 
+def test_constructor_that_kills_its_process(tmp_path):
+    """As in Ray: a constructor whose process dies is an actor failure, so
+    with max_restarts=0 calls fail (ActorDiedError naming the actor) rather
+    than hang, and with restarts left the constructor runs again."""
+    @ray.remote(max_restarts=0)
+    class Doomed:
+        def __init__(self):
+            os._exit(0)
+
+        def f(self):
+            return "never"
+
+    doomed = Doomed.remote()
+    with pytest.raises(exceptions.ActorDiedError) as info:
+        ray.get(doomed.f.remote(), timeout=30)
+    assert info.value.actor_id == doomed._actor_id.hex()
+
+    counter = tmp_path / "attempts"
+
+    @ray.remote(max_restarts=3)
+    class Stubborn:
+        def __init__(self):
+            attempts = int(counter.read_text()) if counter.exists() else 0
+            counter.write_text(str(attempts + 1))
+            if attempts < 2:
+                os._exit(0)          # the first two constructions crash
+
+        def f(self):
+            return int(counter.read_text())
+
+    assert ray.get(Stubborn.remote().f.remote(), timeout=60) == 3
+
+
 def test_named_actors_and_namespaces():
     counter = Counter.options(name="shared", namespace="ns1").remote(1)
     assert ray.get(counter.incr.remote()) == 2

@@ -86,22 +86,22 @@ def test_push_failure_without_retries_waits_for_the_verdict(q):
 
 
 def test_calls_without_retries_fail_at_once_while_restarting(q):
-    """At-most-once calls (max_task_retries 0) don't wait for a restart:
-    queued ones and new ones fail as "restarting"; a method with its own
-    retries waits for the new incarnation."""
+    """At-most-once calls (max_task_retries 0) made while the actor is
+    known to be restarting fail as "restarting"; a method with its own
+    retries waits, and so do calls queued before the restart began."""
     q.on_info(ALIVE, 0, "addr0", max_task_retries=0)
     q.connection_lost(0)
-    a, patient = call("a"), call("patient")
+    queued = call("queued")
+    q.submit(queued)
+    assert q.on_info(RESTARTING, 0, None, 0) == []
+    b, patient = call("b"), call("patient")
     patient.spec.max_retries, patient.spec.method_max_retries = 2, True
-    q.submit(a)
-    q.submit(patient)
-    assert q.on_info(RESTARTING, 0, None, 0) == [Fail(a, "restarting")]
-    b = call("b")
     assert q.submit(b) == [Fail(b, "restarting")]
+    assert q.submit(patient) == []
     q.validate()
-    assert sent(q.on_info(ALIVE, 1, "addr1", 0)) == [("patient", 0, 1)]
+    assert sent(q.on_info(ALIVE, 1, "addr1", 0)) == [("queued", 0, 1), ("patient", 1, 1)]
     c = call("c")
-    assert sent(q.submit(c)) == [("c", 1, 1)]
+    assert sent(q.submit(c)) == [("c", 2, 1)]
 
 
 def test_dead_actor_fails_queued_and_new_calls(q):

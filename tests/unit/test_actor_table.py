@@ -118,12 +118,17 @@ def test_mark_alive_records_where_the_actor_runs(table):
     assert entry.node_id == NODE_2
 
 
-def test_failure_while_pending_keeps_trying(table):
-    entry = table.register(creation_spec(max_restarts=0))
-    for _ in range(3):
-        assert table.on_failure(entry) is True
-        assert entry.info.state == PENDING
-    assert entry.info.num_restarts == 0             # creation retries aren't restarts
+def test_failure_while_constructing_counts_as_a_failure(table):
+    """As in Ray: a worker that dies running the constructor (os._exit in
+    __init__) is an actor failure: restarted within max_restarts, else dead;
+    not retried forever."""
+    never = table.register(creation_spec(max_restarts=0))
+    assert table.on_failure(never) is False
+    twice = table.register(creation_spec(max_restarts=2))
+    for restarts in (1, 2):
+        assert table.on_failure(twice) is True
+        assert twice.info.state == RESTARTING and twice.info.num_restarts == restarts
+    assert table.on_failure(twice) is False
 
 
 def test_failure_while_pending_of_an_exiting_actor_gives_up(table):

@@ -14,10 +14,11 @@ carries out the actions it returns. The rules, as in Ray:
   next incarnation, in its original place, while ``max_task_retries``
   allows; otherwise it fails: with the actor's death cause once the actor
   is DEAD, or as "died, restarting, not retried".
-- While the actor is RESTARTING, a call with no retries (max_task_retries
-  0, the default: at-most-once) fails at once as "restarting" instead of
-  waiting (Ray's ActorUnavailableError); calls with retries wait for the
-  new incarnation.
+- A call made while the actor is known to be RESTARTING, with no retries
+  (max_task_retries 0, the default: at-most-once), fails at once as
+  "restarting" instead of waiting (Ray's ActorUnavailableError); calls
+  with retries, and calls already queued before the restart began, wait
+  for the new incarnation.
 - A call still queued here is cancelled at once; one already sent is
   cancelled by asking the actor.
 """
@@ -115,12 +116,7 @@ class ActorCallQueue:
             self._orders.clear()
             return failed
         self.state = state
-        if state != RESTARTING:
-            return []
-        failed = [t for t in self._queue if self._retries(t) == 0]
-        for task in failed:
-            self._remove(task)
-        return [Fail(task, "restarting") for task in failed]
+        return []
 
     def replied(self, task) -> None:
         """The actor answered the call (success or application error)."""

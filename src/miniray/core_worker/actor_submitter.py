@@ -132,9 +132,12 @@ class ActorTaskSubmitter:
                 cause, _ = deserialize(actor.calls.death_cause)
             except Exception:       # noqa: BLE001 - the cause is informative only
                 cause = None
+        actor_id = actor.calls.actor_id.hex()
         if isinstance(cause, exceptions.ActorDiedError):
+            if cause.actor_id is None:
+                cause.actor_id = actor_id
             return cause
-        return exceptions.ActorDiedError(cause)
+        return exceptions.ActorDiedError(cause, actor_id=actor_id)
 
     def push_failed(self, actor: _Actor, task: _Task, incarnation: int) -> None:
         self._apply(actor, actor.calls.push_failed(task, incarnation))
@@ -161,7 +164,7 @@ class ActorTaskSubmitter:
         except Exception:               # noqa: BLE001 - the GCS is gone
             pass
         dead = info is not None and info.state == DEAD
-        if dead:
+        if info is not None:      # dead, or restarting: new calls see it at once
             self._on_info(actor, info)
         self._apply(actor, actor.calls.settled(action.task, dead))
 
@@ -213,6 +216,7 @@ class ActorTaskSubmitter:
         address = WorkerAddress.from_proto(info.address) if info.state == ALIVE else None
         self._apply(actor, actor.calls.on_info(info.state, info.num_restarts, address,
                                                info.max_task_retries, info.death_cause))
+        self._ensure_watch(actor)      # a restart learnt of here must not go stale
 
     # --- cancellation ------------------------------------------------------------------
     async def cancel(self, task: _Task, force: bool, recursive: bool) -> None:

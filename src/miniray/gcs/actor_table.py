@@ -96,12 +96,13 @@ class ActorTable:
             return False
         entry.worker_id = None
         entry.info.ClearField("address")
-        if entry.info.state != PENDING and entry.can_restart():
+        # As in Ray, a worker that dies running the constructor is a failure
+        # like any other: a restart within max_restarts, else death (never
+        # an endless loop of constructors that crash their process).
+        if entry.can_restart():
             entry.info.state = RESTARTING
             entry.info.num_restarts += 1
             return True
-        if entry.info.state == PENDING and not entry.exiting:
-            return True          # never came up: keep trying to create it
         return False
 
     def mark_dead(self, entry: ActorEntry, cause: bytes) -> None:
