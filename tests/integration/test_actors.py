@@ -298,6 +298,26 @@ def test_constructor_that_kills_its_process(tmp_path):
     assert ray.get(Stubborn.remote().f.remote(), timeout=60) == 3
 
 
+def test_kill_with_restart_right_after_creation():
+    """As in Ray: ray.kill(no_restart=False) of an actor still being created
+    ends that incarnation (a restart); once the restarts are used up a kill
+    is final and its CPUs go to the next actor."""
+    @ray.remote(num_cpus=2)          # the whole node: actors can't overlap
+    class Whole:
+        def foo(self):
+            return ray.get_runtime_context().was_current_actor_reconstructed
+
+    actor = Whole.options(max_restarts=1, max_task_retries=-1).remote()
+    ray.kill(actor, no_restart=False)
+    assert ray.get(actor.foo.remote(), timeout=30) is True      # restarted once
+    ray.kill(actor, no_restart=False)                          # none left: dead
+    with pytest.raises(exceptions.ActorDiedError):
+        ray.get(actor.foo.remote(), timeout=30)
+    successor = Whole.remote()
+    assert ray.get(successor.foo.remote(), timeout=30) is False
+    ray.kill(successor)
+
+
 def test_named_actors_and_namespaces():
     counter = Counter.options(name="shared", namespace="ns1").remote(1)
     assert ray.get(counter.incr.remote()) == 2

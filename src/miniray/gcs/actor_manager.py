@@ -160,6 +160,12 @@ class ActorManager:
             entry.exiting = True
             self.table.mark_dead(entry, death_cause(cause))
         if node is None or worker_id is None:
+            if not no_restart and entry.info.state != DEAD:
+                # Not up yet (its creation is under way): as in Ray, the kill
+                # ends this incarnation: a restart if one is left (the creation
+                # under way makes it), else death.
+                if not self.table.on_failure(entry):
+                    self.table.mark_dead(entry, death_cause(cause))
             await self._notify()
             return
         if force:
