@@ -261,3 +261,15 @@ def test_omp_num_threads_is_the_cpus_held():
         PlacementGroupSchedulingStrategy(placement_group=group)))
     assert ray.get(in_group.remote(), timeout=TIMEOUT)[1] == "3"
     remove_placement_group(group)
+
+
+def test_gpu_and_cpu_work_never_share_a_worker_process():
+    """As in Ray (its issue 22504): a worker that ran CPU-only work is not
+    given a GPU task, and one that ran GPU work is not given CPU-only work,
+    since GPU state set up in a process stays with it."""
+    cpu_pids = {r["pid"] for r in ray.get([report.remote() for _ in range(8)])}
+    gpu_pids = {r["pid"] for r in ray.get([report.options(num_gpus=1).remote()
+                                           for _ in range(8)])}
+    assert not cpu_pids & gpu_pids
+    cpu_again = {r["pid"] for r in ray.get([report.remote() for _ in range(8)])}
+    assert not cpu_again & gpu_pids

@@ -280,7 +280,7 @@ class Raylet:
     async def _grant(self, lease: Lease, future: asyncio.Future | None,
                      attempt: int = 1) -> None:
         try:
-            worker = await self.pool.pop(lease.job_id)
+            worker = await self.pool.pop(lease.job_id, _uses_gpu(lease.resources))
         except RuntimeError:          # the new worker died while starting
             if self._stop.is_set() or future is None or future.done():
                 self._end_lease(lease.lease_id)
@@ -299,7 +299,7 @@ class Raylet:
             if worker.used:
                 self.pool.kill(worker)
             else:
-                worker.job_id = b""
+                worker.job_id, worker.gpu = b"", None
                 self.pool.push_idle(worker)
             return
         lease.worker_id = worker.worker_id
@@ -468,6 +468,11 @@ def default_object_store_memory() -> int:
     except OSError:
         pass
     return memory
+
+
+def _uses_gpu(resources: dict) -> bool:
+    return any(amount > 0 and (name == "GPU" or name.startswith("GPU_group_"))
+               for name, amount in resources.items())
 
 
 def main(argv=None) -> None:

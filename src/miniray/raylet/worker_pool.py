@@ -18,7 +18,7 @@ from miniray.common.ids import WorkerID
 
 class WorkerProcess:
     __slots__ = ("worker_id", "process", "port", "job_id", "ready", "idle_since",
-                 "lease_id", "dead", "used")
+                 "lease_id", "dead", "used", "gpu")
 
     def __init__(self, worker_id: WorkerID, process: subprocess.Popen | None,
                  ready: asyncio.Future):
@@ -31,6 +31,7 @@ class WorkerProcess:
         self.lease_id: bytes = b""
         self.dead = False
         self.used = False           # has been leased to an owner
+        self.gpu: bool | None = None   # ran GPU work (True) or not (False): kept apart
 
     @property
     def pid(self) -> int:
@@ -95,19 +96,24 @@ class WorkerPool:
         return True
 
     # --- leasing -----------------------------------------------------------------
-    async def pop(self, job_id: bytes) -> WorkerProcess:
-        """An idle worker for this job, else an unbound one, else a new one."""
+    async def pop(self, job_id: bytes, gpu: bool = False) -> WorkerProcess:
+        """An idle worker for this job, else an unbound one, else a new one.
+        As in Ray, a worker that ran GPU work only runs GPU work again, and
+        one that ran CPU-only work never gets a GPU (CUDA state set up in a
+        process stays with it)."""
         for candidates in (
-                [w for w in self._idle if w.job_id == job_id],
-                [w for w in self._idle if not w.job_id]):
+                [w for w in self._idle if w.job_id == job_id and w.gpu in (None, gpu)],
+                [w for w in self._idle if not w.job_id and w.gpu in (None, gpu)]):
             if candidates:
                 worker = candidates[-1]
                 self._idle.remove(worker)
                 worker.job_id = job_id
+                worker.gpu = gpu
                 worker.idle_since = None
                 return worker
         worker = self._take_starting() or self.start_worker()
         worker.job_id = job_id
+        worker.gpu = gpu
         await worker.ready
         if worker.dead:
             raise RuntimeError("worker process died during startup")
