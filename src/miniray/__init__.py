@@ -5,11 +5,11 @@
 surface (pinned by tests/test_public_api.py). Names are imported on first
 use, so the daemons (``python -m miniray.raylet`` ...) start quickly.
 """
-import importlib as _importlib
 import os as _os
 
 # gRPC's C core logs connection churn (peers exiting) at INFO; keep quiet.
 _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+del _os         # only miniray's own modules are reachable as attributes
 
 __version__ = "0.1.0"
 
@@ -40,11 +40,12 @@ __all__ = sorted([*_EXPORTS, "__version__", "exceptions"])
 
 
 def __getattr__(name):
+    import importlib
     module = _EXPORTS.get(name)
     if module is not None:
-        value = getattr(_importlib.import_module(module), name)
+        value = getattr(importlib.import_module(module), name)
     elif name in _SUBMODULES:
-        value = _importlib.import_module(f"miniray.{name}")
+        value = importlib.import_module(f"miniray.{name}")
     else:
         raise AttributeError(f"module 'miniray' has no attribute {name!r}")
     globals()[name] = value
