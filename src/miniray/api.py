@@ -211,7 +211,7 @@ def _resolve_address(address: str) -> str:
 
 def _local_raylet(gcs_address: str) -> str:
     try:
-        nodes = [n for n in node_module.get_nodes(gcs_address) if n.alive]
+        cluster = node_module.get_cluster(gcs_address)
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
             raise auth.refused(gcs_address, "this driver") from None
@@ -221,6 +221,8 @@ def _local_raylet(gcs_address: str) -> str:
     except Exception as exc:
         raise ConnectionError(
             f"Could not connect to the miniray cluster at {gcs_address}: {exc}") from None
+    node_module.check_versions(cluster, gcs_address)
+    nodes = [n for n in cluster.nodes if n.alive]
     if not nodes:
         raise ConnectionError(f"The cluster at {gcs_address} has no live nodes")
     from miniray.common import config

@@ -210,6 +210,7 @@ def start_worker_node(gcs_address: str, *, daemon: bool = False,
     """Start a raylet that joins the cluster whose GCS is at ``gcs_address``."""
     resources = default_resources(**resource_args)
     auth.load_for_cluster(gcs_address)
+    check_versions(get_cluster(gcs_address), gcs_address)
     if node_ip_address:
         resources.pop(f"node:{config.NODE_IP}", None)
         resources[f"node:{node_ip_address}"] = 1.0
@@ -221,9 +222,28 @@ def start_worker_node(gcs_address: str, *, daemon: bool = False,
 
 
 def get_nodes(gcs_address: str, timeout: float = 5.0) -> list:
+    return list(get_cluster(gcs_address, timeout).nodes)
+
+
+def get_cluster(gcs_address: str, timeout: float = 5.0):
+    """The GCS's GetAllNodes reply: the nodes, and the cluster's versions."""
     with sync_channel(gcs_address) as channel:
         stub = authenticated(gcs_pb2_grpc.GcsServiceStub(channel))
-        return list(stub.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=timeout).nodes)
+        return stub.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=timeout)
+
+
+def check_versions(reply, gcs_address: str) -> None:
+    """As Ray does: a driver or node must run the cluster's miniray and
+    Python versions (objects and functions travel as pickles)."""
+    import miniray
+    python = "%d.%d" % sys.version_info[:2]
+    if reply.version and (reply.version, reply.python_version) != \
+            (miniray.__version__, python):
+        raise RuntimeError(
+            f"Version mismatch: the miniray cluster at {gcs_address} runs miniray "
+            f"{reply.version} on Python {reply.python_version}, this process "
+            f"miniray {miniray.__version__} on Python {python}. Use the same "
+            f"versions on every node and driver.")
 
 
 def forget_current_cluster() -> None:

@@ -234,3 +234,21 @@ def test_oversized_definitions_are_refused(ray_start, monkeypatch):
         ref = large.remote()
     assert ray.get(ref) == 50_000
 
+
+
+def test_driver_with_another_version_is_refused(ray_start):
+    """As in Ray: a driver whose miniray (or Python) version differs from the
+    cluster's gets a RuntimeError naming both, instead of pickles that may not
+    load on the other side."""
+    import subprocess
+    script = ("import miniray, sys\n"
+              "miniray.__version__ = 'fake-version'\n"
+              "try:\n"
+              "    miniray.init(address=sys.argv[1])\n"
+              "except RuntimeError as exc:\n"
+              "    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", script,
+                           ray_start.address_info["gcs_address"]],
+                          capture_output=True, text=True, timeout=60)
+    assert "Version mismatch" in done.stdout and "fake-version" in done.stdout, \
+        done.stdout + done.stderr

@@ -9,7 +9,9 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 
+import miniray
 from miniray.common import config
 from miniray.common.process import die_with_parent
 from miniray.gcs.actor_manager import ActorManager
@@ -33,6 +35,8 @@ class GcsServer:
         self.channels = ChannelPool()
         self.actors = ActorManager(self)
         self.placement_groups = PlacementGroupManager(self)
+        self.version = miniray.__version__        # drivers and nodes must match
+        self.python_version = "%d.%d" % sys.version_info[:2]
 
     async def broadcast_process_death(self, worker_id: bytes, node_id: bytes) -> None:
         """Tell the other raylets, which may hold its leases and objects."""

@@ -58,7 +58,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
                                       nodes=self.server.nodes.alive_nodes())
 
     async def GetAllNodes(self, request, context):
-        return gcs_pb2.GetAllNodesReply(nodes=self.server.nodes.all_nodes())
+        return gcs_pb2.GetAllNodesReply(nodes=self.server.nodes.all_nodes(),
+                                        version=self.server.version,
+                                        python_version=self.server.python_version)
 
     async def AddJob(self, request, context):
         check.check_worker_address(request.driver, "driver", optional=True)
