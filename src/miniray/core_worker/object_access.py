@@ -202,10 +202,16 @@ class ObjectAccess:
                 else:
                     self.memory_store.delete(ref.id)
                     # Blocked: the owner may need our CPU to rebuild the object.
-                    with self._blocked():
-                        reply = self.call(ref.owner, "GetObject", cw_pb2.GetObjectRequest(
-                            object_id=ref.id, lost=True,
-                            timeout=-1.0 if timeout is None else timeout))
+                    try:
+                        with self._blocked():
+                            reply = self.call(ref.owner, "GetObject", cw_pb2.GetObjectRequest(
+                                object_id=ref.id, lost=True,
+                                timeout=-1.0 if timeout is None else timeout))
+                    except Exception as exc:       # noqa: BLE001 - checked below
+                        if is_unavailable(exc):    # its owner is gone, and its lineage
+                            raise exceptions.OwnerDiedError(
+                                ref.hex(), owner_address=ref.owner.target) from None
+                        raise
                     if reply.status != cw_pb2.GetObjectReply.READY:
                         raise
                     payload = reply.payload
