@@ -214,6 +214,36 @@ def test_max_calls_retires_the_worker(cluster):
         pid.options(max_calls=2)
 
 
+def test_max_calls_worker_outlives_the_objects_it_owns(cluster):
+    """As in Ray: a max_calls worker that returned a ref it owns (a task it
+    submitted) stays up, taking no more tasks, until that ref is released;
+    then it exits."""
+    import gc
+
+    @ray.remote
+    def child():
+        time.sleep(0.2)
+        return "child"
+
+    @ray.remote(max_calls=1, max_retries=0)
+    def parent():
+        return os.getpid(), child.remote()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    pid, ref = ray.get(parent.remote())
+    assert ray.get(ref, timeout=30) == "child"      # its owner is still there
+    assert alive(pid)
+    del ref
+    gc.collect()
+    wait_for_condition(lambda: not alive(pid), timeout=30)
+
+
 def test_a_worker_that_died_while_its_lease_was_idle_costs_no_retry(cluster):
     import signal as signals
 

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import logging
 import os
+import sys
 import threading
 from typing import Iterable, Sequence
 
@@ -243,6 +244,18 @@ class CoreWorker(ObjectAccess):
         return self.task_context.next_put_id()
 
     # --- reference counting ---------------------------------------------------------
+    async def exit_when_unreferenced(self) -> None:
+        """Exit the process (a task worker told to go) once it owns no
+        object anyone still references: owners must outlive their objects."""
+        while True:
+            with self._lock:
+                owned = bool(self.refs.owned_ids())
+            if not owned:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
+            await asyncio.sleep(0.05)
+
     def owner_of(self, object_id: ObjectID):
         """The owner's address of an object this process references, else None."""
         with self._lock:

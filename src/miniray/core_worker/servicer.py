@@ -163,9 +163,14 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         executor = self.worker.executor
         if executor is None:
             raise check.NotAllowed("a driver does not exit on request")
-        if request.force or executor.actor is None:
+        if request.force:
             os._exit(0)
-        executor.actor.request_exit()
+        if executor.actor is None:
+            # A task worker done with its leases: it exits once nothing it
+            # owns is referenced (its returned refs may still be in use).
+            self.worker.spawn(self.worker.exit_when_unreferenced())
+        else:
+            executor.actor.request_exit()
         return cw_pb2.ExitWorkerReply()
 
     async def PrintLines(self, request, context):

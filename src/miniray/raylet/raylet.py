@@ -317,10 +317,24 @@ class Raylet:
         worker = self.pool.workers.get(WorkerID(lease.worker_id)) if lease.worker_id else None
         if worker is not None:
             if exiting:
-                self.pool.kill(worker)
+                # Never leased again; as in Ray it exits once nothing it owns
+                # is referenced (a max_calls worker whose returned refs are
+                # still in use), or at once if it owns nothing.
+                asyncio.get_running_loop().create_task(self._retire(worker))
             else:
                 self.pool.push_idle(worker)
         self._schedule()
+
+    async def _retire(self, worker) -> None:
+        from miniray.protocol import core_worker_pb2, core_worker_pb2_grpc
+        self.pool.retire(worker)
+        try:
+            stub = self.channels.stub(f"{self.host}:{worker.port}",
+                                      core_worker_pb2_grpc.CoreWorkerServiceStub)
+            await stub.ExitWorker(core_worker_pb2.ExitWorkerRequest(force=False),
+                                  timeout=5)
+        except Exception:           # gone already, or not answering: end it
+            self.pool.kill(worker)
 
     def _end_lease(self, lease_id: bytes) -> Lease | None:
         lease = self.leases.pop(lease_id, None)

@@ -132,6 +132,12 @@ class WorkerPool:
         self._idle.append(worker)
 
     # --- ending -------------------------------------------------------------------
+    def retire(self, worker: WorkerProcess) -> None:
+        """A worker that will exit by itself: never handed out again (it
+        stays tracked until its process exits: reap_dead, kill_all)."""
+        if worker in self._idle:
+            self._idle.remove(worker)      # only idle workers are handed out
+
     def kill(self, worker: WorkerProcess) -> None:
         self._forget(worker)
         if worker.process and worker.process.poll() is None:
