@@ -92,6 +92,7 @@ def run_file(name: str, run_dir: str, out_dir: str, timeout: int, file_timeout: 
     log = os.path.join(out_dir, "logs", name.replace(".py", ".log"))
     for path in (os.path.dirname(junit), os.path.dirname(log), tmp_dir):
         os.makedirs(path, exist_ok=True)
+    os.makedirs(shm_dir, mode=0o700, exist_ok=True)   # miniray makes only its own dirs in it
     env = dict(os.environ)
     env.update({
         procs.RUN_ID_VAR: run_id,
