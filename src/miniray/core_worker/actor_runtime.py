@@ -67,9 +67,6 @@ class ActorRuntime:
         self._exiting = False
         self._closing = False     # no new calls start: the actor is on its way out
 
-    def start(self) -> None:
-        """Called once the constructor succeeded."""
-
     def _group_loop(self, group: str) -> asyncio.AbstractEventLoop:
         loop = self._loops.get(group)
         if loop is None:

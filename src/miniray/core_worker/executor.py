@@ -110,7 +110,6 @@ class TaskExecutor:
             except BaseException:
                 self.actor = None
                 raise
-            runtime.start()
         return construct
 
     def run_task(self, spec, target) -> cw_pb2.PushTaskReply:
