@@ -318,6 +318,29 @@ def test_kill_with_restart_right_after_creation():
     ray.kill(successor)
 
 
+def test_pending_actors_die_with_their_owner_and_free_the_node():
+    """As Ray's test_pending_actor_removed_by_owner: when the owner of
+    pending actors dies they die too (some may be starting on a worker at
+    that moment); the next actor needing the same resources comes up."""
+    @ray.remote(num_cpus=2)
+    class Child:
+        def ping(self):
+            return True
+
+    @ray.remote(num_cpus=2)
+    class Parent:
+        def spawn(self):
+            self.children = [Child.remote() for _ in range(2)]   # pending
+
+    for _ in range(3):           # the race is timing-dependent: try it a few times
+        parent = Parent.remote()
+        ray.get(parent.spawn.remote(), timeout=30)
+        del parent
+        child = Child.remote()
+        assert ray.get(child.ping.remote(), timeout=30) is True
+        ray.kill(child)
+
+
 def test_named_actors_and_namespaces():
     counter = Counter.options(name="shared", namespace="ns1").remote(1)
     assert ray.get(counter.incr.remote()) == 2

@@ -271,3 +271,11 @@ def test_alive_count_counts_everything_not_dead(table):
     assert table.alive_count() == 2
     table.mark_dead(pending, b"")
     assert table.alive_count() == 1
+
+
+def test_no_actor_is_hosted_by_no_worker(table):
+    """Pending actors have no worker: a failure reported for "no worker"
+    (a creation whose worker was cleared by a kill) must not hit them."""
+    pending = table.register(creation_spec())
+    assert pending.worker_id is None
+    assert table.hosted_by(None) == []

@@ -74,7 +74,8 @@ class ActorManager:
             if entry.info.state == DEAD:          # killed while we waited
                 await self._kill_worker(node, lease.worker.worker_id)
                 return
-            entry.worker_id = WorkerID(lease.worker.worker_id)
+            worker_id = WorkerID(lease.worker.worker_id)
+            entry.worker_id = worker_id
             entry.node_id = node.node_id
             options.num_restarts = entry.info.num_restarts
             worker = self.server.channels.stub(f"{lease.worker.ip}:{lease.worker.port}",
@@ -87,7 +88,8 @@ class ActorManager:
                 reply = await worker.PushTask(push)
             except Exception:
                 # The worker died while constructing: a failure like any other.
-                await self.on_worker_failure(entry.worker_id)
+                # (Not entry.worker_id: a kill meanwhile has cleared it.)
+                await self.on_worker_failure(worker_id)
                 return
             if reply.is_application_error:
                 self.table.mark_dead(entry, reply.returns[0].data if reply.returns

@@ -120,7 +120,9 @@ class ActorTable:
         return [e for e in self._actors.values()
                 if e.node_id == node_id and e.info.state != DEAD]
 
-    def hosted_by(self, worker_id: WorkerID) -> list[ActorEntry]:
+    def hosted_by(self, worker_id: WorkerID | None) -> list[ActorEntry]:
+        if worker_id is None:        # pending actors have no worker yet
+            return []
         return [e for e in self._actors.values() if e.worker_id == worker_id]
 
     def owned_by(self, worker_id: bytes) -> list[ActorEntry]:
