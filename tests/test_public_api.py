@@ -24,6 +24,7 @@ def test_exceptions_module_matches_ray_names():
     for name in ("RayError", "RayTaskError", "GetTimeoutError", "WorkerCrashedError",
                  "TaskCancelledError", "ObjectLostError", "OwnerDiedError",
                  "RaySystemError", "ObjectStoreFullError", "RayActorError",
-                 "ActorDiedError"):
+                 "ActorDiedError", "OutOfMemoryError"):
         assert issubclass(getattr(exceptions, name), Exception), name
     assert issubclass(exceptions.GetTimeoutError, TimeoutError)
+    assert issubclass(exceptions.OutOfMemoryError, exceptions.RayError)

@@ -33,6 +33,14 @@ NODE_DEATH_TIMEOUT_S = _env("NODE_DEATH_TIMEOUT_S", 5.0)
 # A store reservation (ReserveObject) not sealed within this many seconds,
 # plus one per 100 MB, is released (its writer hung or lied about itself).
 OBJECT_RESERVATION_TIMEOUT_S = _env("OBJECT_RESERVATION_TIMEOUT_S", 60.0)
+# Memory protection (Ray's memory monitor): every MEMORY_MONITOR_REFRESH_MS
+# (0: never) each raylet checks its node's memory and, above this fraction of
+# it, kills a leased worker (retriable tasks first, the newest first). Ray's
+# RAY_memory_usage_threshold and RAY_memory_monitor_refresh_ms are honoured too.
+MEMORY_USAGE_THRESHOLD = _env(
+    "MEMORY_USAGE_THRESHOLD", float(os.environ.get("RAY_memory_usage_threshold", 0.95)))
+MEMORY_MONITOR_REFRESH_MS = _env(
+    "MEMORY_MONITOR_REFRESH_MS", int(os.environ.get("RAY_memory_monitor_refresh_ms", 250)))
 # Default number of retries of a task whose worker died.
 DEFAULT_MAX_RETRIES = 3
 # A remote function or actor class whose pickled definition is bigger than

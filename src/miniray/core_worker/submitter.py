@@ -6,7 +6,10 @@ queued tasks straight to them, several in flight per worker, reusing a
 lease until its queue drains and the lease has been idle for a moment.
 A push that fails because the worker died is retried on a new lease
 (``max_retries``); application errors are retried only when the task
-allows it (``retry_exceptions``).
+allows it (``retry_exceptions``). Once a task whose worker died has no
+retries left, the owner asks the raylet that granted the lease why the
+worker died: ``OutOfMemoryError`` if its memory monitor killed it, else
+``WorkerCrashedError`` (only this failure path pays the extra RPC).
 """
 from __future__ import annotations
 
@@ -77,6 +80,7 @@ class _KeyInfo(NamedTuple):
     resources: dict
     function_name: str
     strategy: object
+    retriable: bool           # max_retries != 0 (the raylet's memory monitor asks)
 
 
 class NormalTaskSubmitter:
@@ -166,9 +170,13 @@ class NormalTaskSubmitter:
         spec = task.spec
         strategy = spec.scheduling_strategy
         resources = dict(spec.resources)
-        key = (shape_key(resources), strategy.SerializeToString())
+        # Retriable tasks get leases of their own: the raylet's memory
+        # monitor kills the workers of those first.
+        retriable = spec.max_retries != 0
+        key = (shape_key(resources), strategy.SerializeToString(), retriable)
         if key not in self._key_info:
-            self._key_info[key] = _KeyInfo(resources, spec.function_name, strategy)
+            self._key_info[key] = _KeyInfo(resources, spec.function_name, strategy,
+                                           retriable)
             self.worker.spawn(self.worker.warn_if_infeasible(
                 resources, spec.function_name, task.task_id))
         task.key = key
@@ -203,7 +211,7 @@ class NormalTaskSubmitter:
         request = raylet_pb2.RequestWorkerLeaseRequest(
             resources=info.resources, job_id=worker.job_id,
             requester_worker_id=worker.worker_id, function_name=info.function_name,
-            strategy=info.strategy)
+            strategy=info.strategy, retriable=info.retriable)
         error = None
         try:
             reply, raylet = await self._lease_from_cluster(request)
@@ -266,7 +274,10 @@ class NormalTaskSubmitter:
         now = time.monotonic()
         if reply is None or reply.system_error:
             self._apply(self._policy.lease_lost(lease.lease_id, now))
-            self._on_system_failure(task, reply.system_error if reply is not None else "")
+            if reply is None:
+                self._on_system_failure(task, "", lease)
+            else:
+                self._on_system_failure(task, reply.system_error)
             return
         self._apply(self._policy.task_finished(lease.lease_id, now, reply.worker_exiting))
         self.on_reply(task, reply)
@@ -301,18 +312,46 @@ class NormalTaskSubmitter:
             return
         self._complete(task, reply.returns)
 
-    def _on_system_failure(self, task: _Task, error: str) -> None:
-        """The task could not finish: its worker died (``error`` empty) or
-        refused it (``error`` says why)."""
+    def _on_system_failure(self, task: _Task, error: str,
+                           lease: _Lease | None = None) -> None:
+        """The task could not finish: its worker died (``error`` empty; the
+        ``lease`` it ran on) or refused it (``error`` says why)."""
         if task.cancelled:
             self.fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
         elif task.retries_left != 0 and not self._stopped:
             self._retry(task)
+        elif lease is not None and not self._stopped:
+            self.worker.spawn(self._fail_dead_worker(task, lease))
         else:
             detail = f" ({error})" if error else ""
             self.fail(task, exceptions.WorkerCrashedError(
                 f"The worker died unexpectedly while executing task "
                 f"{task.spec.function_name}{detail}."))
+
+    async def _fail_dead_worker(self, task: _Task, lease: _Lease) -> None:
+        """Out of retries after its worker died: ask the raylet that granted
+        the lease whether it killed the worker (memory), for the error."""
+        cause = ""
+        try:
+            reply = await self.worker.raylet_stub(lease.raylet).GetWorkerFailureCause(
+                raylet_pb2.GetWorkerFailureCauseRequest(worker_id=lease.address.worker_id),
+                timeout=5)
+            if reply.cause == raylet_pb2.GetWorkerFailureCauseReply.OUT_OF_MEMORY:
+                cause = reply.message
+        except Exception:              # noqa: BLE001 - the raylet is gone too
+            pass
+        if not self.is_pending(task):
+            return
+        if task.cancelled:
+            self.fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
+        elif cause:
+            self.fail(task, exceptions.OutOfMemoryError(
+                f"Task {task.spec.function_name} (task ID: {task.task_id.hex()}) was "
+                f"killed due to the node running low on memory.\n{cause}"))
+        else:
+            self.fail(task, exceptions.WorkerCrashedError(
+                f"The worker died unexpectedly while executing task "
+                f"{task.spec.function_name}."))
 
     def _retry(self, task: _Task) -> None:
         if task.retries_left > 0:

@@ -90,6 +90,11 @@ class RayletServiceStub:
                 request_serializer=miniray_dot_protocol_dot_raylet__pb2.KillWorkerRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_raylet__pb2.KillWorkerReply.FromString,
                 _registered_method=True)
+        self.GetWorkerFailureCause = channel.unary_unary(
+                '/miniray.protocol.RayletService/GetWorkerFailureCause',
+                request_serializer=miniray_dot_protocol_dot_raylet__pb2.GetWorkerFailureCauseRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_raylet__pb2.GetWorkerFailureCauseReply.FromString,
+                _registered_method=True)
         self.GetNodeStats = channel.unary_unary(
                 '/miniray.protocol.RayletService/GetNodeStats',
                 request_serializer=miniray_dot_protocol_dot_raylet__pb2.GetNodeStatsRequest.SerializeToString,
@@ -176,6 +181,12 @@ class RayletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWorkerFailureCause(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetNodeStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -251,6 +262,11 @@ def add_RayletServiceServicer_to_server(servicer, server):
                     servicer.KillWorker,
                     request_deserializer=miniray_dot_protocol_dot_raylet__pb2.KillWorkerRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_raylet__pb2.KillWorkerReply.SerializeToString,
+            ),
+            'GetWorkerFailureCause': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkerFailureCause,
+                    request_deserializer=miniray_dot_protocol_dot_raylet__pb2.GetWorkerFailureCauseRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_raylet__pb2.GetWorkerFailureCauseReply.SerializeToString,
             ),
             'GetNodeStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNodeStats,
@@ -565,6 +581,33 @@ class RayletService:
             '/miniray.protocol.RayletService/KillWorker',
             miniray_dot_protocol_dot_raylet__pb2.KillWorkerRequest.SerializeToString,
             miniray_dot_protocol_dot_raylet__pb2.KillWorkerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkerFailureCause(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.RayletService/GetWorkerFailureCause',
+            miniray_dot_protocol_dot_raylet__pb2.GetWorkerFailureCauseRequest.SerializeToString,
+            miniray_dot_protocol_dot_raylet__pb2.GetWorkerFailureCauseReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,8 @@ from miniray.protocol import (
     common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2)
 from miniray.object_store.transfer import ObjectPuller
 from miniray.raylet.cluster_policy import ClusterPolicy, Decision, NodeView
+from miniray.raylet.memory_monitor import (
+    Candidate, MemoryMonitor, process_memory, read_memory_usage)
 from miniray.raylet.scheduler import Lease, LeaseRequest, LeaseScheduler
 from miniray.protocol import object_manager_pb2 as om_pb2
 from miniray.raylet.servicer import ObjectManagerServicer, RayletServicer
@@ -72,6 +74,8 @@ class Raylet:
         self._departed: dict[bytes, None] = {}        # insertion-ordered, bounded
         self._stop = asyncio.Event()
         self.pool: WorkerPool | None = None
+        self.memory_monitor = MemoryMonitor(config.MEMORY_USAGE_THRESHOLD,
+                                            node_id_hex=node_id.hex(), node_ip=host)
 
     @property
     def gcs(self):
@@ -96,7 +100,8 @@ class Raylet:
         self.pool.prestart(int(min(self.total.get("CPU", 0), os.cpu_count() or 1)))
         await self._register_node()
         tasks = [asyncio.create_task(self._heartbeat_loop()),
-                 asyncio.create_task(self._monitor_loop())]
+                 asyncio.create_task(self._monitor_loop()),
+                 asyncio.create_task(self._memory_monitor_loop())]
         try:
             await self._stop.wait()
         finally:
@@ -161,6 +166,46 @@ class Raylet:
                                                          None, now):
                     log.warning("object %s was reserved but not sealed in time: "
                                 "released", object_id.hex())
+
+    async def _memory_monitor_loop(self) -> None:
+        """Memory protection (memory_monitor.py): while the node's memory is
+        above the threshold, kill one leased worker at a time, waiting for
+        its process to exit before the next kill. Its owner learns why with
+        GetWorkerFailureCause."""
+        period = config.MEMORY_MONITOR_REFRESH_MS / 1000
+        if period <= 0:
+            return
+        monitor = self.memory_monitor
+        victim = None                 # the killed worker's process, until it exits
+        while True:
+            await asyncio.sleep(period)
+            if victim is not None:
+                if victim.poll() is None:
+                    continue
+                victim = None
+                monitor.kill_finished()
+            try:
+                usage = read_memory_usage()
+            except Exception:          # noqa: BLE001 - try again next period
+                log.exception("could not read the node's memory usage")
+                continue
+            candidates = []
+            for lease in self.leases.values():
+                worker = self.pool.workers.get(WorkerID(lease.worker_id)) \
+                    if lease.worker_id and lease.granted_at else None
+                if worker is not None and worker.process is not None:
+                    candidates.append(Candidate(bytes(worker.worker_id), worker.pid,
+                                                lease.retriable, lease.granted_at,
+                                                is_actor=bool(lease.actor_id)))
+            kill = monitor.check(usage, candidates, process_memory)
+            if kill is None:
+                continue
+            worker = self.pool.workers[WorkerID(kill.victim.worker_id)]
+            log.warning("the node is low on memory: killing worker %s (pid %d). %s",
+                        worker.worker_id.hex(), worker.pid, kill.message)
+            victim = worker.process
+            self.pool.kill(worker)
+            self._on_worker_gone(worker.worker_id, worker.lease_id)
 
     # --- placement across nodes -------------------------------------------------------
     def cluster_view(self) -> dict[bytes, NodeView]:

@@ -41,6 +41,10 @@ class Lease:
     blocked: bool = False
     actor_id: bytes = b""     # a dedicated actor worker: ends with the actor
     resource_ids: Assignment = field(default_factory=dict)   # instances held
+    # For the memory monitor's kill order (memory_monitor.py), set when the
+    # lease is handed to its requester: its tasks may be retried, and when.
+    retriable: bool = False
+    granted_at: float = 0.0
 
 
 @dataclass

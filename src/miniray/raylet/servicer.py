@@ -4,6 +4,7 @@ INVALID_ARGUMENT, one the caller may not make with PERMISSION_DENIED."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 
@@ -77,6 +78,8 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         if worker is None:        # died between grant and reply
             raylet.return_lease(lease.lease_id, exiting=True)
             return await self._lease(request, context)
+        # What the memory monitor kills first: retriable, most recent.
+        lease.retriable, lease.granted_at = request.retriable, time.monotonic()
         reply = raylet_pb2.RequestWorkerLeaseReply(
             lease_id=lease.lease_id,
             worker=common_pb2.Address(ip=raylet.host, port=worker.port,
@@ -183,6 +186,14 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         raylet.pool.kill(worker)
         raylet._on_worker_gone(worker.worker_id, worker.lease_id)
         return raylet_pb2.KillWorkerReply(found=True)
+
+    async def GetWorkerFailureCause(self, request, context):
+        worker_id = check.check_id(request.worker_id, WorkerID, "worker_id")
+        message = self.raylet.memory_monitor.failure_cause(worker_id)
+        if message is None:
+            return raylet_pb2.GetWorkerFailureCauseReply()
+        return raylet_pb2.GetWorkerFailureCauseReply(
+            cause=raylet_pb2.GetWorkerFailureCauseReply.OUT_OF_MEMORY, message=message)
 
     async def GetNodeStats(self, request, context):
         raylet = self.raylet
