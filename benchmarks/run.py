@@ -355,6 +355,53 @@ def two_nodes(backend, cfg):
         cluster.shutdown()
 
 
+# --------------------------------------------------------------------------- failures
+@workload("node_death", fresh_process=True)
+def node_death(backend, cfg):
+    """Seconds from SIGKILL of a worker node until the cluster reports it dead."""
+    Cluster = _cluster_module(backend).Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    node = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    backend.init(address=cluster.address)
+    try:
+        node_id = node.node_id if isinstance(node.node_id, str) else node.node_id.hex()
+        started = time.monotonic()
+        cluster.remove_node(node, allow_graceful=False)
+        while any(n["NodeID"] == node_id and n["Alive"] for n in backend.nodes()):
+            time.sleep(0.02)
+        return {"node killed -> reported dead": (time.monotonic() - started, "s")}
+    finally:
+        backend.shutdown()
+        cluster.shutdown()
+
+
+@workload("gcs_recovery", fresh_process=True)
+def gcs_recovery(backend, cfg):
+    """Seconds from SIGKILL of the GCS until a named actor answers a lookup and
+    a call again. Ray restarts its GCS only with an external Redis: not timed."""
+    if backend.__name__ != "miniray":
+        return {}
+    from miniray.testing import kill_gcs
+    backend.init(num_cpus=1)
+    try:
+        @backend.remote
+        class Named:
+            def ping(self):
+                return 1
+
+        handle = Named.options(name="recovery", lifetime="detached").remote()
+        backend.get(handle.ping.remote())
+        started = time.monotonic()
+        kill_gcs()
+        backend.get(backend.get_actor("recovery").ping.remote())
+        elapsed = time.monotonic() - started
+        backend.kill(handle)
+        return {"GCS killed -> named actor reachable": (elapsed, "s")}
+    finally:
+        backend.shutdown()
+
+
 def emit(prefix, payload):
     print(prefix + json.dumps(payload), flush=True)
 
@@ -495,7 +542,9 @@ def table_rows(names, backends, results):
         for metric, unit in metrics.items():
             medians = {b: statistics.median(results[b][name]["metrics"][metric]["values"])
                        for b in backends if metric in results[b].get(name, {}).get("metrics", {})}
-            cells = [fmt(medians[b], unit) if b in medians else "error" for b in backends]
+            cells = [fmt(medians[b], unit) if b in medians
+                     else "n/a" if "error" not in results[b].get(name, {"error": 1}) else "error"
+                     for b in backends]
             ratio = [f"{medians['miniray'] / medians['ray']:.2f}" if len(medians) == 2 else "-"]
             rows.append([name, metric, "lower" if unit in LOWER_IS_BETTER else "higher",
                          *cells, *ratio * both])

@@ -126,7 +126,7 @@ def _spawn(args: list[str], log_path: str | None) -> subprocess.Popen:
 
 
 def start_gcs(session_dir: str, port: int, *, daemon: bool) -> subprocess.Popen:
-    args = ["miniray.gcs", "--port", str(port)]
+    args = ["miniray.gcs", "--port", str(port), "--session-dir", session_dir]
     if not daemon:
         args.append("--die-with-parent")
     log = os.path.join(session_dir, "logs", "gcs.log") if daemon else None

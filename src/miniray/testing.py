@@ -94,6 +94,36 @@ def _remote_semaphore():
 Semaphore = _remote_semaphore()
 
 
+def gcs_server_process(address: str | None = None):
+    """The psutil.Process of the GCS server of the cluster at ``address``
+    (default: the one this driver is connected to), not its supervisor."""
+    import psutil
+    if address is None:
+        from miniray import api
+        address = api.ensure_initialized().gcs_address
+    port = address.rsplit(":", 1)[1]
+    servers = []
+    for proc in psutil.process_iter(["cmdline", "ppid"]):
+        cmdline = proc.info["cmdline"] or []
+        if "miniray.gcs" in cmdline and port in cmdline and \
+                cmdline[cmdline.index(port) - 1] == "--port":
+            servers.append(proc)
+    pids = {p.pid for p in servers}
+    for proc in servers:
+        if proc.info["ppid"] in pids:          # the supervisor's child
+            return proc
+    raise RuntimeError(f"no supervised GCS server found for {address}")
+
+
+def kill_gcs(address: str | None = None) -> int:
+    """SIGKILL the GCS server of a cluster (its supervisor restarts it);
+    returns the killed pid."""
+    proc = gcs_server_process(address)
+    proc.kill()
+    proc.wait(10)
+    return proc.pid
+
+
 class Cluster:
     """Several nodes on this machine, for tests and demos.
 
@@ -161,6 +191,11 @@ class Cluster:
                 proc.kill()
             proc.wait()
         remove_session_files(node.session_dir)
+
+    def kill_gcs(self) -> int:
+        """SIGKILL the head's GCS server; its supervisor restarts it and
+        the cluster reconnects. Returns the killed pid."""
+        return kill_gcs(self.address)
 
     def list_all_nodes(self) -> list:
         return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)

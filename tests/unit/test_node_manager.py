@@ -128,3 +128,28 @@ def test_alive_and_all_nodes(manager):
     manager.mark_dead(nodes[1])
     assert ids(manager.all_nodes()) == set(nodes)
     assert ids(manager.alive_nodes()) == {nodes[0], nodes[2]}
+
+
+def test_health_checks_declare_a_node_dead_after_consecutive_failures():
+    from miniray.gcs.node_manager import HealthChecks
+    checks = HealthChecks(threshold=3)
+    node = b"n" * 28
+    assert not checks.record(node, False)
+    assert not checks.record(node, False)
+    assert not checks.record(node, True)          # an answer resets the count
+    assert not checks.record(node, False)
+    assert not checks.record(node, False)
+    assert checks.record(node, False)             # third in a row: dead
+    assert not checks.record(node, False)         # counted afresh after that
+
+
+def test_silent_since_lists_nodes_not_heard_from():
+    from miniray.common.ids import NodeID
+    from miniray.gcs.node_manager import NodeManager
+    from miniray.protocol import common_pb2
+    nodes = NodeManager(5.0)
+    quiet, chatty = NodeID.from_random(), NodeID.from_random()
+    nodes.register(common_pb2.NodeInfo(node_id=quiet), now=0.0)
+    nodes.register(common_pb2.NodeInfo(node_id=chatty), now=0.0)
+    nodes.heartbeat(chatty, {}, now=8.0)
+    assert nodes.silent_since(5.0) == [quiet]

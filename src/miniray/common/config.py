@@ -30,6 +30,15 @@ IDLE_WORKER_TIMEOUT_S = _env("IDLE_WORKER_TIMEOUT_S", 2.0)
 # Raylet -> GCS heartbeat period, and how long until a silent node is dead.
 HEARTBEAT_PERIOD_S = _env("HEARTBEAT_PERIOD_S", 0.5)
 NODE_DEATH_TIMEOUT_S = _env("NODE_DEATH_TIMEOUT_S", 5.0)
+# How long raylets, workers and drivers keep retrying a GCS that is down
+# (restarting) before giving up: raylets then shut down, calls fail.
+GCS_RECONNECT_TIMEOUT_S = _env("GCS_RECONNECT_TIMEOUT_S", 60.0)
+# The GCS probes every raylet this often; a node failing this many probes in
+# a row (each allowed the timeout) is dead. A killed raylet refuses at once:
+# detected in about threshold x period. (Ray: 3 s, 10 s, 5.)
+HEALTH_CHECK_PERIOD_S = _env("HEALTH_CHECK_PERIOD_S", 1.0)
+HEALTH_CHECK_TIMEOUT_S = _env("HEALTH_CHECK_TIMEOUT_S", 5.0)
+HEALTH_CHECK_FAILURE_THRESHOLD = _env("HEALTH_CHECK_FAILURE_THRESHOLD", 3)
 # A store reservation (ReserveObject) not sealed within this many seconds,
 # plus one per 100 MB, is released (its writer hung or lied about itself).
 OBJECT_RESERVATION_TIMEOUT_S = _env("OBJECT_RESERVATION_TIMEOUT_S", 60.0)

@@ -177,7 +177,8 @@ class CoreWorker(ObjectAccess):
 
     @property
     def gcs(self) -> gcs_pb2_grpc.GcsServiceStub:
-        return self.channels.stub(self.gcs_address, gcs_pb2_grpc.GcsServiceStub)
+        """Calls retry while the GCS restarts (rpc/gcs_client.py)."""
+        return self.channels.gcs_stub(self.gcs_address)
 
     def raylet_stub(self, address: str) -> raylet_pb2_grpc.RayletServiceStub:
         return self.channels.stub(address, raylet_pb2_grpc.RayletServiceStub)

@@ -1,3 +1,3 @@
-from miniray.gcs.server import main
+from miniray.gcs.supervisor import main
 
 main()

@@ -14,7 +14,8 @@ import logging
 from miniray import exceptions
 from miniray.common.ids import ActorID, WorkerID
 from miniray.common.serialization import serialize
-from miniray.gcs.actor_table import ALIVE, DEAD, ActorEntry, ActorTable
+from miniray.gcs.actor_table import (
+    ALIVE, DEAD, PENDING, RESTARTING, ActorEntry, ActorTable)
 from miniray.protocol import (
     common_pb2, core_worker_pb2 as cw_pb2, core_worker_pb2_grpc as cw_grpc,
     raylet_pb2, raylet_pb2_grpc)
@@ -30,17 +31,50 @@ def death_cause(message: str) -> bytes:
 class ActorManager:
     def __init__(self, server):
         self.server = server          # GcsServer: nodes, channels
-        self.table = ActorTable()
+        self.table = ActorTable(server.storage)
         from miniray.raylet.cluster_policy import ClusterPolicy
         self._policy = ClusterPolicy(local_node_id=b"")   # the GCS has no local node
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task] = set()
+        # After a restart: workers of alive actors that their node has not
+        # yet confirmed alive (ResyncNode), worker id -> node id.
+        self._unconfirmed: dict[WorkerID, bytes] = {}
 
     # --- registration and creation ---------------------------------------------
     def register(self, spec: common_pb2.TaskSpec) -> ActorEntry:
         entry = self.table.register(spec)
         self._spawn(self._create(entry))
         return entry
+
+    def recover(self) -> None:
+        """After a GCS restart: the stored actors. Creations that were under
+        way start again (the worker leased for one may hold a half-built
+        actor: it is stopped first). Alive actors stay as they are; their
+        raylets report (ResyncNode) any that died meanwhile."""
+        for entry in self.table.load():
+            if entry.info.state in (PENDING, RESTARTING):
+                self._spawn(self._recreate(entry))
+            elif entry.info.state == ALIVE and entry.worker_id is not None:
+                self._unconfirmed[entry.worker_id] = entry.node_id
+
+    async def resync_node(self, node_id: bytes, live_workers: set[bytes]) -> None:
+        """A node's report after a GCS restart: actors it hosted before the
+        restart whose workers are gone died while the GCS was away."""
+        for worker_id, on_node in list(self._unconfirmed.items()):
+            if on_node != node_id:
+                continue
+            del self._unconfirmed[worker_id]
+            if bytes(worker_id) not in live_workers:
+                log.warning("worker %s died while the GCS was away", worker_id.hex())
+                await self.on_worker_failure(worker_id)
+
+    async def _recreate(self, entry: ActorEntry) -> None:
+        worker_id, node = entry.worker_id, self._node_of(entry)
+        if worker_id is not None:
+            self.table.assign(entry, None, b"")      # its death is not a failure
+            if node is not None:
+                await self._kill_worker(node, worker_id)
+        await self._create(entry)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -65,7 +99,10 @@ class ActorManager:
                 lease = await raylet.RequestWorkerLease(raylet_pb2.RequestWorkerLeaseRequest(
                     resources=spec.resources, job_id=spec.job_id,
                     function_name=options.class_name, actor_id=spec.actor_id,
-                    placement_resources=options.placement_resources))
+                    placement_resources=options.placement_resources,
+                    # An actor that can restart is what the memory monitor
+                    # kills before one that can't (Ray's rule).
+                    retriable=entry.can_restart()))
             except Exception as exc:
                 log.warning("leasing a worker for actor %s failed: %s",
                             options.class_name, exc)
@@ -75,8 +112,7 @@ class ActorManager:
                 await self._kill_worker(node, lease.worker.worker_id)
                 return
             worker_id = WorkerID(lease.worker.worker_id)
-            entry.worker_id = worker_id
-            entry.node_id = node.node_id
+            self.table.assign(entry, worker_id, node.node_id)
             options.num_restarts = entry.info.num_restarts
             worker = self.server.channels.stub(f"{lease.worker.ip}:{lease.worker.port}",
                                                cw_grpc.CoreWorkerServiceStub)
@@ -159,7 +195,7 @@ class ActorManager:
         node = self._node_of(entry)
         worker_id = entry.worker_id
         if no_restart:
-            entry.exiting = True
+            self.table.mark_exiting(entry)
             self.table.mark_dead(entry, death_cause(cause))
         if node is None or worker_id is None:
             if not no_restart and entry.info.state != DEAD:
@@ -197,7 +233,7 @@ class ActorManager:
     def mark_exiting(self, actor_id: ActorID) -> None:
         entry = self.table.get(actor_id)
         if entry is not None:
-            entry.exiting = True
+            self.table.mark_exiting(entry)
 
     # --- watching -------------------------------------------------------------------
     async def _notify(self) -> None:

@@ -8,7 +8,7 @@ actor manager (actor_manager.py) performs the RPCs these decisions imply.
 from __future__ import annotations
 
 from miniray.common.ids import ActorID, WorkerID
-from miniray.protocol import common_pb2
+from miniray.protocol import common_pb2, gcs_pb2
 
 PENDING = common_pb2.PENDING_CREATION
 ALIVE = common_pb2.ALIVE
@@ -41,9 +41,36 @@ class ActorEntry:
 
 
 class ActorTable:
-    def __init__(self):
+    """``storage`` (gcs/storage.py, optional): every transition is written
+    there, and ``load`` rebuilds the table from it after a GCS restart."""
+
+    def __init__(self, storage=None):
         self._actors: dict[ActorID, ActorEntry] = {}
         self._names: dict[tuple[str, str], ActorID] = {}
+        self._storage = storage
+
+    def save(self, entry: ActorEntry) -> None:
+        if self._storage is None:
+            return
+        row = gcs_pb2.ActorTableRow(info=entry.info, spec=entry.spec,
+                                    worker_id=bytes(entry.worker_id or b""),
+                                    node_id=entry.node_id, exiting=entry.exiting)
+        self._storage.put("actors", entry.info.actor_id, row.SerializeToString())
+
+    def load(self) -> list[ActorEntry]:
+        """The stored actors, back in the table; returns them."""
+        entries = []
+        for value in self._storage.load("actors").values():
+            row = gcs_pb2.ActorTableRow.FromString(value)
+            entry = ActorEntry(row.info, row.spec)
+            entry.worker_id = WorkerID(row.worker_id) if row.worker_id else None
+            entry.node_id = row.node_id
+            entry.exiting = row.exiting
+            self._actors[entry.actor_id] = entry
+            if row.info.name and row.info.state != DEAD:
+                self._names[(row.info.namespace, row.info.name)] = entry.actor_id
+            entries.append(entry)
+        return entries
 
     def register(self, spec: common_pb2.TaskSpec) -> ActorEntry:
         options = spec.actor_options
@@ -65,6 +92,7 @@ class ActorTable:
         self._actors[entry.actor_id] = entry
         if options.name:
             self._names[key] = entry.actor_id
+        self.save(entry)
         return entry
 
     def get(self, actor_id: ActorID) -> ActorEntry | None:
@@ -85,6 +113,18 @@ class ActorTable:
         entry.info.pid = pid
         entry.worker_id = worker_id
         entry.node_id = address.node_id
+        self.save(entry)
+
+    def assign(self, entry: ActorEntry, worker_id: WorkerID, node_id: bytes) -> None:
+        """A worker was leased to create the actor (recorded so that a
+        restarted GCS can end a creation it no longer follows)."""
+        entry.worker_id = worker_id
+        entry.node_id = node_id
+        self.save(entry)
+
+    def mark_exiting(self, entry: ActorEntry) -> None:
+        entry.exiting = True
+        self.save(entry)
 
     def on_failure(self, entry: ActorEntry) -> bool:
         """The actor's worker died (or creation failed to reach it).
@@ -102,7 +142,9 @@ class ActorTable:
         if entry.can_restart():
             entry.info.state = RESTARTING
             entry.info.num_restarts += 1
+            self.save(entry)
             return True
+        self.save(entry)
         return False
 
     def mark_dead(self, entry: ActorEntry, cause: bytes) -> None:
@@ -115,6 +157,7 @@ class ActorTable:
         key = (entry.info.namespace, entry.info.name)
         if entry.info.name and self._names.get(key) == entry.actor_id:
             del self._names[key]
+        self.save(entry)
 
     def on_node(self, node_id: bytes) -> list[ActorEntry]:
         return [e for e in self._actors.values()

@@ -8,10 +8,26 @@ from miniray.protocol import common_pb2
 
 
 class NodeManager:
-    def __init__(self, death_timeout_s: float):
+    def __init__(self, death_timeout_s: float, storage=None):
         self.death_timeout_s = death_timeout_s
         self._nodes: dict[NodeID, common_pb2.NodeInfo] = {}
         self._last_seen: dict[NodeID, float] = {}
+        self._storage = storage           # gcs/storage.py: membership survives a restart
+
+    def _save(self, node: common_pb2.NodeInfo) -> None:
+        if self._storage is not None:
+            self._storage.put("nodes", node.node_id, node.SerializeToString())
+
+    def load(self, now: float | None = None) -> None:
+        """The stored nodes, after a GCS restart. Those alive then get a
+        full death timeout from now to be heard from again."""
+        now = time.monotonic() if now is None else now
+        for value in self._storage.load("nodes").values():
+            node = common_pb2.NodeInfo.FromString(value)
+            node_id = NodeID(node.node_id)
+            self._nodes[node_id] = node
+            if node.alive:
+                self._last_seen[node_id] = now
 
     def register(self, info: common_pb2.NodeInfo, now: float | None = None) -> None:
         node = common_pb2.NodeInfo()
@@ -21,6 +37,7 @@ class NodeManager:
         node_id = NodeID(node.node_id)
         self._nodes[node_id] = node
         self._last_seen[node_id] = time.monotonic() if now is None else now
+        self._save(node)
 
     def heartbeat(self, node_id: NodeID, available, now: float | None = None,
                   total=None) -> bool:
@@ -44,7 +61,12 @@ class NodeManager:
         node.end_time = time.time()
         node.resources_available.clear()
         self._last_seen.pop(node_id, None)
+        self._save(node)
         return True
+
+    def silent_since(self, cutoff: float) -> list[NodeID]:
+        """Alive nodes last heard from before ``cutoff`` (monotonic)."""
+        return [n for n, seen in self._last_seen.items() if seen < cutoff]
 
     def check_timeouts(self, now: float | None = None) -> list[NodeID]:
         """Mark nodes silent for longer than the timeout dead; return them."""
@@ -63,3 +85,26 @@ class NodeManager:
 
     def alive_nodes(self) -> list[common_pb2.NodeInfo]:
         return [n for n in self._nodes.values() if n.alive]
+
+
+class HealthChecks:
+    """Consecutive failed probes per node (the GCS probes every raylet, as
+    Ray's GCS health checks do); a node reaching ``threshold`` is dead."""
+
+    def __init__(self, threshold: int):
+        self.threshold = max(1, threshold)
+        self._failures: dict[bytes, int] = {}
+
+    def record(self, node_id: bytes, ok: bool) -> bool:
+        """Record a probe's outcome; True when the node must be declared dead."""
+        if ok:
+            self._failures.pop(node_id, None)
+            return False
+        count = self._failures[node_id] = self._failures.get(node_id, 0) + 1
+        if count >= self.threshold:
+            del self._failures[node_id]
+            return True
+        return False
+
+    def forget(self, node_id: bytes) -> None:
+        self._failures.pop(node_id, None)

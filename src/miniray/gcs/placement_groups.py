@@ -80,6 +80,41 @@ class PlacementGroupManager:
         self.groups: dict[bytes, common_pb2.PlacementGroupInfo] = {}
         self._changed = asyncio.Condition()
         self._retry_task: asyncio.Task | None = None
+        self._storage = server.storage
+
+    def _save(self, group: common_pb2.PlacementGroupInfo) -> None:
+        if self._storage is not None:
+            self._storage.put("placement_groups", group.placement_group_id,
+                              group.SerializeToString())
+
+    def recover(self) -> None:
+        """After a GCS restart: the stored groups. A group still being
+        placed may have reserved some bundles before the GCS died: those
+        are returned, then it is placed again."""
+        for value in self._storage.load("placement_groups").values():
+            group = common_pb2.PlacementGroupInfo.FromString(value)
+            self.groups[group.placement_group_id] = group
+            if group.state == common_pb2.PG_PENDING:
+                asyncio.get_running_loop().create_task(self._replace(group))
+
+    async def _replace(self, group) -> None:
+        await self._return(group, {n.node_id for n in self.server.nodes.alive_nodes()})
+        for bundle in group.bundles:
+            bundle.node_id = b""
+        await self._try_place(group)
+
+    def held_elsewhere(self, node_id: bytes, held: list[tuple[bytes, int]]) -> set[bytes]:
+        """Of the bundles a node reports holding, the groups it should not
+        hold them for (removed, or placed elsewhere while it was unheard)."""
+        stray = set()
+        for pg_id, index in held:
+            group = self.groups.get(pg_id)
+            if group is None or group.state == common_pb2.PG_REMOVED or (
+                    group.state == common_pb2.PG_CREATED
+                    and (index >= len(group.bundles)
+                         or group.bundles[index].node_id != node_id)):
+                stray.add(pg_id)
+        return stray
 
     def create(self, info: common_pb2.PlacementGroupInfo) -> str:
         if info.name and any(g.name == info.name and g.namespace == info.namespace
@@ -92,6 +127,7 @@ class PlacementGroupManager:
         stored.CopyFrom(info)
         stored.state = common_pb2.PG_PENDING
         self.groups[stored.placement_group_id] = stored
+        self._save(stored)
         asyncio.get_running_loop().create_task(self._try_place(stored))
         return ""
 
@@ -143,6 +179,7 @@ class PlacementGroupManager:
         for index, node_id in zip(todo, placement):
             group.bundles[index].node_id = node_id
         group.state = common_pb2.PG_CREATED
+        self._save(group)
         await self._notify()
         return True
 
@@ -154,6 +191,7 @@ class PlacementGroupManager:
                 for bundle in lost:
                     bundle.node_id = b""
                 group.state = common_pb2.PG_PENDING
+                self._save(group)
                 asyncio.get_running_loop().create_task(self._try_place(group))
 
     def _schedule_retry(self) -> None:
@@ -189,6 +227,7 @@ class PlacementGroupManager:
         group.state = common_pb2.PG_REMOVED
         if was_created:
             await self._return(group, {b.node_id for b in group.bundles})
+        self._save(group)        # once returned: a restart before this returns them again
         await self._notify()
         return True
 

@@ -3,6 +3,8 @@ checked first (common/validation.py): a malformed one ends with
 INVALID_ARGUMENT, one the caller may not make with PERMISSION_DENIED."""
 from __future__ import annotations
 
+import functools
+
 from miniray.common import config
 from miniray.common import validation as check
 from miniray.common.ids import (
@@ -13,6 +15,26 @@ from miniray.gcs.placement_groups import STRATEGIES
 from miniray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 
 
+def _durable(method):
+    """The handler, replying only once what it changed is committed to the
+    GCS's storage: a caller is never told of a change a restart would lose."""
+    @functools.wraps(method)
+    async def handler(self, request, context):
+        reply = await method(self, request, context)
+        storage = self.server.storage
+        if storage is not None:
+            await storage.sync()
+        return reply
+    return handler
+
+
+def _all_durable(cls):
+    for method in gcs_pb2.DESCRIPTOR.services_by_name["GcsService"].methods:
+        setattr(cls, method.name, _durable(getattr(cls, method.name)))
+    return cls
+
+
+@_all_durable
 class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     def __init__(self, server):
         self.server = server            # miniray.gcs.server.GcsServer
@@ -40,9 +62,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         if node.alive and await self.server.raylet_answers(node):
             raise NotAllowed(f"node {node_id.hex()} is running; only the node itself "
                              f"unregisters, as it stops")
-        if self.server.nodes.mark_dead(node_id):
-            await self.server.actors.on_node_failure(node_id)
-            await self.server.placement_groups.on_node_failure(request.node_id)
+        await self.server.node_died(request.node_id, "stopped")
         return gcs_pb2.UnregisterNodeReply()
 
     async def Heartbeat(self, request, context):
@@ -55,7 +75,26 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
                                             request.resources_available,
                                             total=request.resources_total)
         return gcs_pb2.HeartbeatReply(node_dead=not alive,
-                                      nodes=self.server.nodes.alive_nodes())
+                                      nodes=self.server.nodes.alive_nodes(),
+                                      gcs_incarnation=self.server.incarnation)
+
+    async def ResyncNode(self, request, context):
+        node_id = check.check_id(request.node_id, NodeID, "node_id")
+        if len(request.live_workers) > check.MAX_IDS_PER_REQUEST or \
+                len(request.bundles) > check.MAX_IDS_PER_REQUEST:
+            raise InvalidArgument("too many entries in a node's resync")
+        for worker_id in request.live_workers:
+            check.check_id(worker_id, WorkerID, "live_workers")
+        for bundle in request.bundles:
+            check.check_id(bundle.placement_group_id, PlacementGroupID,
+                           "placement_group_id")
+        node = self.server.nodes.get(NodeID(node_id))
+        if node is None or not node.alive:
+            return gcs_pb2.ResyncNodeReply(node_dead=True)
+        await self.server.resync_node(
+            node_id, set(request.live_workers),
+            [(b.placement_group_id, b.bundle_index) for b in request.bundles])
+        return gcs_pb2.ResyncNodeReply()
 
     async def GetAllNodes(self, request, context):
         return gcs_pb2.GetAllNodesReply(nodes=self.server.nodes.all_nodes(),
@@ -131,7 +170,10 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         check.check_task_spec(request.creation_spec, "creation_spec")
         if request.creation_spec.type != common_pb2.ACTOR_CREATION_TASK:
             raise InvalidArgument("creation_spec must be an actor creation task")
-        if self.server.actors.table.get(ActorID(request.creation_spec.actor_id)):
+        known = self.server.actors.table.get(ActorID(request.creation_spec.actor_id))
+        if known is not None:
+            if known.spec == request.creation_spec:    # a retry across a GCS restart
+                return gcs_pb2.RegisterActorReply()
             raise InvalidArgument("an actor with this id exists already")
         self._check_job_known(request.creation_spec.job_id)
         actors = self.server.actors
@@ -208,7 +250,11 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     # --- placement groups ---------------------------------------------------------
     async def CreatePlacementGroup(self, request, context):
         check.check_placement_group(request.info, STRATEGIES)
-        if request.info.placement_group_id in self.server.placement_groups.groups:
+        known = self.server.placement_groups.groups.get(request.info.placement_group_id)
+        if known is not None:
+            if known.bundles == request.info.bundles and \
+                    known.strategy == request.info.strategy:     # a retry
+                return gcs_pb2.CreatePlacementGroupReply()
             raise InvalidArgument("a placement group with this id exists already")
         self._check_job_known(request.info.creator_job_id)
         error = self.server.placement_groups.create(request.info)

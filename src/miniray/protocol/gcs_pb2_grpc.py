@@ -175,6 +175,11 @@ class GcsServiceStub:
                 request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetClusterStatusRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetClusterStatusReply.FromString,
                 _registered_method=True)
+        self.ResyncNode = channel.unary_unary(
+                '/miniray.protocol.GcsService/ResyncNode',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.ResyncNodeRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.ResyncNodeReply.FromString,
+                _registered_method=True)
 
 
 class GcsServiceServicer:
@@ -348,6 +353,12 @@ class GcsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResyncNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GcsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -490,6 +501,11 @@ def add_GcsServiceServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetClusterStatusRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_gcs__pb2.GetClusterStatusReply.SerializeToString,
+            ),
+            'ResyncNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResyncNode,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.ResyncNodeRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.ResyncNodeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1248,6 +1264,33 @@ class GcsService:
             '/miniray.protocol.GcsService/GetClusterStatus',
             miniray_dot_protocol_dot_gcs__pb2.GetClusterStatusRequest.SerializeToString,
             miniray_dot_protocol_dot_gcs__pb2.GetClusterStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResyncNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/ResyncNode',
+            miniray_dot_protocol_dot_gcs__pb2.ResyncNodeRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.ResyncNodeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,7 +79,7 @@ class Raylet:
 
     @property
     def gcs(self):
-        return self.channels.stub(self.gcs_address, gcs_pb2_grpc.GcsServiceStub)
+        return self.channels.gcs_stub(self.gcs_address)
 
     # --- lifecycle ------------------------------------------------------------
     async def serve(self, port: int) -> None:
@@ -131,25 +131,58 @@ class Raylet:
                                     wait_for_ready=True, timeout=30)
 
     async def _heartbeat_loop(self) -> None:
-        misses = 0
+        """Report this node to the GCS. While the GCS is down (restarting)
+        keep trying; once a restarted GCS answers, resync with it. Shut down
+        when the GCS says this node is dead (never come back as a zombie)
+        or stays unreachable past GCS_RECONNECT_TIMEOUT_S."""
+        incarnation = None
+        last_ok = time.monotonic()
         while True:
             await asyncio.sleep(config.HEARTBEAT_PERIOD_S)
             try:
                 reply = await self.gcs.Heartbeat(gcs_pb2.HeartbeatRequest(
                     node_id=self.node_id, resources_available=self.scheduler.available,
                     resources_total=self.total), timeout=5)
-                misses = 0
-            except Exception:
-                misses += 1
-                if misses * config.HEARTBEAT_PERIOD_S > config.NODE_DEATH_TIMEOUT_S:
-                    log.error("lost the GCS: shutting down")
+            except Exception as exc:
+                if time.monotonic() - last_ok > config.GCS_RECONNECT_TIMEOUT_S:
+                    log.error("could not reach the GCS at %s for %g s (%s): shutting "
+                              "down", self.gcs_address, config.GCS_RECONNECT_TIMEOUT_S,
+                              exc)
                     self._stop.set()
+                    return
                 continue
+            last_ok = time.monotonic()
             if reply.node_dead:
                 log.error("the GCS marked this node dead: shutting down")
                 self._stop.set()
+                return
+            if incarnation is not None and reply.gcs_incarnation != incarnation:
+                log.warning("the GCS restarted: resyncing this node with it")
+                if not await self._resync():
+                    continue                  # try again at the next heartbeat
+            incarnation = reply.gcs_incarnation
             self._set_view(reply.nodes)
             self._respill()
+
+    async def _resync(self) -> bool:
+        """Tell a restarted GCS what runs here now (it settles what changed
+        while it was away); False if it could not be told."""
+        request = gcs_pb2.ResyncNodeRequest(
+            node_id=self.node_id,
+            live_workers=[bytes(w) for w in self.pool.workers] +
+                         [bytes(d) for d in self.drivers])
+        for pg_id, bundles in self.scheduler.bundles.items():
+            for bundle in bundles:
+                request.bundles.add(placement_group_id=pg_id, bundle_index=bundle.index)
+        try:
+            reply = await self.gcs.ResyncNode(request, timeout=10)
+        except Exception as exc:
+            log.warning("resyncing with the GCS failed: %s", exc)
+            return False
+        if reply.node_dead:
+            log.error("the GCS marked this node dead: shutting down")
+            self._stop.set()
+        return True
 
     async def _monitor_loop(self) -> None:
         while True:

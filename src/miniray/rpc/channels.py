@@ -45,6 +45,7 @@ class ChannelPool:
     def __init__(self):
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[tuple[str, type], object] = {}
+        self._gcs_stubs: dict[str, object] = {}
 
     def stub(self, address: str, stub_cls):
         key = (address, stub_cls)
@@ -56,11 +57,22 @@ class ChannelPool:
             stub = self._stubs[key] = authenticated(stub_cls(channel))
         return stub
 
+    def gcs_stub(self, address: str):
+        """The GCS's stub, retrying across GCS restarts (rpc/gcs_client.py)."""
+        stub = self._gcs_stubs.get(address)
+        if stub is None:
+            from miniray.protocol import gcs_pb2_grpc
+            from miniray.rpc.gcs_client import ReconnectingStub
+            stub = self._gcs_stubs[address] = ReconnectingStub(
+                self.stub(address, gcs_pb2_grpc.GcsServiceStub), address)
+        return stub
+
     def forget(self, address: str) -> None:
         """Drop a dead peer's channel so a later call reconnects afresh."""
         channel = self._channels.pop(address, None)
         for key in [k for k in self._stubs if k[0] == address]:
             del self._stubs[key]
+        self._gcs_stubs.pop(address, None)
         if channel is not None:
             # Let calls still in flight finish (they fail fast against a dead
             # peer) rather than cancelling them under their callers.
@@ -71,6 +83,7 @@ class ChannelPool:
         channels = list(self._channels.values())
         self._channels.clear()
         self._stubs.clear()
+        self._gcs_stubs.clear()
         for channel in channels:
             await channel.close(grace=None)
 
