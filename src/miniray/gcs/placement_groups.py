@@ -116,7 +116,16 @@ class PlacementGroupManager:
                 stray.add(pg_id)
         return stray
 
-    def create(self, info: common_pb2.PlacementGroupInfo) -> str:
+    async def create_and_place(self, info: common_pb2.PlacementGroupInfo) -> str:
+        """``create``, then the first placement attempt (its bundle
+        reservations): the caller learns at once if the group is placed, and
+        needs no second round trip to find out (the common case)."""
+        error = self.create(info, place=False)
+        if not error:
+            await self._try_place(self.groups[info.placement_group_id])
+        return error
+
+    def create(self, info: common_pb2.PlacementGroupInfo, place: bool = True) -> str:
         if info.name and any(g.name == info.name and g.namespace == info.namespace
                              and g.state != common_pb2.PG_REMOVED
                              for g in self.groups.values()):
@@ -128,7 +137,8 @@ class PlacementGroupManager:
         stored.state = common_pb2.PG_PENDING
         self.groups[stored.placement_group_id] = stored
         self._save(stored)
-        asyncio.get_running_loop().create_task(self._try_place(stored))
+        if place:
+            asyncio.get_running_loop().create_task(self._try_place(stored))
         return ""
 
     def by_name(self, name: str, namespace: str):
@@ -225,9 +235,13 @@ class PlacementGroupManager:
             return False
         was_created = group.state == common_pb2.PG_CREATED
         group.state = common_pb2.PG_REMOVED
+        self._save(group)
         if was_created:
-            await self._return(group, {b.node_id for b in group.bundles})
-        self._save(group)        # once returned: a restart before this returns them again
+            # As in Ray, the bundles go back in the background; a GCS that
+            # dies meanwhile has the raylets return them at resync
+            # (held_elsewhere: bundles of a removed group).
+            asyncio.get_running_loop().create_task(
+                self._return(group, {b.node_id for b in group.bundles}))
         await self._notify()
         return True
 

@@ -257,8 +257,11 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
                 return gcs_pb2.CreatePlacementGroupReply()
             raise InvalidArgument("a placement group with this id exists already")
         self._check_job_known(request.info.creator_job_id)
-        error = self.server.placement_groups.create(request.info)
-        return gcs_pb2.CreatePlacementGroupReply(error=error)
+        groups = self.server.placement_groups
+        error = await groups.create_and_place(request.info)
+        group = groups.groups.get(request.info.placement_group_id)
+        return gcs_pb2.CreatePlacementGroupReply(
+            error=error, created=not error and group.state == common_pb2.PG_CREATED)
 
     async def RemovePlacementGroup(self, request, context):
         check.check_id(request.placement_group_id, PlacementGroupID, "placement_group_id")

@@ -35,6 +35,9 @@ class PlacementGroup:
     def __init__(self, id: PlacementGroupID, bundle_cache: list | None = None):
         self.id = id
         self._bundles = bundle_cache
+        # Placed when created (the GCS said so) and not removed through this
+        # handle since: ready() and wait() need not ask the GCS.
+        self._placed = False
 
     @property
     def bundle_specs(self) -> list[dict]:
@@ -53,6 +56,9 @@ class PlacementGroup:
 
     def ready(self):
         """An ObjectRef that resolves (to this group) once it is placed."""
+        if self._placed:
+            from miniray import api
+            return api.put(self)
         return _worker().placement_group_ready(self)
 
     def wait(self, timeout_seconds: float = 30) -> bool:
@@ -60,6 +66,8 @@ class PlacementGroup:
         worker = _worker()
         if math.isnan(timeout_seconds):
             raise ValueError("timeout_seconds must be a number, got nan")
+        if self._placed:
+            return True
         if timeout_seconds > MAX_TIMEOUT_S:
             timeout_seconds = -1                      # forever
         reply = worker.call("gcs", "WaitPlacementGroupReady",
@@ -129,13 +137,16 @@ def placement_group(bundles: list[dict], strategy: str = "PACK", name: str = "",
                         gcs_pb2.CreatePlacementGroupRequest(info=info))
     if reply.error:
         raise ValueError(reply.error)
-    return PlacementGroup(pg_id, [dict(b) for b in bundles])
+    group = PlacementGroup(pg_id, [dict(b) for b in bundles])
+    group._placed = reply.created
+    return group
 
 
 def remove_placement_group(placement_group: PlacementGroup) -> None:
     """Release the group's bundles; tasks and actors using them are killed."""
     if not isinstance(placement_group, PlacementGroup):
         raise TypeError(f"expected a PlacementGroup, got {type(placement_group)}")
+    placement_group._placed = False
     _worker().call("gcs", "RemovePlacementGroup", gcs_pb2.RemovePlacementGroupRequest(
         placement_group_id=placement_group.id))
 
