@@ -34,7 +34,7 @@ from miniray.raylet.memory_monitor import (
 from miniray.raylet.scheduler import Lease, LeaseRequest, LeaseScheduler
 from miniray.protocol import object_manager_pb2 as om_pb2
 from miniray.raylet.servicer import ObjectManagerServicer, RayletServicer
-from miniray.raylet.worker_pool import WorkerPool
+from miniray.raylet.worker_pool import WorkerPool, WorkerStartFailed
 from miniray.rpc import ChannelPool, auth, start_server
 
 log = logging.getLogger("miniray.raylet")
@@ -359,11 +359,14 @@ class Raylet:
                      attempt: int = 1) -> None:
         try:
             worker = await self.pool.pop(lease.job_id, _uses_gpu(lease.resources))
-        except RuntimeError:          # the new worker died while starting
+        except WorkerStartFailed as exc:          # the new worker died while starting
             if self._stop.is_set() or future is None or future.done():
                 self._end_lease(lease.lease_id)
                 return
-            if attempt < 3:
+            # Workers that crash at startup fail the lease after 3 tries (a
+            # broken environment); workers killed from outside are not the
+            # lease's fault and are replaced (within a generous bound).
+            if attempt < (50 if exc.killed else 3):
                 await self._grant(lease, future, attempt + 1)
                 return
             self._end_lease(lease.lease_id)

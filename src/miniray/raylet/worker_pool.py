@@ -38,6 +38,16 @@ class WorkerProcess:
         return self.process.pid if self.process else 0
 
 
+class WorkerStartFailed(RuntimeError):
+    """A new worker process died before it was ready. ``killed``: by a
+    signal (something killed it), not by exiting on its own (it crashed)."""
+
+    def __init__(self, killed: bool):
+        super().__init__("worker process " + ("was killed" if killed else "exited")
+                         + " during startup")
+        self.killed = killed
+
+
 class WorkerPool:
     def __init__(self, raylet_address: str, gcs_address: str, soft_limit: int,
                  node_ip: str = "127.0.0.1", forward_output: bool = False):
@@ -116,7 +126,8 @@ class WorkerPool:
         worker.gpu = gpu
         await worker.ready
         if worker.dead:
-            raise RuntimeError("worker process died during startup")
+            code = worker.process.poll() if worker.process else None
+            raise WorkerStartFailed(killed=code is not None and code < 0)
         return worker
 
     def _take_starting(self) -> WorkerProcess | None:
