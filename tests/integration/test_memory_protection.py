@@ -132,3 +132,21 @@ def test_cluster_keeps_working_after_a_kill(memory_threshold, tmp_path):
 
     assert ray.get([add.remote(i, 1) for i in range(4)], timeout=30) == [1, 2, 3, 4]
     assert ray.get(add.options(max_retries=0).remote(2, 3), timeout=30) == 5
+
+
+@ray.remote(max_restarts=0)
+class Hoarder:
+    def hoard(self):
+        return allocate(CAP)
+
+    def ping(self):
+        return "pong"
+
+
+def test_an_actor_killed_for_memory_dies_saying_so(memory_threshold):
+    actor = Hoarder.remote()
+    assert ray.get(actor.ping.remote(), timeout=30) == "pong"
+    with pytest.raises(ray.exceptions.ActorDiedError, match="out of memory"):
+        ray.get(actor.hoard.remote(), timeout=60)
+    with pytest.raises(ray.exceptions.ActorDiedError, match="out of memory"):
+        ray.get(actor.ping.remote(), timeout=30)

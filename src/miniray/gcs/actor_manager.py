@@ -168,7 +168,10 @@ class ActorManager:
             pass
 
     # --- failures and kills -------------------------------------------------------
-    async def on_worker_failure(self, worker_id: WorkerID, is_driver: bool = False) -> None:
+    async def on_worker_failure(self, worker_id: WorkerID, is_driver: bool = False,
+                                reason: str = "") -> None:
+        """``reason``: why the raylet ended the worker, if it did (e.g. the
+        memory monitor), for the death cause of an actor that cannot restart."""
         for entry in self.table.hosted_by(worker_id):
             exiting = entry.exiting
             if self.table.on_failure(entry):
@@ -178,6 +181,7 @@ class ActorManager:
                 self.table.mark_dead(entry, death_cause(
                     "The actor exited intentionally (exit_actor or __ray_terminate__)."
                     if exiting else
+                    f"The actor died unexpectedly: {reason}" if reason else
                     "The actor died unexpectedly: its worker process exited."))
         for entry in self.table.owned_by(worker_id):
             await self.kill(entry, force=True, no_restart=True,

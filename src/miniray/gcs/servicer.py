@@ -243,7 +243,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         check.check_id(request.job_id, JobID, "job_id", optional=True)
         check.check_name(request.reason, "reason")
         await self.server.actors.on_worker_failure(WorkerID(request.worker_id),
-                                                   request.is_driver)
+                                                   request.is_driver, request.reason)
         await self.server.broadcast_process_death(request.worker_id, request.node_id)
         return gcs_pb2.ReportWorkerFailureReply()
 

@@ -238,7 +238,9 @@ class Raylet:
                         worker.worker_id.hex(), worker.pid, kill.message)
             victim = worker.process
             self.pool.kill(worker)
-            self._on_worker_gone(worker.worker_id, worker.lease_id)
+            self._on_worker_gone(worker.worker_id, worker.lease_id,
+                                 reason=f"its worker was killed because the node ran "
+                                        f"out of memory. {kill.message}")
 
     # --- placement across nodes -------------------------------------------------------
     def cluster_view(self) -> dict[bytes, NodeView]:
@@ -497,11 +499,13 @@ class Raylet:
         lease = self.leases.get(worker.lease_id)
         return lease is not None and bool(lease.actor_id)
 
-    async def _report_failure(self, worker_id: WorkerID, is_driver: bool) -> None:
+    async def _report_failure(self, worker_id: WorkerID, is_driver: bool,
+                              reason: str = "") -> None:
         """The GCS restarts or buries actors hosted or owned by this worker."""
         try:
             await self.gcs.ReportWorkerFailure(gcs_pb2.ReportWorkerFailureRequest(
-                worker_id=worker_id, node_id=self.node_id, is_driver=is_driver))
+                worker_id=worker_id, node_id=self.node_id, is_driver=is_driver,
+                reason=reason))
         except Exception:
             pass
 
@@ -512,8 +516,9 @@ class Raylet:
             pass
 
     def _on_worker_gone(self, worker_id: WorkerID, lease_id: bytes,
-                        is_driver: bool = False) -> None:
-        asyncio.get_running_loop().create_task(self._report_failure(worker_id, is_driver))
+                        is_driver: bool = False, reason: str = "") -> None:
+        asyncio.get_running_loop().create_task(
+            self._report_failure(worker_id, is_driver, reason))
         if lease_id:
             self._end_lease(lease_id)
         self.forget_remote_process(worker_id)
