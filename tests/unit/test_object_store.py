@@ -412,6 +412,8 @@ def test_unsealed_reservation_is_released_when_its_writer_dies(store):
         f.write(b"x" * 100)
     theirs = oid()
     store.reserve(theirs, 100, OWNER, writer=other, deadline=1e9)
+    assert store.unsealed_writer(mine) == bytes(writer)     # who to check on a conflict
+    assert store.unsealed_writer(oid()) is None
     assert store.has_unsealed() and not store.has_unsealed(expired_before=10.0)
     assert store.release_unsealed(writer=writer) == [mine]
     assert store.stats().used == 100 and not os.path.exists(path + ".tmp")

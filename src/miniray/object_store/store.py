@@ -202,6 +202,11 @@ class PlasmaStore:
                 self._drop(oid)
             return doomed
 
+    def unsealed_writer(self, object_id: ObjectID) -> bytes | None:
+        """The writer of ``object_id`` if it is reserved and not sealed yet."""
+        entry = self._unsealed.get(object_id)
+        return None if entry is None else entry[0]
+
     def has_unsealed(self, expired_before: float | None = None) -> bool:
         """Whether reservations are being written (whose deadline passed
         before ``expired_before``, if given). Lock-free, for a quick check."""

@@ -533,6 +533,15 @@ class Raylet:
         await self._refresh_view()           # a node may have just joined
         return known()
 
+    def process_running(self, worker_id: bytes) -> bool:
+        """Whether a worker or driver of this node is still running (its
+        process may have exited before the monitor loop noticed)."""
+        worker = self.pool.workers.get(WorkerID(worker_id))
+        if worker is not None:
+            return worker.process is None or worker.process.poll() is None
+        driver = self.drivers.get(WorkerID(worker_id))
+        return driver is not None and _process_alive(driver[0])
+
     @staticmethod
     def process_alive(pid: int) -> bool:
         return _process_alive(pid)

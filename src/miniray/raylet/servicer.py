@@ -116,21 +116,34 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
             raise InvalidArgument(f"object size must not be negative, got {request.size}")
         if not raylet.is_local_process(request.writer_worker_id):
             raise NotAllowed("writer_worker_id is not a worker or driver of this node")
-        try:
-            path = await asyncio.to_thread(
-                raylet.store.reserve, object_id, request.size, owner,
-                writer=request.writer_worker_id,
-                deadline=raylet.reservation_deadline(request.size))
-        except ObjectStoreFullError as exc:       # also: bigger than the store
-            return raylet_pb2.ReserveObjectReply(error=str(exc))
-        except ValueError:
-            if not raylet.store.contains(object_id):
-                raise InvalidArgument(f"object {object_id.hex()} is being written "
-                                      f"already") from None
-            # Objects are immutable: a retried task (or generator) writing a
-            # return it already wrote keeps the first copy, as in Ray.
-            return raylet_pb2.ReserveObjectReply(exists=True)
-        return raylet_pb2.ReserveObjectReply(path=path)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                path = await asyncio.to_thread(
+                    raylet.store.reserve, object_id, request.size, owner,
+                    writer=request.writer_worker_id,
+                    deadline=raylet.reservation_deadline(request.size))
+            except ObjectStoreFullError as exc:       # also: bigger than the store
+                return raylet_pb2.ReserveObjectReply(error=str(exc))
+            except ValueError:
+                if raylet.store.contains(object_id):
+                    # Objects are immutable: a retried task (or generator)
+                    # writing a return it already wrote keeps the first copy.
+                    return raylet_pb2.ReserveObjectReply(exists=True)
+                # Another attempt is writing it: a retried task's previous
+                # run, whose worker may have died a moment ago (before this
+                # raylet noticed). A dead writer's reservation goes now; a
+                # live one is waited for (it seals, or dies).
+                writer = raylet.store.unsealed_writer(object_id)
+                if writer is not None and not raylet.process_running(writer):
+                    raylet.store.release_unsealed(writer=writer)
+                    continue
+                if time.monotonic() > deadline:
+                    raise InvalidArgument(f"object {object_id.hex()} is being written "
+                                          f"already") from None
+                await asyncio.sleep(0.02)
+                continue
+            return raylet_pb2.ReserveObjectReply(path=path)
 
     async def SealObject(self, request, context):
         object_id = ObjectID(check.check_id(request.object_id, ObjectID, "object_id"))
