@@ -211,7 +211,7 @@ def _resolve_address(address: str) -> str:
 
 def _local_raylet(gcs_address: str) -> str:
     try:
-        cluster = node_module.get_cluster(gcs_address)
+        cluster = node_module.get_cluster(gcs_address, wait_s=node_module.JOIN_WAIT_S)
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
             raise auth.refused(gcs_address, "this driver") from None

@@ -204,13 +204,17 @@ def start_head(*, port: int | None = None, daemon: bool = False,
                                                                      create=False)))
 
 
+# A node or driver joining while the GCS restarts waits this long for it.
+JOIN_WAIT_S = 15.0
+
+
 def start_worker_node(gcs_address: str, *, daemon: bool = False,
                       node_ip_address: str | None = None,
                       **resource_args) -> NodeProcesses:
     """Start a raylet that joins the cluster whose GCS is at ``gcs_address``."""
     resources = default_resources(**resource_args)
     auth.load_for_cluster(gcs_address)
-    check_versions(get_cluster(gcs_address), gcs_address)
+    check_versions(get_cluster(gcs_address, wait_s=JOIN_WAIT_S), gcs_address)
     if node_ip_address:
         resources.pop(f"node:{config.NODE_IP}", None)
         resources[f"node:{node_ip_address}"] = 1.0
@@ -225,11 +229,21 @@ def get_nodes(gcs_address: str, timeout: float = 5.0) -> list:
     return list(get_cluster(gcs_address, timeout).nodes)
 
 
-def get_cluster(gcs_address: str, timeout: float = 5.0):
-    """The GCS's GetAllNodes reply: the nodes, and the cluster's versions."""
+def get_cluster(gcs_address: str, timeout: float = 5.0, wait_s: float = 0.0):
+    """The GCS's GetAllNodes reply: the nodes, and the cluster's versions.
+    ``wait_s``: keep trying that long while the GCS does not answer (it
+    may be restarting)."""
+    deadline = time.monotonic() + wait_s
     with sync_channel(gcs_address) as channel:
         stub = authenticated(gcs_pb2_grpc.GcsServiceStub(channel))
-        return stub.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=timeout)
+        while True:
+            try:
+                return stub.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=timeout)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or \
+                        time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
 
 def check_versions(reply, gcs_address: str) -> None:
