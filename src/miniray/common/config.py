@@ -50,8 +50,22 @@ MEMORY_USAGE_THRESHOLD = _env(
     "MEMORY_USAGE_THRESHOLD", float(os.environ.get("RAY_memory_usage_threshold", 0.95)))
 MEMORY_MONITOR_REFRESH_MS = _env(
     "MEMORY_MONITOR_REFRESH_MS", int(os.environ.get("RAY_memory_monitor_refresh_ms", 250)))
+# Task events (the state API's list_tasks, the timeline): each process
+# buffers its tasks' state changes and sends them to the GCS every
+# TASK_EVENTS_REPORT_INTERVAL_MS (0: no events); a buffer past
+# TASK_EVENTS_MAX_BUFFER drops its oldest; the GCS keeps the latest
+# TASK_EVENTS_MAX_TASKS_IN_GCS task attempts. (Ray's names, defaults.)
+TASK_EVENTS_REPORT_INTERVAL_MS = _env("TASK_EVENTS_REPORT_INTERVAL_MS", 1000)
+TASK_EVENTS_MAX_BUFFER = _env("TASK_EVENTS_MAX_BUFFER", 100_000)
+TASK_EVENTS_MAX_TASKS_IN_GCS = _env("TASK_EVENTS_MAX_TASKS_IN_GCS", 100_000)
 # Default number of retries of a task whose worker died.
 DEFAULT_MAX_RETRIES = 3
+# Each owner keeps the specs of finished tasks whose returns it may have to
+# rebuild (lineage) up to this many bytes, evicting the oldest beyond it: a
+# lost object whose lineage was evicted cannot be rebuilt. Ray's
+# RAY_max_lineage_bytes is honoured too (default 1 GiB).
+MAX_LINEAGE_BYTES = _env(
+    "MAX_LINEAGE_BYTES", int(os.environ.get("RAY_max_lineage_bytes", 1 << 30)))
 # A remote function or actor class whose pickled definition is bigger than
 # this fails at .remote() with ValueError; above the warning size it warns
 # (Ray's limits; Ray's FUNCTION_SIZE_ERROR_THRESHOLD variable is honoured too).

@@ -16,6 +16,7 @@ from miniray.gcs.node_manager import HealthChecks, NodeManager
 from miniray.gcs.placement_groups import PlacementGroupManager
 from miniray.gcs.servicer import GcsServicer
 from miniray.gcs.storage import GcsStorage
+from miniray.gcs.task_events import TaskEventTable
 from miniray.common.ids import NodeID
 from miniray.gcs.tables import FunctionTable, InternalKV, JobTable
 from miniray.common.rpc_guard import add_servicer
@@ -42,6 +43,7 @@ class GcsServer:
         self.placement_groups = PlacementGroupManager(self)
         self.version = miniray.__version__        # drivers and nodes must match
         self.python_version = "%d.%d" % sys.version_info[:2]
+        self.task_events = TaskEventTable(config.TASK_EVENTS_MAX_TASKS_IN_GCS)
         self.incarnation = os.urandom(8)          # new at each start of the GCS
         self.recovered = False
 

@@ -8,7 +8,7 @@ import functools
 from miniray.common import config
 from miniray.common import validation as check
 from miniray.common.ids import (
-    ActorID, FunctionID, JobID, NodeID, PlacementGroupID, WorkerID)
+    ActorID, FunctionID, JobID, NodeID, PlacementGroupID, TaskID, WorkerID)
 from miniray.common.validation import InvalidArgument, NotAllowed
 from miniray.gcs.actor_table import NameTakenError
 from miniray.gcs.placement_groups import STRATEGIES
@@ -294,6 +294,29 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     async def GetAllPlacementGroups(self, request, context):
         return gcs_pb2.GetAllPlacementGroupsReply(
             groups=list(self.server.placement_groups.groups.values()))
+
+    # --- task events ----------------------------------------------------------------
+    async def AddTaskEvents(self, request, context):
+        if len(request.events) > check.MAX_IDS_PER_REQUEST:
+            raise InvalidArgument("too many task events in one report")
+        for event in request.events:
+            check.check_id(event.task_id, TaskID, "task_id")
+            check.check_id(event.job_id, JobID, "job_id", optional=True)
+            check.check_name(event.name, "name")
+            check.check_name(event.func_or_class_name, "func_or_class_name")
+            if len(event.error_message) > check.MAX_ERROR_MESSAGE_BYTES:
+                raise InvalidArgument("a task event's error_message is too long")
+        self.server.task_events.add(request.events, request.num_dropped)
+        return gcs_pb2.AddTaskEventsReply()
+
+    async def GetTaskEvents(self, request, context):
+        check.check_id(request.job_id, JobID, "job_id", optional=True)
+        check.check_id(request.task_id, TaskID, "task_id", optional=True)
+        check.check_int(request.limit, "limit", 0)
+        table = self.server.task_events
+        tasks, total = table.get(request.job_id, request.task_id, request.limit)
+        return gcs_pb2.GetTaskEventsReply(tasks=tasks, num_dropped=table.num_dropped,
+                                          total=total)
 
     # --- state API ------------------------------------------------------------------
     async def GetAllActors(self, request, context):

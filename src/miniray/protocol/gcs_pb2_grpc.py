@@ -180,6 +180,16 @@ class GcsServiceStub:
                 request_serializer=miniray_dot_protocol_dot_gcs__pb2.ResyncNodeRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_gcs__pb2.ResyncNodeReply.FromString,
                 _registered_method=True)
+        self.AddTaskEvents = channel.unary_unary(
+                '/miniray.protocol.GcsService/AddTaskEvents',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.AddTaskEventsRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.AddTaskEventsReply.FromString,
+                _registered_method=True)
+        self.GetTaskEvents = channel.unary_unary(
+                '/miniray.protocol.GcsService/GetTaskEvents',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.FromString,
+                _registered_method=True)
 
 
 class GcsServiceServicer:
@@ -359,6 +369,18 @@ class GcsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddTaskEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTaskEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GcsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -506,6 +528,16 @@ def add_GcsServiceServicer_to_server(servicer, server):
                     servicer.ResyncNode,
                     request_deserializer=miniray_dot_protocol_dot_gcs__pb2.ResyncNodeRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_gcs__pb2.ResyncNodeReply.SerializeToString,
+            ),
+            'AddTaskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTaskEvents,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.AddTaskEventsRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.AddTaskEventsReply.SerializeToString,
+            ),
+            'GetTaskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskEvents,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1291,6 +1323,60 @@ class GcsService:
             '/miniray.protocol.GcsService/ResyncNode',
             miniray_dot_protocol_dot_gcs__pb2.ResyncNodeRequest.SerializeToString,
             miniray_dot_protocol_dot_gcs__pb2.ResyncNodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/AddTaskEvents',
+            miniray_dot_protocol_dot_gcs__pb2.AddTaskEventsRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.AddTaskEventsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/GetTaskEvents',
+            miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.FromString,
             options,
             channel_credentials,
             insecure,
