@@ -481,14 +481,19 @@ class NodeDiedError(RayError):
 # --------------------------------------------------------------------------
 
 class ObjectLostError(RayError):
-    """The object's value is gone from the cluster (node or system failure)."""
+    """The object's value is gone from the cluster (node or system failure).
+
+    ``detail`` (miniray): what was lost and why it could not be recovered,
+    appended to the message.
+    """
 
     def __init__(self, object_ref_hex: str, owner_address: Any = None,
-                 call_site: str = ""):
-        super().__init__(object_ref_hex, owner_address, call_site)
+                 call_site: str = "", detail: str = ""):
+        super().__init__(object_ref_hex, owner_address, call_site, detail)
         self.object_ref_hex = object_ref_hex
         self.owner_address = owner_address
         self.call_site = call_site
+        self.detail = detail
 
     def _base_str(self) -> str:
         msg = f"Failed to retrieve object {self.object_ref_hex}."
@@ -501,7 +506,9 @@ class ObjectLostError(RayError):
                 "node failure. Check the cluster logs for details.")
 
     def __str__(self) -> str:
-        return f"{self._base_str()}\n\n{self._reason()}"
+        text = f"{self._base_str()}\n\n{self._reason()}"
+        detail = getattr(self, "detail", "")
+        return f"{text}\n{detail}" if detail else text
 
 
 class ObjectFetchTimedOutError(ObjectLostError):
@@ -569,7 +576,8 @@ class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectLostError):
     def _reason(self) -> str:
         return ("The object cannot be reconstructed because the maximum "
                 "number of task retries has been exceeded; raise it with "
-                "`@ray.remote(max_retries=N)`.")
+                "`@ray.remote(max_retries=N)` (`max_task_retries` for actor "
+                "methods).")
 
 
 class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):

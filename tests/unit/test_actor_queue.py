@@ -104,6 +104,26 @@ def test_calls_without_retries_fail_at_once_while_restarting(q):
     assert sent(q.submit(c)) == [("c", 2, 1)]
 
 
+def test_a_rebuild_keeps_the_retries_it_has_left(q):
+    """A finished call sent again to rebuild its lost output goes behind
+    the queued calls, waits through a restart and keeps its retry budget."""
+    q.on_info(ALIVE, 0, "addr0", max_task_retries=3)
+    q.connection_lost(0)
+    q.on_info(RESTARTING, 0, None, 3)
+    queued, rebuild = call("queued"), call("rebuild")
+    q.submit(queued)
+    rebuild.retries_left = 1           # what the first run left, minus this one
+    assert q.submit(rebuild, rebuild=True) == []
+    assert sent(q.on_info(ALIVE, 1, "addr1", 3)) == [("queued", 0, 1), ("rebuild", 1, 1)]
+    assert rebuild.retries_left == 1 and queued.retries_left == 3
+    assert q.push_failed(rebuild, 1) == []          # its last retry
+    assert rebuild.retries_left == 0
+    q.on_info(DEAD, 1, None, 3)
+    dead = call("dead")
+    dead.retries_left = -1
+    assert q.submit(dead, rebuild=True) == [Fail(dead, "dead")]
+
+
 def test_dead_actor_fails_queued_and_new_calls(q):
     a = call("a")
     q.submit(a)

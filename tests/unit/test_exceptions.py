@@ -316,6 +316,7 @@ INSTANCES = [
     exc.OutOfMemoryError("node used 99% of memory"),
     exc.NodeDiedError(),
     ObjectLostError(OBJ, None, "f() at x.py:3"),
+    ObjectLostError(OBJ, None, "", detail="It was created by put()."),
     exc.ObjectFetchTimedOutError(OBJ, None, ""),
     exc.ReferenceCountingAssertionError(OBJ, None, ""),
     exc.ObjectFreedError(OBJ, None, ""),
@@ -406,6 +407,8 @@ def test_object_lost_error_messages():
     assert "created at x.py:10" in text
     assert (err.object_ref_hex, err.owner_address) == (OBJ, None)
     assert "owner" in str(OwnerDiedError(OBJ, None, ""))
+    detailed = exc.ObjectReconstructionFailedError(OBJ, detail="A.f cannot retry.")
+    assert str(detailed).endswith("\nA.f cannot retry.")
 
 
 def test_owner_died_error_describes_proto_address():

@@ -78,15 +78,18 @@ class ActorCallQueue:
         self._counter = 0
 
     # --- events ------------------------------------------------------------------
-    def submit(self, task) -> list:
-        """A new call; its arguments may not be ready yet (``task.resolved``)."""
+    def submit(self, task, rebuild: bool = False) -> list:
+        """A new call; its arguments may not be ready yet (``task.resolved``).
+        ``rebuild``: a finished call sent again to rebuild its lost outputs;
+        it keeps the retries it has left (``task.retries_left``)."""
         self._counter += 1
         task.order = self._counter
         if self.state == DEAD:
             return [Fail(task, "dead")]
-        task.retries_left = None          # known once the GCS describes the actor
-        if self.state == RESTARTING and self._retries(task) == 0:
-            return [Fail(task, "restarting")]
+        if not rebuild:
+            task.retries_left = None      # known once the GCS describes the actor
+            if self.state == RESTARTING and self.retry_budget(task) == 0:
+                return [Fail(task, "restarting")]
         self._insert(task)
         return self._send_ready()
 
@@ -165,7 +168,7 @@ class ActorCallQueue:
         return list(self._inflight.values())
 
     # --- internals ------------------------------------------------------------------
-    def _retries(self, task) -> int:
+    def retry_budget(self, task) -> int:
         """The call's retry budget: its method's max_task_retries, else the actor's."""
         spec = task.spec
         return spec.max_retries if spec.method_max_retries else self.max_task_retries
@@ -201,7 +204,7 @@ class ActorCallQueue:
                 actions.append(Fail(task, "cancelled"))
                 continue
             if task.retries_left is None:
-                task.retries_left = self._retries(task)
+                task.retries_left = self.retry_budget(task)
             seq = self._next_seq
             self._next_seq += 1
             task.spec.sequence_number = seq

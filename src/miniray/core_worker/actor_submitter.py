@@ -7,6 +7,8 @@ state from the GCS (a long poll while it has calls pending); calls made
 before the actor is up wait here. When the actor's worker dies, calls in
 flight are retried on the restarted actor up to ``max_task_retries``,
 otherwise they fail with RayActorError (ActorDiedError once it is dead).
+A finished call whose output was lost is sent again to rebuild it
+(``resubmit``), to the restarted actor if it died.
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ from miniray.core_worker.actor_queue import (
 from miniray.core_worker.submitter import _Task
 from miniray.core_worker.task_stream import TaskStream
 from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
+
+# How long a rebuild of an actor method's lost output waits for the GCS to
+# notice that the actor's node died (its health checks take a few seconds).
+_REBUILD_SETTLE_S = 30.0
 
 
 class _Actor:
@@ -62,20 +68,83 @@ class ActorTaskSubmitter:
         task.generator = generator
         self.worker.post(self._submit, task)
 
-    def _submit(self, task: _Task) -> None:
-        actor_id = ActorID(task.spec.actor_id)
+    def _actor(self, actor_id: ActorID) -> _Actor:
         actor = self._actors.get(actor_id)
         if actor is None:
             actor = self._actors[actor_id] = _Actor(actor_id)
+        return actor
+
+    def _submit(self, task: _Task, rebuild: bool = False) -> None:
+        actor_id = ActorID(task.spec.actor_id)
+        actor = self._actor(actor_id)
         task.key = ("actor", actor_id)
         task.items_seen = 0
         task.waiting_deps = 0
         self.tasks.register(task)
-        self._apply(actor, actor.calls.submit(task))
+        self._apply(actor, actor.calls.submit(task, rebuild))
         if self.tasks.is_pending(task):
             self.tasks.resolve_dependencies(task, lambda t: self._apply(
                 actor, actor.calls.resolved(t, self.tasks.is_pending(t))))
         self._ensure_watch(actor)
+
+    # --- rebuilding lost outputs -------------------------------------------------------
+    def retry_budget(self, task: _Task) -> int:
+        """The call's max_task_retries (its method's, else the actor's)."""
+        actor = self._actors.get(ActorID(task.spec.actor_id))
+        return actor.calls.retry_budget(task) if actor is not None else task.spec.max_retries
+
+    def resubmit(self, task: _Task, lost_node: bytes) -> None:
+        """Send a finished call again to rebuild its lost outputs (io thread),
+        with the retries it has left, behind the calls already queued (Ray's
+        rule: the owner resubmits it, to the restarted actor if it died)."""
+        with self._pending_lock:
+            self._pending[ActorID(task.spec.actor_id)] += 1
+        actor = self._actor(ActorID(task.spec.actor_id))
+        calls = actor.calls
+        if lost_node and calls.state == ALIVE and calls.address is not None \
+                and bytes(calls.address.node_id) == bytes(lost_node):
+            self.tasks.register(task)        # a rebuild under way
+            self.worker.spawn(self._resubmit_when_settled(actor, task))
+        else:
+            self._submit(task, rebuild=True)
+
+    async def _resubmit_when_settled(self, actor: _Actor, task: _Task) -> None:
+        """The output was lost with the node the actor ran on: wait until the
+        GCS has seen the actor die (restarting, or dead) before sending, so
+        the call is not spent on the dead incarnation (using a retry). Bounded:
+        an actor still alive after all gets the call then."""
+        calls = actor.calls
+        incarnation = calls.incarnation
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _REBUILD_SETTLE_S
+        try:
+            while loop.time() < deadline:
+                reply = await self.worker.gcs.WaitActorChange(gcs_pb2.WaitActorChangeRequest(
+                    actor_id=calls.actor_id, known_state=ALIVE,
+                    known_num_restarts=incarnation,
+                    timeout=min(10.0, max(0.0, deadline - loop.time()))))
+                if not reply.found:
+                    break
+                if reply.info.state != ALIVE or reply.info.num_restarts != incarnation:
+                    self._on_info(actor, reply.info)
+                    break
+        except Exception:               # noqa: BLE001 - the GCS is gone
+            pass
+        if self.tasks.is_pending(task):
+            self._submit(task, rebuild=True)
+
+    def _rebuild_failed(self, task: _Task, error: BaseException) -> BaseException:
+        """A call re-run to rebuild a lost output could not run: the output
+        is lost, for the reason the actor gave."""
+        if isinstance(error, exceptions.ActorDiedError):
+            why = ("the actor is dead and cannot restart (max_restarts=0, or its "
+                   "restarts are used up)")
+        else:
+            why = "the actor could not run it"
+        return exceptions.ObjectReconstructionFailedError(
+            task.rebuild_of.hex(), self.worker.address.target, detail=(
+                f"It was returned by the actor method {task.spec.function_name}, "
+                f"which was sent again to rebuild it, but {why}: {error}"))
 
     # --- carrying out decisions ------------------------------------------------------
     def _apply(self, actor: _Actor, actions) -> None:
@@ -89,7 +158,10 @@ class ActorTaskSubmitter:
                     stream = actor.stream = self._open_stream(actor, action.incarnation)
                 stream.send(action.task)
             elif isinstance(action, Fail):
-                self.tasks.fail(action.task, self._error(actor, action))
+                error = self._error(actor, action)
+                if action.task.rebuild_of is not None and action.reason != "cancelled":
+                    error = self._rebuild_failed(action.task, error)
+                self.tasks.fail(action.task, error)
             elif isinstance(action, CancelSent):
                 self.worker.spawn(self._cancel_sent(actor, action.task))
             elif isinstance(action, AwaitSettled):

@@ -11,6 +11,8 @@ import os
 import threading
 import time
 
+import grpc
+
 from miniray import exceptions
 from miniray.common import config
 from miniray.common.ids import ObjectID, WorkerID
@@ -123,13 +125,21 @@ class ObjectAccess:
             buffer = plasma.read(path)
         except FileNotFoundError:
             source = ""
+            dead = exceptions.ObjectLostError(object_id.hex(), detail=(
+                f"Its copy was on node {payload.node_id.hex()}, which is dead."))
             if payload.node_id and payload.node_id != self.node_id:
                 source = self.raylet_address_of(payload.node_id) or ""
                 if not source:
-                    raise exceptions.ObjectLostError(
-                        object_id.hex(), call_site="its node is dead") from None
-            reply = self.call("raylet", "EnsureLocal", raylet_pb2.EnsureLocalRequest(
-                object_id=object_id, source_address=source))
+                    raise dead from None
+            try:
+                reply = self.call("raylet", "EnsureLocal", raylet_pb2.EnsureLocalRequest(
+                    object_id=object_id, source_address=source))
+            except grpc.RpcError as exc:
+                if not source or exc.code() != grpc.StatusCode.PERMISSION_DENIED:
+                    raise
+                # Our raylet knows the node is gone (we had its address cached).
+                self._node_addresses.pop(payload.node_id, None)
+                raise dead from None
             if not reply.found:
                 raise exceptions.ObjectLostError(object_id.hex()) from None
             buffer = plasma.read(reply.path)
@@ -196,7 +206,7 @@ class ObjectAccess:
             except exceptions.ObjectLostError as lost:
                 error = lost
                 if ref.owner.worker_id == self.worker_id:
-                    if not self.run(self._recover(ref.id)):
+                    if not self.run(self._recover(ref.id, payload)):
                         raise
                     payload = self.wait_for_payloads([ref], timeout)[ref.id]
                 else:
@@ -205,7 +215,7 @@ class ObjectAccess:
                     try:
                         with self._blocked():
                             reply = self.call(ref.owner, "GetObject", cw_pb2.GetObjectRequest(
-                                object_id=ref.id, lost=True,
+                                object_id=ref.id, lost=True, lost_node_id=payload.node_id,
                                 timeout=-1.0 if timeout is None else timeout))
                     except Exception as exc:       # noqa: BLE001 - checked below
                         if is_unavailable(exc):    # its owner is gone, and its lineage
@@ -217,8 +227,19 @@ class ObjectAccess:
                     payload = reply.payload
         raise error
 
-    async def _recover(self, object_id: ObjectID) -> bool:
-        """Another copy, else re-run the task that made it (io thread)."""
+    async def _recover(self, object_id: ObjectID, stale=None,
+                       lost_node: bytes = b"") -> bool:
+        """An owned object's copy is lost (io thread): point it at another
+        copy, else rebuild it from lineage, else store the error saying why
+        it is lost for good. False if nothing here references it any more.
+        ``stale``, or a borrower's ``lost_node``: the payload found lost, or
+        the node its copy was on (recovered since if ours is not that one)."""
+        current = self.memory_store.get(object_id)
+        if current is not None:
+            if stale is not None and current is not stale:
+                return True
+            if lost_node and (not current.in_plasma or current.node_id != lost_node):
+                return True
         return self.relocate(object_id) or self.submitter.reconstruct(object_id)
 
     def wait_for_payloads(self, refs: list[ObjectRef], timeout: float | None,
@@ -364,9 +385,16 @@ class ObjectAccess:
             reply = await self.worker_stub(ref.owner).GetObject(cw_pb2.GetObjectRequest(
                 object_id=ref.id, timeout=-1.0 if timeout is None else timeout))
         except Exception as exc:
-            if is_unavailable(exc):
-                return self._owner_died_payload(ref)
-            raise
+            if not is_unavailable(exc):
+                raise
+            # The owner is gone, and the object with it: that is its value
+            # from now on (a wait sees it ready; Ray marks it failed).
+            payload = self._owner_died_payload(ref)
+            with self._lock:
+                known = ref.id in self.refs
+            if known:
+                self.memory_store.put(ref.id, payload)
+            return payload
         if reply.status == cw_pb2.GetObjectReply.PENDING:
             return None
         if reply.status == cw_pb2.GetObjectReply.FREED:

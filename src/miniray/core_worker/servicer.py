@@ -96,7 +96,9 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
             raise check.InvalidArgument("timeout must be a number of seconds, got nan")
         worker = self.worker
         object_id = ObjectID(check.check_id(request.object_id, ObjectID, "object_id"))
-        if request.lost and not await worker._recover(object_id):
+        check.check_id(request.lost_node_id, NodeID, "lost_node_id", optional=True)
+        if request.lost and not await worker._recover(object_id,
+                                                      lost_node=request.lost_node_id):
             return cw_pb2.GetObjectReply(status=cw_pb2.GetObjectReply.FREED)
         payload = worker.memory_store.get(object_id)
         if payload is None:

@@ -10,6 +10,11 @@ allows it (``retry_exceptions``). Once a task whose worker died has no
 retries left, the owner asks the raylet that granted the lease why the
 worker died: ``OutOfMemoryError`` if its memory monitor killed it, else
 ``WorkerCrashedError`` (only this failure path pays the extra RPC).
+
+Finished tasks leave their lineage (``lineage.py`` decides what is kept):
+a return lost with its node is rebuilt by running its task again (an
+actor method: on the restarted actor), its freed arguments first; one that
+cannot be rebuilt gets an error saying why.
 """
 from __future__ import annotations
 
@@ -22,10 +27,17 @@ from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ObjectID, TaskID
 from miniray.common.resources import shape_key
+from miniray.core_worker.lineage import CannotRebuild, Lineage, lost_error
+from miniray.core_worker.object_access import WORKER
 from miniray.core_worker.task_stream import TaskStream
 from miniray.core_worker.lease_manager import (
     LeaseManager, PushTask, RequestLease, ReturnLease, StartIdleTimer)
 from miniray.protocol import core_worker_pb2 as cw_pb2, raylet_pb2
+
+
+# How long a worker whose raylet stopped answering waits to die with it
+# before failing the tasks it was leasing workers for.
+_RAYLET_GONE_GRACE_S = 2.0
 
 
 class RefInfo(NamedTuple):
@@ -41,7 +53,7 @@ def nested_ref_infos(payload) -> list[RefInfo]:
 class _Task:
     __slots__ = ("spec", "task_id", "arg_ids", "retries_left", "cancelled",
                  "lease_id", "key", "generator", "items_seen", "waiting_deps",
-                 "resolved", "order", "stale")
+                 "resolved", "order", "stale", "rebuild_of")
 
     def __init__(self, spec, arg_ids):
         self.spec = spec
@@ -57,6 +69,7 @@ class _Task:
         self.resolved = False
         self.order = 0            # submission order (actor calls)
         self.stale = None         # stored returns of a failed try: {(id, node)}
+        self.rebuild_of = None    # a re-run to rebuild this lost return
 
     @property
     def is_actor_task(self) -> bool:
@@ -92,9 +105,9 @@ class NormalTaskSubmitter:
                                     config.LEASE_REUSE_S, config.IDLE_LEASE_TIMEOUT_S)
         self._key_info: dict[tuple, _KeyInfo] = {}
         self._leases: dict[bytes, _Lease] = {}
-        # Lineage: the spec of each finished task whose returns are in a
-        # node's store, so a return lost with its node can be rebuilt.
-        self._lineage: dict[ObjectID, object] = {}
+        # Lineage: the specs of finished tasks whose returns are in a node's
+        # store, so a return lost with its node can be rebuilt.
+        self._lineage = Lineage(worker.worker_id, config.MAX_LINEAGE_BYTES)
         self._rebuilding: dict[TaskID, set[ObjectID]] = {}   # lost dynamic items
         self._stopped = False
 
@@ -232,6 +245,7 @@ class NormalTaskSubmitter:
         """Ask the local raylet, following spillbacks; a raylet that spilled
         us to a node that just died is asked again after a short pause."""
         worker = self.worker
+        give_up_at = None
         for attempt in range(100):
             raylet = worker.raylet_address
             request.grant_or_reject = False
@@ -244,7 +258,16 @@ class NormalTaskSubmitter:
                     request.grant_or_reject = True
             except Exception:
                 if raylet == worker.raylet_address:
-                    raise              # our own raylet is gone
+                    # Our own raylet is gone. A worker dies with it (a moment
+                    # later: the raylet's sockets close before its children
+                    # are killed), so it waits for that instead of failing
+                    # tasks whose borrowers must see their owner die.
+                    if worker.mode != WORKER:
+                        raise
+                    now = time.monotonic()
+                    give_up_at = give_up_at or now + _RAYLET_GONE_GRACE_S
+                    if now > give_up_at:
+                        raise
             await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
         raise RuntimeError("no raylet would grant a lease")
 
@@ -381,7 +404,7 @@ class NormalTaskSubmitter:
         # In order: a num_returns="dynamic" task's generator comes first,
         # which makes its items (the payloads after it) its contents.
         for payload in payloads:
-            self.store_owned_payload(ObjectID(payload.object_id), payload, task.spec)
+            self.store_owned_payload(ObjectID(payload.object_id), payload, task)
         if task.stale:
             task.stale -= {(p.object_id, p.node_id) for p in payloads if p.in_plasma}
             for object_id, node_id in task.stale:
@@ -391,8 +414,9 @@ class NormalTaskSubmitter:
         if actions:
             worker.apply_ref_actions(actions)
 
-    def store_owned_payload(self, object_id: ObjectID, payload, spec=None) -> None:
-        """Keep a returned value if anyone still references it, else free it."""
+    def store_owned_payload(self, object_id: ObjectID, payload, task=None) -> None:
+        """Keep a returned value if anyone still references it, else free it.
+        ``task``: the task that returned it (its lineage is kept)."""
         worker = self.worker
         nested = nested_ref_infos(payload)
         with worker._lock:
@@ -400,9 +424,9 @@ class NormalTaskSubmitter:
             if alive:
                 worker.refs.add_contained(object_id, nested, registered_for_us=True)
         if alive:
+            if payload.in_plasma and task is not None:
+                self._record_lineage(object_id, task)
             worker.memory_store.put(object_id, payload)
-            if payload.in_plasma and spec is not None and not spec.actor_id:
-                self._lineage[object_id] = spec
             return
         if payload.in_plasma:
             worker.spawn(worker._free_plasma([bytes(object_id)]))
@@ -415,35 +439,88 @@ class NormalTaskSubmitter:
             worker.spawn(worker._send_ref_updates(owner, updates))
 
     # --- lineage reconstruction ------------------------------------------------------------
+    def _record_lineage(self, object_id: ObjectID, task: _Task) -> None:
+        retries = task.retries_left
+        could_retry = True
+        if not retries:                 # why none are left, for the error if lost
+            could_retry = (self.actor_submitter.retry_budget(task) != 0
+                           if task.is_actor_task else task.spec.max_retries != 0)
+        self._lineage.record(object_id, task.spec, retries, could_retry)
+
     def forget_lineage(self, object_id: ObjectID) -> None:
-        self._lineage.pop(object_id, None)
+        self._lineage.forget(object_id)
+
+    def lineage_statistics(self):
+        return self._lineage.statistics()
 
     def reconstruct(self, object_id: ObjectID) -> bool:
-        """Re-run the task that made a lost object (io thread). False if we
-        have no lineage for it (a put, or an actor task's return)."""
-        spec = self._lineage.get(object_id)
-        if spec is None:
-            return False
-        task_id = TaskID(spec.task_id)
-        if task_id in self._tasks:            # already being rebuilt
-            lost = self._rebuilding.get(task_id)
+        """Rebuild a lost object this process owns (io thread): run the task
+        that made it again, after those of its arguments freed since, or
+        store the error that says why it cannot be. False if nothing here
+        references the object any more."""
+        with self.worker._lock:
+            if object_id not in self.worker.refs:
+                return False
+        pending = [object_id]
+        while pending:
+            pending += self._rebuild(pending.pop())
+        return True
+
+    def _rebuild(self, object_id: ObjectID) -> list[ObjectID]:
+        """Start rebuilding one object; returns its freed arguments, which
+        are held again and must be rebuilt too."""
+        worker = self.worker
+        store = worker.memory_store
+        task_id = object_id.task_id()
+        if task_id in self._tasks and not object_id.is_put():
+            lost = self._rebuilding.get(task_id)      # already being rebuilt
             if lost is not None and object_id not in lost:
                 lost.add(object_id)           # another item of the same run
-                self.worker.memory_store.delete(object_id)
-            return True
-        retry = type(spec)()
-        retry.CopyFrom(spec)
-        retry.attempt += 1
+                store.delete(object_id)
+            return []
+        plan = self._lineage.rebuild(object_id)
+        if isinstance(plan, CannotRebuild):
+            from miniray.core_worker.object_access import error_payload
+            store.put(object_id, error_payload(object_id, lost_error(
+                object_id, plan, worker.address.target, self._lineage.max_bytes)))
+            return []
+        spec = type(plan.spec)()
+        spec.CopyFrom(plan.spec)
+        spec.attempt += 1
+        stale = store.get(object_id)
         if spec.returns_dynamic or spec.streaming:
             # A generator's item: the generator (or the dynamic task's
             # return) stays; re-running the task yields the item again.
             self._rebuilding.setdefault(task_id, set()).add(object_id)
-            self.worker.memory_store.delete(object_id)
+            store.delete(object_id)
         else:
-            for i in range(retry.num_returns):
-                self.worker.memory_store.delete(ObjectID.for_return(task_id, i + 1))
-        self._submit(_Task(retry, []))
-        return True
+            for i in range(spec.num_returns):
+                store.delete(ObjectID.for_return(task_id, i + 1))
+        freed = self._freed_arguments(spec)
+        task = _Task(spec, freed)
+        task.retries_left = plan.retries_left
+        task.rebuild_of = object_id
+        if task.is_actor_task:
+            lost_node = stale.node_id if stale is not None else b""
+            self.actor_submitter.resubmit(task, lost_node)
+        else:
+            self._submit(task)
+        return freed
+
+    def _freed_arguments(self, spec) -> list[ObjectID]:
+        """The task's arguments we own that were freed since it ran: held
+        again (by the re-run) so their rebuilt values are kept for it."""
+        worker = self.worker
+        freed = []
+        for arg in spec.args:
+            if arg.HasField("ref") and arg.ref.owner.worker_id == worker.worker_id:
+                dep = ObjectID(arg.ref.object_id)
+                with worker._lock:
+                    if dep in worker.refs:
+                        continue
+                    worker.refs.add_submitted([RefInfo(dep, worker.address)])
+                freed.append(dep)
+        return freed
 
     def _complete_rebuild(self, task_id: TaskID, payloads) -> list:
         """A generator task re-run for lost items: keep the first run's
@@ -457,8 +534,7 @@ class NormalTaskSubmitter:
         missing = lost - {ObjectID(p.object_id) for p in found}
         if not missing:
             return found
-        spec = self._lineage.get(next(iter(missing)))
-        name = spec.function_name if spec is not None else "the task"
+        name = self._lineage.function_name(task_id) or "the task"
         error = exceptions.RayTaskError(name, "", ValueError(
             f"{name} was re-executed to rebuild lost values, but this time it "
             f"did not yield them all (a generator that yields a different "
@@ -472,7 +548,7 @@ class NormalTaskSubmitter:
         lost = self._rebuilding.get(task_id)
         if task is not None and lost and object_id in lost:
             lost.discard(object_id)            # a lost item, yielded again
-            self.store_owned_payload(object_id, payload, task.spec)
+            self.store_owned_payload(object_id, payload, task)
             return
         if task is None or task.generator is None or index < task.items_seen:
             return          # a retry re-reporting items we already have
@@ -480,7 +556,7 @@ class NormalTaskSubmitter:
         with self.worker._lock:
             self.worker.refs.add_owned(object_id)
         task.generator.add_item(object_id, index)
-        self.store_owned_payload(object_id, payload, task.spec)
+        self.store_owned_payload(object_id, payload, task)
 
     # --- cancellation ---------------------------------------------------------------------
     async def cancel(self, task_id: TaskID, force: bool, recursive: bool,
