@@ -3,7 +3,7 @@ task_events.py) and the GCS's bounded table (gcs/task_events.py)."""
 from __future__ import annotations
 
 from miniray.common.ids import JobID, TaskID
-from miniray.core_worker.task_events import TaskEventBuffer
+from miniray.core_worker.task_events import FULL, NAME, TaskEventBuffer
 from miniray.gcs.task_events import TaskEventTable, latest_status, status_time
 from miniray.protocol import common_pb2, gcs_pb2
 
@@ -16,32 +16,44 @@ def spec(name="f", attempt=0, job=JOB):
                                resources={"CPU": 1.0})
 
 
-def test_buffer_merges_changes_per_attempt_and_describes_the_task():
-    buffer = TaskEventBuffer(max_entries=100, enabled=True)
+def merged(table: TaskEventTable, task_id: bytes):
+    tasks, _ = table.get(task_id=task_id)
+    return tasks[0]
+
+
+def test_owner_and_worker_reports_make_one_record():
+    owner, worker = TaskEventBuffer(enabled=True), TaskEventBuffer(enabled=True)
     task = spec("square")
-    buffer.record(task, gcs_pb2.PENDING_ARGS_AVAIL)
-    buffer.record(task, gcs_pb2.SUBMITTED_TO_WORKER)
-    buffer.record(None, gcs_pb2.FINISHED, task_id=task.task_id, attempt=0,
-                  extra={"worker_pid": 42})
-    request = buffer.drain()
-    assert len(request.events) == 1
-    event = request.events[0]
-    assert event.name == "square" and event.job_id == JOB
+    owner.record(task, gcs_pb2.PENDING_ARGS_AVAIL, describe=NAME)
+    owner.record(task, gcs_pb2.SUBMITTED_TO_WORKER)
+    worker.record(task, gcs_pb2.RUNNING, {"worker_pid": 42}, describe=FULL)
+    worker.record(task, gcs_pb2.FINISHED)
+    owner.record(task, gcs_pb2.FINISHED)
+    table = TaskEventTable(max_tasks=10)
+    for buffer in (owner, worker):
+        request = buffer.drain()
+        table.add_request(gcs_pb2.AddTaskEventsRequest.FromString(
+            request.SerializeToString()))
+        assert buffer.drain() is None                  # nothing left
+    event = merged(table, task.task_id)
+    assert event.name == event.func_or_class_name == "square"
+    assert event.job_id == JOB and event.worker_pid == 42
     assert dict(event.required_resources) == {"CPU": 1.0}
-    assert [c.status for c in event.changes] == [
-        gcs_pb2.PENDING_ARGS_AVAIL, gcs_pb2.SUBMITTED_TO_WORKER, gcs_pb2.FINISHED]
-    assert event.worker_pid == 42
-    assert buffer.drain() is None                   # nothing left
+    assert latest_status(event) == gcs_pb2.FINISHED
+    assert status_time(event, gcs_pb2.RUNNING) <= status_time(event, gcs_pb2.FINISHED)
+    assert sorted({c.status for c in event.changes}) == [
+        gcs_pb2.PENDING_ARGS_AVAIL, gcs_pb2.SUBMITTED_TO_WORKER, gcs_pb2.RUNNING,
+        gcs_pb2.FINISHED]
 
 
-def test_a_full_buffer_drops_the_oldest_and_counts_them():
+def test_a_full_buffer_drops_the_oldest_changes_and_counts_them():
     buffer = TaskEventBuffer(max_entries=3, enabled=True)
     tasks = [spec(f"t{i}") for i in range(5)]
     for task in tasks:
         buffer.record(task, gcs_pb2.PENDING_ARGS_AVAIL)
     request = buffer.drain()
     assert request.num_dropped == 2
-    assert [e.name for e in request.events] == ["t2", "t3", "t4"]
+    assert list(request.change_task_ids) == [t.task_id for t in tasks[2:]]
 
 
 def test_disabled_buffer_records_nothing():
@@ -57,20 +69,18 @@ def event(task_id, attempt, *changes, **fields):
     return e
 
 
-def test_table_merges_reports_of_owner_and_worker():
+def test_fields_set_later_win_and_changes_accumulate():
     table = TaskEventTable(max_tasks=10)
     tid = TaskID.from_random()
-    table.add([event(tid, 0, (gcs_pb2.PENDING_ARGS_AVAIL, 1), (gcs_pb2.SUBMITTED_TO_WORKER, 2),
-                     job_id=JOB, name="f")])
-    table.add([event(tid, 0, (gcs_pb2.RUNNING, 3), (gcs_pb2.FINISHED, 5), worker_pid=7)])
-    table.add([event(tid, 0, (gcs_pb2.FINISHED, 6))])          # the owner's view, later
-    tasks, total = table.get()
-    assert total == 1
-    merged = tasks[0]
-    assert merged.name == "f" and merged.worker_pid == 7
-    assert latest_status(merged) == gcs_pb2.FINISHED
-    assert status_time(merged, gcs_pb2.RUNNING) == 3
-    assert status_time(merged, gcs_pb2.FINISHED) == 5
+    table.add([event(tid, 0, (gcs_pb2.PENDING_ARGS_AVAIL, 1), job_id=JOB, name="f")])
+    table.add([event(tid, 0, worker_pid=7)],
+              changes=[(tid, 0, gcs_pb2.RUNNING, 3), (tid, 0, gcs_pb2.FINISHED, 5)])
+    table.add(changes=[(tid, 0, gcs_pb2.FINISHED, 6)])        # the owner's view, later
+    e = merged(table, tid)
+    assert e.name == "f" and e.worker_pid == 7 and e.job_id == JOB
+    assert latest_status(e) == gcs_pb2.FINISHED
+    assert status_time(e, gcs_pb2.RUNNING) == 3
+    assert status_time(e, gcs_pb2.FINISHED) == 5
 
 
 def test_a_terminal_state_wins_over_a_late_running_report():

@@ -20,6 +20,7 @@ from miniray import exceptions
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ActorID
 from miniray.common.serialization import deserialize
+from miniray.core_worker import task_events
 from miniray.core_worker.actor_queue import (
     ALIVE, DEAD, RESTARTING, ActorCallQueue, AwaitSettled, CancelSent, Fail, Send)
 from miniray.core_worker.submitter import _Task
@@ -156,6 +157,9 @@ class ActorTaskSubmitter:
                     if stream is not None:
                         stream.close()
                     stream = actor.stream = self._open_stream(actor, action.incarnation)
+                self.worker.task_events.record(action.task.spec,
+                                               task_events.SUBMITTED_TO_WORKER,
+                                               describe=task_events.NAME)
                 stream.send(action.task)
             elif isinstance(action, Fail):
                 error = self._error(actor, action)

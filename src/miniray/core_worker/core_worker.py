@@ -24,7 +24,7 @@ from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, NodeID, ObjectID, TaskID, WorkerID
 from miniray.common.rpc_guard import add_servicer
 from miniray.common.serialization import serialize
-from miniray.core_worker import object_ref as object_ref_module, task_context
+from miniray.core_worker import object_ref as object_ref_module, task_context, task_events
 from miniray.core_worker.memory_store import MemoryStore
 from miniray.core_worker.object_access import ObjectAccess, error_payload
 from miniray.core_worker.object_ref import ObjectRef
@@ -66,6 +66,7 @@ class CoreWorker(ObjectAccess):
                                         daemon=True)
         self._thread.start()
         self.channels = ChannelPool()
+        self.task_events = task_events.TaskEventBuffer()
 
         from miniray.core_worker.actor_submitter import ActorTaskSubmitter
         from miniray.core_worker.executor import TaskExecutor
@@ -108,6 +109,13 @@ class CoreWorker(ObjectAccess):
         self.session_dir = reply.session_dir
         self.address = WorkerAddress(self.ip, self.port, self.worker_id, self.node_id)
         self.refs = ReferenceCounter(self.address)
+        # Where tasks this process runs ran, for their events.
+        self.event_location = {"node_id": bytes(self.node_id),
+                               "worker_id": bytes(self.worker_id),
+                               "worker_pid": os.getpid()}
+        if self.task_events.enabled:
+            self.loop.call_soon_threadsafe(
+                lambda: self.spawn(task_events.flush_loop(self.task_events, self.gcs)))
         object_ref_module.set_core_worker(self)
 
     # --- event loop -----------------------------------------------------------
@@ -207,6 +215,11 @@ class CoreWorker(ObjectAccess):
 
         async def stop():
             self.submitter.stop()
+            if self.task_events.enabled:       # what a short script ran still shows
+                try:
+                    await asyncio.wait_for(task_events.flush(self.task_events, self.gcs), 2)
+                except (asyncio.TimeoutError, Exception):   # noqa: BLE001 - best effort
+                    pass
             await self._server.stop(grace=None)
             for task in list(self._background):
                 task.cancel()

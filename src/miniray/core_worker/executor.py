@@ -20,6 +20,7 @@ from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, ObjectID, TaskID, WorkerID
 from miniray.common.serialization import deserialize, serialize
+from miniray.core_worker import task_events
 from miniray.core_worker import accelerators, task_context
 from miniray.core_worker.object_ref import ObjectRef
 from miniray.protocol import common_pb2, core_worker_pb2 as cw_pb2, gcs_pb2
@@ -127,6 +128,9 @@ class TaskExecutor:
         self._bind_job(JobID(spec.job_id))
         context = task_context.enter(self.context_for(spec))
         self._running = task_id
+        worker.task_events.record(spec, task_events.RUNNING, worker.event_location,
+                                  describe=task_events.FULL)
+        failure = None
         try:
             try:
                 function = target()
@@ -139,8 +143,10 @@ class TaskExecutor:
                 else:
                     self._store_returns(spec, reply, return_ids, caller, result)
             except exceptions.TaskCancelledError as exc:
+                failure = ("TASK_CANCELLED", str(exc))
                 self._store_error(reply, return_ids, caller, exc)
             except _ArgumentError as exc:
+                failure = ("DEPENDENCY_RESOLUTION_FAILED", str(exc.error))
                 self._store_error(reply, return_ids, caller, exc.error)
             except BaseException as exc:     # noqa: BLE001 - user code may raise anything
                 if self.actor is not None and self.actor.exit_requested(exc):
@@ -148,6 +154,7 @@ class TaskExecutor:
                 elif isinstance(exc, SystemExit) and spec.type == common_pb2.ACTOR_TASK:
                     _exit_process(exc)
                 else:
+                    failure = ("TASK_EXECUTION_EXCEPTION", f"{type(exc).__name__}: {exc}")
                     error = self.task_error(spec.function_name, exc)
                     reply.is_application_error = True
                     reply.is_retryable_error = _is_retryable(spec, exc)
@@ -156,8 +163,17 @@ class TaskExecutor:
             self._running = None
             self._cancelled.discard(task_id)
             task_context.leave(context)
+        self._record_outcome(spec, failure)
         worker.flush_borrows()
         return reply
+
+    def _record_outcome(self, spec, failure: tuple[str, str] | None) -> None:
+        """FINISHED, or FAILED with Ray's error type and the message."""
+        if failure is None:
+            self.worker.task_events.record(spec, task_events.FINISHED)
+        else:
+            self.worker.task_events.record(spec, task_events.FAILED, {
+                "error_type": failure[0], "error_message": failure[1][:4096]})
 
     async def run_task_async(self, spec, method) -> cw_pb2.PushTaskReply:
         """run_task for async actors: runs on the actor's event loop."""
@@ -167,6 +183,9 @@ class TaskExecutor:
         return_ids = self.return_ids(spec)
         reply = cw_pb2.PushTaskReply()
         context = task_context.enter(self.context_for(spec))
+        worker.task_events.record(spec, task_events.RUNNING, worker.event_location,
+                                  describe=task_events.FULL)
+        failure = None
         try:
             if task_id in self.actor.canceled:
                 raise exceptions.TaskCancelledError(task_id.hex())
@@ -184,11 +203,14 @@ class TaskExecutor:
                     result = await result
                 self._store_returns(spec, reply, return_ids, caller, result)
         except asyncio.CancelledError:
+            failure = ("TASK_CANCELLED", task_id.hex())
             self._store_error(reply, return_ids, caller,
                               exceptions.TaskCancelledError(task_id.hex()))
         except exceptions.TaskCancelledError as exc:
+            failure = ("TASK_CANCELLED", str(exc))
             self._store_error(reply, return_ids, caller, exc)
         except _ArgumentError as exc:
+            failure = ("DEPENDENCY_RESOLUTION_FAILED", str(exc.error))
             self._store_error(reply, return_ids, caller, exc.error)
         except BaseException as exc:     # noqa: BLE001 - user code may raise anything
             if self.actor.exit_requested(exc):
@@ -196,6 +218,7 @@ class TaskExecutor:
             elif isinstance(exc, SystemExit):
                 _exit_process(exc)
             else:
+                failure = ("TASK_EXECUTION_EXCEPTION", f"{type(exc).__name__}: {exc}")
                 reply.is_application_error = True
                 reply.is_retryable_error = _is_retryable(spec, exc)
                 self._store_error(reply, return_ids, caller,
@@ -203,6 +226,7 @@ class TaskExecutor:
         finally:
             self.actor.canceled.discard(task_id)
             task_context.leave(context)
+        self._record_outcome(spec, failure)
         worker.flush_borrows()
         return reply
 

@@ -27,6 +27,7 @@ from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ObjectID, TaskID
 from miniray.common.resources import shape_key
+from miniray.core_worker import task_events
 from miniray.core_worker.lineage import CannotRebuild, Lineage, lost_error
 from miniray.core_worker.object_access import WORKER
 from miniray.core_worker.task_stream import TaskStream
@@ -98,6 +99,7 @@ class _KeyInfo(NamedTuple):
 
 class NormalTaskSubmitter:
     def __init__(self, worker):
+        self.events = worker.task_events
         self.worker = worker
         self.actor_submitter = None           # set by the CoreWorker
         self._tasks: dict[TaskID, _Task] = {}
@@ -132,6 +134,8 @@ class NormalTaskSubmitter:
 
     def _submit(self, task: _Task) -> None:
         self.register(task)
+        self.events.record(task.spec, task_events.PENDING_ARGS_AVAIL,
+                           describe=task_events.NAME)
         self.resolve_dependencies(task, self._enqueue)
 
     def resolve_dependencies(self, task: _Task, on_ready) -> None:
@@ -193,6 +197,7 @@ class NormalTaskSubmitter:
             self.worker.spawn(self.worker.warn_if_infeasible(
                 resources, spec.function_name, task.task_id))
         task.key = key
+        self.events.record(spec, task_events.PENDING_NODE_ASSIGNMENT)
         self._apply(self._policy.enqueue(key, task.task_id, time.monotonic(), front))
 
     def _apply(self, actions) -> None:
@@ -281,6 +286,7 @@ class NormalTaskSubmitter:
         request = cw_pb2.PushTaskRequest(spec=task.spec)
         for name, ids in lease.resource_ids.items():
             request.resource_ids[name].CopyFrom(ids)
+        self.events.record(task.spec, task_events.SUBMITTED_TO_WORKER)
         lease.stream.send(task, request)
 
     def _stream_broken(self, lease: _Lease, tasks: list) -> None:
@@ -379,6 +385,7 @@ class NormalTaskSubmitter:
     def _retry(self, task: _Task) -> None:
         if task.retries_left > 0:
             task.retries_left -= 1
+        self.events.record(task.spec, task_events.FAILED)     # this attempt
         task.spec.attempt += 1
         self._enqueue(task, front=True)
 
@@ -398,6 +405,12 @@ class NormalTaskSubmitter:
         """Store a finished task's return values and drop its argument refs."""
         if self._tasks.pop(task.task_id, None) is not None and task.is_actor_task:
             self.actor_submitter.on_task_done(task)
+        if self.events.enabled:
+            if any(p.is_error for p in payloads):     # named: it may never have run
+                self.events.record(task.spec, task_events.FAILED,
+                                   describe=task_events.NAME)
+            else:
+                self.events.record(task.spec, task_events.FINISHED)
         worker = self.worker
         if task.task_id in self._rebuilding:
             payloads = self._complete_rebuild(task.task_id, payloads)

@@ -1,13 +1,17 @@
 """This process's task events, buffered and sent to the GCS in batches.
 
-The hot path only appends a tuple (``record``); protobuf messages are
-built when the buffer is flushed, every TASK_EVENTS_REPORT_INTERVAL_MS on
-the io loop. A full buffer drops its oldest entries and counts them (the
-GCS reports the count as Ray does). Owners record a task's submission
-states; the worker running it records RUNNING and the outcome.
+The hot path only appends tuples (``record``); the report is built when
+the buffer is drained, every TASK_EVENTS_REPORT_INTERVAL_MS on the io
+loop: state changes as packed parallel arrays (cheap to build and to
+merge), plus what is known of some tasks. The owner names a task when it
+submits it (``describe=NAME``); the worker that runs it sends the rest
+(``describe=FULL``) with where it ran, and errors come with FAILED. A
+full buffer drops its oldest entries and counts them (the GCS reports the
+count, as Ray does).
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
@@ -24,6 +28,8 @@ RUNNING = gcs_pb2.RUNNING
 FINISHED = gcs_pb2.FINISHED
 FAILED = gcs_pb2.FAILED
 
+NAME, FULL = 1, 2           # how much of a task record(describe=) sends
+
 
 class TaskEventBuffer:
     def __init__(self, max_entries: int | None = None, enabled: bool | None = None):
@@ -31,43 +37,54 @@ class TaskEventBuffer:
             else enabled
         self.max_entries = config.TASK_EVENTS_MAX_BUFFER if max_entries is None \
             else max_entries
-        # (spec or None, task_id, attempt, status, time_ns, extra dict or None)
-        self._entries: collections.deque = collections.deque()
+        self._changes: collections.deque = collections.deque()  # (id, attempt, status, ns)
+        self._details: collections.deque = collections.deque()  # (spec, describe, extra)
         self.num_dropped = 0
 
-    def record(self, spec, status: int, extra: dict | None = None,
-               task_id: bytes | None = None, attempt: int | None = None) -> None:
+    def record(self, spec, status: int, extra: dict | None = None, *,
+               describe: int = 0) -> None:
         """A state change of ``spec``'s task attempt, now. ``extra``: fields
-        of gcs_pb2.TaskEvent to set (node_id, worker_id, error_type, ...)."""
+        of gcs_pb2.TaskEvent to set (node_id, error_type, ...); ``describe``:
+        NAME (what a listing needs) or FULL (every field the spec gives)."""
         if not self.enabled:
             return
-        entries = self._entries
-        if len(entries) >= self.max_entries:
-            entries.popleft()
+        changes = self._changes
+        if len(changes) >= self.max_entries:
+            changes.popleft()
             self.num_dropped += 1
-        entries.append((spec, task_id, attempt, status, time.time_ns(), extra))
+        changes.append((spec.task_id, spec.attempt, status, time.time_ns()))
+        if describe or extra:
+            details = self._details
+            if len(details) >= self.max_entries:
+                details.popleft()
+            details.append((spec, describe, extra))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._changes)
 
     def drain(self) -> gcs_pb2.AddTaskEventsRequest | None:
         """Everything buffered, as one report (None if there is nothing)."""
-        if not self._entries and not self.num_dropped:
+        if not self._changes and not self._details and not self.num_dropped:
             return None
-        entries, self._entries = self._entries, collections.deque()
+        changes, self._changes = self._changes, collections.deque()
+        details, self._details = self._details, collections.deque()
         request = gcs_pb2.AddTaskEventsRequest(num_dropped=self.num_dropped)
         self.num_dropped = 0
-        seen: dict[tuple[bytes, int], gcs_pb2.TaskEvent] = {}
-        for spec, task_id, attempt, status, time_ns, extra in entries:
-            if spec is not None:
-                task_id, attempt = spec.task_id, spec.attempt
-            key = (task_id, attempt)
-            event = seen.get(key)
-            if event is None:
-                event = seen[key] = request.events.add(task_id=task_id, attempt=attempt)
-                if spec is not None:
+        if changes:
+            ids, attempts, statuses, times = zip(*changes)
+            request.change_task_ids.extend(ids)
+            request.change_attempts.extend(attempts)
+            request.change_statuses.extend(statuses)
+            request.change_times_ns.extend(times)
+        add = request.events.add
+        for spec, describe, extra in details:
+            if describe:
+                event = add(task_id=spec.task_id, attempt=spec.attempt, job_id=spec.job_id,
+                            name=spec.function_name, type=spec.type)
+                if describe == FULL:
                     _describe(event, spec)
-            event.changes.add(status=status, time_ns=time_ns)
+            else:
+                event = add(task_id=spec.task_id, attempt=spec.attempt)
             if extra:
                 for name, value in extra.items():
                     setattr(event, name, value)
@@ -75,15 +92,13 @@ class TaskEventBuffer:
 
 
 def _describe(event: gcs_pb2.TaskEvent, spec) -> None:
-    """The task's static fields, from its spec."""
-    event.job_id = spec.job_id
-    event.type = spec.type
+    """The rest of the task's fields, from its spec."""
+    # function_name: the function's (or .options(name=)), "Class.method"
+    # for actor tasks, "Class.__init__" for an actor's creation.
+    event.func_or_class_name = spec.function_name
     event.parent_task_id = spec.parent_task_id
     if spec.actor_id:
         event.actor_id = spec.actor_id
-    # function_name: the function's (or .options(name=)), "Class.method"
-    # for actor tasks, "Class.__init__" for an actor's creation.
-    event.func_or_class_name = event.name = spec.function_name
     if spec.resources:
         event.required_resources.update(spec.resources)
     if spec.scheduling_strategy.placement_group_id:
@@ -92,7 +107,6 @@ def _describe(event: gcs_pb2.TaskEvent, spec) -> None:
 
 async def flush_loop(buffer: TaskEventBuffer, gcs) -> None:
     """Send the buffer to the GCS every report interval until cancelled."""
-    import asyncio
     period = config.TASK_EVENTS_REPORT_INTERVAL_MS / 1000
     while True:
         await asyncio.sleep(period)
@@ -106,5 +120,5 @@ async def flush(buffer: TaskEventBuffer, gcs) -> None:
     try:
         await gcs.AddTaskEvents(request, timeout=10)
     except Exception as exc:                 # noqa: BLE001 - events are best effort
-        buffer.num_dropped += len(request.events)
+        buffer.num_dropped += len(request.change_task_ids)
         log.debug("could not report task events: %s", exc)

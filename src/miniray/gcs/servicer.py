@@ -299,6 +299,15 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
     async def AddTaskEvents(self, request, context):
         if len(request.events) > check.MAX_IDS_PER_REQUEST:
             raise InvalidArgument("too many task events in one report")
+        if len(request.change_task_ids) > check.MAX_IDS_PER_REQUEST:
+            raise InvalidArgument("too many task state changes in one report")
+        n = len(request.change_task_ids)
+        if not len(request.change_attempts) == len(request.change_statuses) == \
+                len(request.change_times_ns) == n:
+            raise InvalidArgument("the change_* arrays of a task event report must "
+                                  "have the same length")
+        for task_id in set(request.change_task_ids):
+            check.check_id(task_id, TaskID, "change_task_ids")
         for event in request.events:
             check.check_id(event.task_id, TaskID, "task_id")
             check.check_id(event.job_id, JobID, "job_id", optional=True)
@@ -306,7 +315,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
             check.check_name(event.func_or_class_name, "func_or_class_name")
             if len(event.error_message) > check.MAX_ERROR_MESSAGE_BYTES:
                 raise InvalidArgument("a task event's error_message is too long")
-        self.server.task_events.add(request.events, request.num_dropped)
+        self.server.task_events.add_request(request)
         return gcs_pb2.AddTaskEventsReply()
 
     async def GetTaskEvents(self, request, context):

@@ -1,0 +1,94 @@
+"""Task events end to end: owners and workers report each task attempt's
+state changes to the GCS, and the state API reads them back."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import miniray as ray
+from miniray.testing import SignalActor, wait_for_condition
+from miniray.util import state
+
+pytestmark = pytest.mark.usefixtures("ray_start")
+
+
+@ray.remote
+def square(x):
+    return x * x
+
+
+@ray.remote(max_retries=0)
+def boom():
+    raise ValueError("nope")
+
+
+@ray.remote
+def wait_on(signal):
+    ray.get(signal.wait.remote())
+    return os.getpid()
+
+
+@ray.remote
+class Counter:
+    def inc(self):
+        return 1
+
+
+def tasks_named(name: str) -> list:
+    return [t for t in state.list_tasks(limit=10_000, detail=True) if t.name == name]
+
+
+def done(name: str, count: int, status: str = "FINISHED") -> bool:
+    """``count`` attempts of ``name`` in ``status``, as both their owner and
+    the worker that ran them reported (workers report where they ran)."""
+    tasks = tasks_named(name)
+    return len(tasks) == count and all(t.state == status and t.worker_pid
+                                       for t in tasks)
+
+
+def test_finished_tasks_show_every_state_and_where_they_ran():
+    ray.get([square.remote(i) for i in range(3)])
+    wait_for_condition(lambda: done("square", 3), timeout=20)
+    task = tasks_named("square")[0]
+    assert [e["state"] for e in task.events] == [
+        "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER",
+        "RUNNING", "FINISHED"]
+    assert task.type == "NORMAL_TASK" and task.func_or_class_name == "square"
+    assert task.worker_pid and task.node_id and task.job_id == \
+        ray.get_runtime_context().get_job_id()
+    assert task.required_resources == {"CPU": 1.0}
+    assert task.start_time_ms <= task.end_time_ms
+
+
+def test_a_failed_task_says_why():
+    with pytest.raises(ValueError):
+        ray.get(boom.remote())
+    wait_for_condition(lambda: done("boom", 1, "FAILED"), timeout=20)
+    task = tasks_named("boom")[0]
+    assert task.error_type == "TASK_EXECUTION_EXCEPTION"
+    assert "nope" in task.error_message
+
+
+def test_a_running_task_is_listed_as_running():
+    signal = SignalActor.remote()
+    ref = wait_on.remote(signal)
+    wait_for_condition(lambda: [t.state for t in tasks_named("wait_on")] == ["RUNNING"],
+                       timeout=20)
+    ray.get(signal.send.remote())
+    ray.get(ref)
+    wait_for_condition(lambda: [t.state for t in tasks_named("wait_on")] == ["FINISHED"],
+                       timeout=20)
+
+
+def test_actor_tasks_and_summary():
+    counter = Counter.remote()
+    ray.get([counter.inc.remote() for _ in range(4)])
+    wait_for_condition(lambda: done("Counter.inc", 4), timeout=20)
+    inc = tasks_named("Counter.inc")[0]
+    assert inc.type == "ACTOR_TASK" and inc.actor_id == counter._actor_id.hex()
+    wait_for_condition(lambda: tasks_named("Counter.__init__"), timeout=20)
+    summary = state.summarize_tasks()["cluster"]
+    assert summary["summary"]["Counter.inc"]["state_counts"]["FINISHED"] >= 4
+    assert summary["summary"]["Counter.inc"]["type"] == "ACTOR_TASK"
+    assert summary["total_actor_tasks"] >= 4
