@@ -499,8 +499,8 @@ class CoreWorker(ObjectAccess):
                 for ref in serialized.nested_refs:
                     nested = arg.value.nested_refs.add(object_id=ref.id)
                     ref.owner.to_proto(nested.owner)
-            else:
-                ref = self.put(value)
+            else:                 # too big to inline: put once, as it is
+                ref = self.put_serialized(self.next_put_id(), serialized)
                 ref.owner.to_proto(arg.ref.owner)
                 arg.ref.object_id = ref.id
                 held.append(ref)

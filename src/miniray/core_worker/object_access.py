@@ -39,6 +39,10 @@ class ObjectAccess:
         object_id = self.next_put_id()
         if owner is not None and owner.worker_id != self.worker_id:
             return self._put_owned_by(object_id, serialized, owner)
+        return self.put_serialized(object_id, serialized)
+
+    def put_serialized(self, object_id: ObjectID, serialized: SerializedObject) -> ObjectRef:
+        """Store an already serialized value as ``object_id``, owned here."""
         with self._lock:
             self.refs.add_owned(object_id)
             self.refs.add_contained(object_id, serialized.nested_refs)
