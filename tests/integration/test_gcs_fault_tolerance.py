@@ -24,7 +24,8 @@ from miniray.common import config
 from miniray.experimental import internal_kv
 from miniray.testing import gcs_server_process, wait_for_condition
 from miniray.util import state
-from miniray.util.placement_group import placement_group, placement_group_table
+from miniray.util.placement_group import (
+    placement_group, placement_group_table, remove_placement_group)
 
 
 @pytest.fixture
@@ -117,6 +118,7 @@ def test_state_survives_a_gcs_restart_and_work_goes_on(cluster):
         def needs_gcs():
             results["lookup"] = ray.get_actor("keeper")
             results["new"] = Counter.remote()
+            results["group"] = placement_group([{"CPU": 0.5}])
         waiter = threading.Thread(target=needs_gcs, daemon=True)
         waiter.start()
         waiter.join(0.5)
@@ -128,6 +130,8 @@ def test_state_survives_a_gcs_restart_and_work_goes_on(cluster):
     assert ray.get(later, timeout=30) == 49
     assert ray.get(results["lookup"].inc.remote(), timeout=30) == 3
     assert ray.get(results["new"].inc.remote(), timeout=30) == 1
+    assert results["group"].wait(30)
+    remove_placement_group(results["group"])
     assert internal_kv._internal_kv_get(b"key", namespace="ft") == b"value"
     after = placement_group_table(group)
     assert after["state"] == "CREATED"
