@@ -5,7 +5,7 @@ EXPECTED = {
     "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator", "__version__", "available_resources", "cancel",
     "cluster_resources", "exceptions", "get", "get_actor", "get_gpu_ids",
     "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put",
-    "remote", "shutdown", "wait",
+    "remote", "shutdown", "timeline", "wait",
 }
 
 

@@ -32,6 +32,7 @@ _EXPORTS = {
     "put": "miniray.api",
     "remote": "miniray.decorators",
     "shutdown": "miniray.api",
+    "timeline": "miniray.util.state",
     "wait": "miniray.api",
 }
 _SUBMODULES = {"exceptions", "util", "testing", "actor", "runtime_context", "job_config"}

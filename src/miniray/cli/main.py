@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GCS address (default: $MINIRAY_ADDRESS, else the "
                              "cluster started with `miniray start --head`)")
     status.set_defaults(func=cmd_status, parser=status)
+
+    # list, get, summary, memory, logs, timeline (Ray's state CLI)
+    from miniray.cli.state_cli import add_commands
+    add_commands(commands)
     return parser
 
 

@@ -107,6 +107,10 @@ class StorePolicy:
         """The object's record, or None if unknown."""
         return self._records.get(object_id)
 
+    def records(self) -> list[ObjectRecord]:
+        """Every object the store knows of (for the state API)."""
+        return list(self._records.values())
+
     def objects_owned_by(self, owner: WorkerID) -> list[ObjectID]:
         return [r.object_id for r in self._records.values() if r.owner == owner]
 

@@ -19,7 +19,7 @@ from miniray.common.ids import ObjectID, WorkerID
 from miniray.common.paths import PRIVATE_FILE_MODE, ensure_private_dir
 from miniray.exceptions import OutOfDiskError
 from miniray.object_store.policy import (
-    Action, Evict, ObjectState, Spill, StorePolicy, StoreStats)
+    Action, Evict, ObjectRecord, ObjectState, Spill, StorePolicy, StoreStats)
 from miniray.object_store.recycling import FilePool
 
 __all__ = ["PlasmaStore"]
@@ -221,6 +221,12 @@ class PlasmaStore:
             owned = self._policy.objects_owned_by(owner)
             self.delete(owned)
             return owned
+
+    def records(self) -> list[ObjectRecord]:
+        """What the store knows of each object: size, owner, primary or
+        not, in memory, spilled or being written (for the state API)."""
+        with self._lock:
+            return self._policy.records()
 
     def stats(self) -> StoreStats:
         with self._lock:

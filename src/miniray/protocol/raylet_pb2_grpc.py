@@ -110,6 +110,26 @@ class RayletServiceStub:
                 request_serializer=miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesReply.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/miniray.protocol.RayletService/ListWorkers',
+                request_serializer=miniray_dot_protocol_dot_raylet__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_raylet__pb2.ListWorkersReply.FromString,
+                _registered_method=True)
+        self.ListObjects = channel.unary_unary(
+                '/miniray.protocol.RayletService/ListObjects',
+                request_serializer=miniray_dot_protocol_dot_raylet__pb2.ListObjectsRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_raylet__pb2.ListObjectsReply.FromString,
+                _registered_method=True)
+        self.ListLogs = channel.unary_unary(
+                '/miniray.protocol.RayletService/ListLogs',
+                request_serializer=miniray_dot_protocol_dot_raylet__pb2.ListLogsRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_raylet__pb2.ListLogsReply.FromString,
+                _registered_method=True)
+        self.ReadLog = channel.unary_unary(
+                '/miniray.protocol.RayletService/ReadLog',
+                request_serializer=miniray_dot_protocol_dot_raylet__pb2.ReadLogRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_raylet__pb2.ReadLogReply.FromString,
+                _registered_method=True)
 
 
 class RayletServiceServicer:
@@ -205,6 +225,30 @@ class RayletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListObjects(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RayletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -282,6 +326,26 @@ def add_RayletServiceServicer_to_server(servicer, server):
                     servicer.ReturnBundles,
                     request_deserializer=miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesReply.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=miniray_dot_protocol_dot_raylet__pb2.ListWorkersRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_raylet__pb2.ListWorkersReply.SerializeToString,
+            ),
+            'ListObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListObjects,
+                    request_deserializer=miniray_dot_protocol_dot_raylet__pb2.ListObjectsRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_raylet__pb2.ListObjectsReply.SerializeToString,
+            ),
+            'ListLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLogs,
+                    request_deserializer=miniray_dot_protocol_dot_raylet__pb2.ListLogsRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_raylet__pb2.ListLogsReply.SerializeToString,
+            ),
+            'ReadLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadLog,
+                    request_deserializer=miniray_dot_protocol_dot_raylet__pb2.ReadLogRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_raylet__pb2.ReadLogReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -689,6 +753,114 @@ class RayletService:
             '/miniray.protocol.RayletService/ReturnBundles',
             miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesRequest.SerializeToString,
             miniray_dot_protocol_dot_raylet__pb2.ReturnBundlesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.RayletService/ListWorkers',
+            miniray_dot_protocol_dot_raylet__pb2.ListWorkersRequest.SerializeToString,
+            miniray_dot_protocol_dot_raylet__pb2.ListWorkersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.RayletService/ListObjects',
+            miniray_dot_protocol_dot_raylet__pb2.ListObjectsRequest.SerializeToString,
+            miniray_dot_protocol_dot_raylet__pb2.ListObjectsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.RayletService/ListLogs',
+            miniray_dot_protocol_dot_raylet__pb2.ListLogsRequest.SerializeToString,
+            miniray_dot_protocol_dot_raylet__pb2.ListLogsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.RayletService/ReadLog',
+            miniray_dot_protocol_dot_raylet__pb2.ReadLogRequest.SerializeToString,
+            miniray_dot_protocol_dot_raylet__pb2.ReadLogReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,8 @@ from miniray.raylet.memory_monitor import (
 from miniray.raylet.scheduler import Lease, LeaseRequest, LeaseScheduler
 from miniray.protocol import object_manager_pb2 as om_pb2
 from miniray.raylet.servicer import ObjectManagerServicer, RayletServicer
-from miniray.raylet.worker_pool import WorkerPool, WorkerStartFailed
+from miniray.raylet.worker_logs import WorkerLogs
+from miniray.raylet.worker_pool import ExitedProcess, WorkerPool, WorkerStartFailed
 from miniray.rpc import ChannelPool, auth, start_server
 
 log = logging.getLogger("miniray.raylet")
@@ -65,6 +66,8 @@ class Raylet:
         self._view_time = 0.0
         self.leases: dict[bytes, Lease] = {}
         self.drivers: dict[WorkerID, tuple[int, bytes]] = {}   # id -> (pid, job)
+        self._driver_start_ms: dict[WorkerID, int] = {}
+        self.log_directory = os.path.join(session_dir, "logs")
         self._waiting: dict[int, asyncio.Future] = {}
         self._request_ids = itertools.count()
         self._lease_ids = itertools.count(1)
@@ -94,9 +97,14 @@ class Raylet:
 
         server, self.port = await start_server(add_servicers, self.host, port)
         address = f"{self.host}:{self.port}"
+        # Workers' output goes to files in the logs directory; on a node
+        # init() started (its raylet shares the driver's terminal) also to
+        # the terminal, else workers forward what tasks print to drivers.
         self.pool = WorkerPool(address, self.gcs_address,
                                int(self.total.get("CPU", 1)), self.host,
-                               forward_output=not self.owns_session_dir)
+                               forward_output=not self.owns_session_dir,
+                               logs=WorkerLogs(self.log_directory,
+                                               tee=self.owns_session_dir))
         self.pool.prestart(int(min(self.total.get("CPU", 0), os.cpu_count() or 1)))
         await self._register_node()
         tasks = [asyncio.create_task(self._heartbeat_loop()),
@@ -237,7 +245,8 @@ class Raylet:
             log.warning("the node is low on memory: killing worker %s (pid %d). %s",
                         worker.worker_id.hex(), worker.pid, kill.message)
             victim = worker.process
-            self.pool.kill(worker)
+            self.pool.kill(worker, "SYSTEM_ERROR",
+                           f"killed because the node ran out of memory. {kill.message}")
             self._on_worker_gone(worker.worker_id, worker.lease_id,
                                  reason=f"its worker was killed because the node ran "
                                         f"out of memory. {kill.message}")
@@ -372,8 +381,9 @@ class Raylet:
                 await self._grant(lease, future, attempt + 1)
                 return
             self._end_lease(lease.lease_id)
-            future.set_exception(RuntimeError("worker processes keep dying at startup; "
-                                              "see the raylet's stderr"))
+            future.set_exception(RuntimeError(
+                "worker processes keep dying at startup; see their worker-*.err "
+                f"files in {self.log_directory}"))
             return
         if lease.lease_id not in self.leases:
             # The lease ended while its worker started (its owner left). A
@@ -459,12 +469,17 @@ class Raylet:
     # --- processes coming and going -------------------------------------------------
     def register_driver(self, worker_id: WorkerID, pid: int, job_id: bytes) -> None:
         self.drivers[worker_id] = (pid, job_id)
+        self._driver_start_ms[worker_id] = int(time.time() * 1000)
 
     def disconnect(self, worker_id: WorkerID) -> None:
         """A driver or worker left: end its job (drivers) and what it owned."""
         driver = self.drivers.pop(worker_id, None)
         if driver is not None:
-            _, job_id = driver
+            pid, job_id = driver
+            self.pool.record_exit(ExitedProcess(
+                bytes(worker_id), pid, True, job_id,
+                self._driver_start_ms.pop(worker_id, 0), int(time.time() * 1000),
+                "INTENDED_USER_EXIT", "the driver disconnected"))
             for worker in self.pool.workers_of_job(job_id):
                 if self._hosts_actor(worker):
                     continue    # the GCS decides: detached actors outlive drivers
@@ -475,7 +490,7 @@ class Raylet:
                 self.pool.top_up()
         worker = self.pool.workers.get(worker_id)
         if worker is not None:
-            self.pool.kill(worker)
+            self.pool.kill(worker, "INTENDED_USER_EXIT", "the worker disconnected")
         self._on_worker_gone(worker_id, worker.lease_id if worker else b"",
                              is_driver=driver is not None)
 
@@ -554,6 +569,28 @@ class Raylet:
     def reservation_deadline(self, size: int) -> float:
         """When a reservation of ``size`` bytes not sealed yet is released."""
         return time.monotonic() + config.OBJECT_RESERVATION_TIMEOUT_S + size / 100e6
+
+    def list_workers(self) -> list[raylet_pb2.WorkerInfo]:
+        """Every worker and driver of this node, live ones first, then the
+        last ones that exited (for the state API)."""
+        infos = []
+        for worker in list(self.pool.workers.values()):
+            lease = self.leases.get(worker.lease_id) if worker.lease_id else None
+            infos.append(raylet_pb2.WorkerInfo(
+                worker_id=worker.worker_id, pid=worker.pid, job_id=worker.job_id,
+                is_alive=True, start_time_ms=worker.start_time_ms,
+                actor_id=lease.actor_id if lease is not None else b""))
+        for driver_id, (pid, job_id) in list(self.drivers.items()):
+            infos.append(raylet_pb2.WorkerInfo(
+                worker_id=driver_id, pid=pid, is_driver=True, job_id=job_id,
+                is_alive=True, start_time_ms=self._driver_start_ms.get(driver_id, 0)))
+        for gone in reversed(self.pool.exited):
+            infos.append(raylet_pb2.WorkerInfo(
+                worker_id=gone.worker_id, pid=gone.pid, is_driver=gone.is_driver,
+                job_id=gone.job_id, is_alive=False, exit_type=gone.exit_type,
+                exit_detail=gone.exit_detail, start_time_ms=gone.start_time_ms,
+                end_time_ms=gone.end_time_ms))
+        return infos
 
     def node_stats(self) -> dict:
         stats = self.store.stats()

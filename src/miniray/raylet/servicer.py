@@ -13,7 +13,9 @@ from miniray.common.ids import (
     ActorID, JobID, ObjectID, PlacementGroupID, WorkerID)
 from miniray.common.validation import InvalidArgument, NotAllowed
 from miniray.exceptions import ObjectStoreFullError
+from miniray.object_store.policy import ObjectState
 from miniray.object_store.transfer import read_chunk
+from miniray.raylet import worker_logs
 from miniray.protocol import (
     common_pb2, object_manager_pb2 as om_pb2, object_manager_pb2_grpc as om_grpc,
     raylet_pb2, raylet_pb2_grpc)
@@ -196,7 +198,8 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         worker = raylet.pool.workers.get(WorkerID(request.worker_id))
         if worker is None:
             return raylet_pb2.KillWorkerReply(found=False)
-        raylet.pool.kill(worker)
+        raylet.pool.kill(worker, "INTENDED_USER_EXIT",
+                         "killed at the GCS's request (its actor was killed or ended)")
         raylet._on_worker_gone(worker.worker_id, worker.lease_id)
         return raylet_pb2.KillWorkerReply(found=True)
 
@@ -234,6 +237,47 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         check.check_id(request.placement_group_id, PlacementGroupID, "placement_group_id")
         self.raylet.return_bundles(request.placement_group_id)
         return raylet_pb2.ReturnBundlesReply()
+
+    # --- the state API -------------------------------------------------------------
+    async def ListWorkers(self, request, context):
+        return raylet_pb2.ListWorkersReply(workers=self.raylet.list_workers())
+
+    async def ListObjects(self, request, context):
+        check.check_int(request.limit, "limit", 0)
+        records = self.raylet.store.records()
+        reply = raylet_pb2.ListObjectsReply(total=len(records))
+        where = {ObjectState.SEALED: raylet_pb2.StoreObjectInfo.IN_MEMORY,
+                 ObjectState.SPILLED: raylet_pb2.StoreObjectInfo.SPILLED,
+                 ObjectState.CREATING: raylet_pb2.StoreObjectInfo.BEING_WRITTEN}
+        for record in records[:request.limit or None]:
+            reply.objects.add(object_id=record.object_id, size=record.size,
+                              owner_worker_id=record.owner, primary=record.primary,
+                              where=where[record.state])
+        return reply
+
+    async def ListLogs(self, request, context):
+        check.check_name(request.glob_filter, "glob_filter",
+                         max_length=worker_logs.MAX_NAME_LENGTH)
+        files = await asyncio.to_thread(worker_logs.list_log_files,
+                                        self.raylet.log_directory, request.glob_filter)
+        return raylet_pb2.ListLogsReply(files=[
+            raylet_pb2.LogFileInfo(filename=name, size=size, mtime_ms=mtime)
+            for name, size, mtime in files])
+
+    async def ReadLog(self, request, context):
+        worker_logs.check_log_name(request.filename)
+        check.check_int(request.offset, "offset", 0, 2**63 - 1)
+        check.check_int(request.max_bytes, "max_bytes", 0, 2**63 - 1)
+        check.check_int(request.tail_lines, "tail_lines", 0)
+        try:
+            data, offset, size = await asyncio.to_thread(
+                worker_logs.read_log, self.raylet.log_directory, request.filename,
+                request.offset, request.max_bytes, request.tail_lines)
+        except FileNotFoundError:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no log file {request.filename!r} on this node")
+        return raylet_pb2.ReadLogReply(data=data, offset=offset, file_size=size)
+
 
 class ObjectManagerServicer(om_grpc.ObjectManagerServiceServicer):
     """Serves chunks of this node's objects to raylets pulling them."""

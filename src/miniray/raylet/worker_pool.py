@@ -3,22 +3,43 @@ reaps extras and notices deaths.
 
 A worker is bound to the job of the first lease it serves (its sys.path and
 working directory come from that job) and is only reused for that job.
+Its output goes to files of its own (worker_logs.py). The pool remembers
+the last workers that exited, for the state API (``list_workers``).
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from miniray.common import config
 from miniray.common.ids import WorkerID
+from miniray.raylet.worker_logs import WorkerLogs
+
+# Exited workers (and drivers) the state API still lists.
+MAX_EXITED_RECORDS = 1000
+
+
+@dataclass(frozen=True)
+class ExitedProcess:
+    """A worker or driver of this node that is gone, as list_workers shows it."""
+    worker_id: bytes
+    pid: int
+    is_driver: bool
+    job_id: bytes
+    start_time_ms: int
+    end_time_ms: int
+    exit_type: str          # Ray's names: INTENDED_SYSTEM_EXIT, SYSTEM_ERROR, ...
+    exit_detail: str
 
 
 class WorkerProcess:
     __slots__ = ("worker_id", "process", "port", "job_id", "ready", "idle_since",
-                 "lease_id", "dead", "used", "gpu")
+                 "lease_id", "dead", "used", "gpu", "start_time_ms", "exit")
 
     def __init__(self, worker_id: WorkerID, process: subprocess.Popen | None,
                  ready: asyncio.Future):
@@ -32,6 +53,8 @@ class WorkerProcess:
         self.dead = False
         self.used = False           # has been leased to an owner
         self.gpu: bool | None = None   # ran GPU work (True) or not (False): kept apart
+        self.start_time_ms = int(time.time() * 1000)
+        self.exit: tuple[str, str] | None = None    # (exit type, detail) if killed
 
     @property
     def pid(self) -> int:
@@ -50,10 +73,14 @@ class WorkerStartFailed(RuntimeError):
 
 class WorkerPool:
     def __init__(self, raylet_address: str, gcs_address: str, soft_limit: int,
-                 node_ip: str = "127.0.0.1", forward_output: bool = False):
+                 node_ip: str = "127.0.0.1", forward_output: bool = False,
+                 logs: WorkerLogs | None = None):
         self.node_ip = node_ip
-        # Daemon nodes log workers' output to files: send it to drivers too.
+        # Daemon nodes log workers' output to files only: send it to drivers too.
         self.forward_output = forward_output
+        self.logs = logs
+        self.exited: collections.deque[ExitedProcess] = collections.deque(
+            maxlen=MAX_EXITED_RECORDS)
         self.raylet_address = raylet_address
         self.gcs_address = gcs_address
         self.soft_limit = max(1, soft_limit)
@@ -68,11 +95,21 @@ class WorkerPool:
         env = dict(os.environ, PYTHONUNBUFFERED="1", MINIRAY_NODE_IP=self.node_ip)
         if self.forward_output:
             env["MINIRAY_FORWARD_OUTPUT"] = "1"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "miniray.core_worker",
-             "--raylet-address", self.raylet_address,
-             "--gcs-address", self.gcs_address, "--worker-id", worker_id.hex()],
-            stdin=subprocess.DEVNULL, env=env, close_fds=True)
+        output = self.logs.open(worker_id.hex()) if self.logs is not None else None
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "miniray.core_worker",
+                 "--raylet-address", self.raylet_address,
+                 "--gcs-address", self.gcs_address, "--worker-id", worker_id.hex()],
+                stdin=subprocess.DEVNULL, env=env, close_fds=True,
+                stdout=output.stdout if output else None,
+                stderr=output.stderr if output else None)
+        except BaseException:
+            if output is not None:
+                output.failed()
+            raise
+        if output is not None:
+            output.started(process.pid)
         worker = WorkerProcess(worker_id, process,
                                asyncio.get_running_loop().create_future())
         self.workers[worker_id] = worker
@@ -149,7 +186,10 @@ class WorkerPool:
         if worker in self._idle:
             self._idle.remove(worker)      # only idle workers are handed out
 
-    def kill(self, worker: WorkerProcess) -> None:
+    def kill(self, worker: WorkerProcess, exit_type: str = "INTENDED_SYSTEM_EXIT",
+             detail: str = "stopped by the raylet") -> None:
+        if worker.exit is None:
+            worker.exit = (exit_type, detail)
         self._forget(worker)
         if worker.process and worker.process.poll() is None:
             try:
@@ -159,6 +199,8 @@ class WorkerPool:
             self._dying.append(worker.process)
 
     def _forget(self, worker: WorkerProcess) -> None:
+        if not worker.dead and worker.process is not None:
+            self._record_exit(worker)
         worker.dead = True
         self.workers.pop(worker.worker_id, None)
         if worker in self._idle:
@@ -185,8 +227,26 @@ class WorkerPool:
             if excess <= 0:
                 break
             if now - (worker.idle_since or now) >= config.IDLE_WORKER_TIMEOUT_S:
-                self.kill(worker)
+                self.kill(worker, detail="idle for too long")
                 excess -= 1
+
+    def _record_exit(self, worker: WorkerProcess) -> None:
+        if worker.exit is not None:
+            exit_type, detail = worker.exit
+        else:
+            code = worker.process.poll()
+            if code == 0:
+                exit_type, detail = "INTENDED_USER_EXIT", "exited with code 0"
+            elif code is not None and code < 0:
+                exit_type, detail = "SYSTEM_ERROR", f"killed by signal {-code}"
+            else:
+                exit_type, detail = "SYSTEM_ERROR", f"exited with code {code}"
+        self.record_exit(ExitedProcess(bytes(worker.worker_id), worker.pid, False,
+                                       worker.job_id, worker.start_time_ms,
+                                       int(time.time() * 1000), exit_type, detail))
+
+    def record_exit(self, record: ExitedProcess) -> None:
+        self.exited.append(record)
 
     def workers_of_job(self, job_id: bytes) -> list[WorkerProcess]:
         return [w for w in self.workers.values() if w.job_id == job_id]
