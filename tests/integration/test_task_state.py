@@ -92,3 +92,17 @@ def test_actor_tasks_and_summary():
     assert summary["summary"]["Counter.inc"]["state_counts"]["FINISHED"] >= 4
     assert summary["summary"]["Counter.inc"]["type"] == "ACTOR_TASK"
     assert summary["total_actor_tasks"] >= 4
+
+
+def test_timeline_has_one_slice_per_task_run():
+    ray.get([square.options(name="sliced").remote(i) for i in range(5)])
+    wait_for_condition(lambda: done("sliced", 5), timeout=20)
+    events = state.timeline_events()
+    slices = [e for e in events if e["name"] == "sliced" and e["ph"] == "X"]
+    assert len(slices) == 5
+    names = {(e["pid"], e["tid"], e["name"]): e["args"]["name"]
+             for e in events if e["ph"] == "M"}
+    for piece in slices:
+        assert piece["dur"] >= 0
+        assert names[(piece["pid"], 0, "process_name")].startswith("Node ")
+        assert names[(piece["pid"], piece["tid"], "thread_name")].startswith("Worker ")
