@@ -132,7 +132,8 @@ class ActorManager:
                                      else death_cause("The actor's constructor failed."))
                 await self._kill_worker(node, lease.worker.worker_id)
             elif entry.info.state != DEAD:
-                self.table.mark_alive(entry, lease.worker, entry.worker_id, 0)
+                self.table.mark_alive(entry, lease.worker, entry.worker_id,
+                                      lease.worker_pid)
             await self._notify()
             return
 

@@ -86,7 +86,8 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
             lease_id=lease.lease_id,
             worker=common_pb2.Address(ip=raylet.host, port=worker.port,
                                       worker_id=worker.worker_id,
-                                      node_id=raylet.node_id))
+                                      node_id=raylet.node_id),
+            worker_pid=worker.pid or 0)
         for name, instances in lease.resource_ids.items():
             entry = reply.resource_ids[name]
             entry.ids.extend(instances)
