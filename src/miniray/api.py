@@ -138,7 +138,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
         if address is None:
             node = node_module.start_head(
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                object_store_memory=object_store_memory)
+                object_store_memory=object_store_memory,
+                **_dashboard_options(kwargs))
             gcs_address = node.gcs_address
         else:
             if num_cpus is not None or num_gpus is not None or resources \
@@ -163,12 +164,55 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             if node is not None:
                 node.stop()
             raise
+        dashboard_url = (node.dashboard_url or None) if node is not None else \
+            _recorded_dashboard(worker)
         context = RayContext(address_info={
             "address": gcs_address, "gcs_address": gcs_address,
             "raylet_address": raylet_address, "node_id": worker.node_id.hex(),
-            "session_dir": worker.session_dir})
+            "session_dir": worker.session_dir, "webui_url": dashboard_url},
+            dashboard_url=dashboard_url)
         _session = _Session(worker, node, context)
+        _announce(node is not None, dashboard_url)
         return context
+
+
+def _dashboard_options(kwargs: dict) -> dict:
+    """init()'s dashboard arguments (Ray's names), checked."""
+    include = kwargs.get("include_dashboard")
+    host = kwargs.get("dashboard_host")
+    port = kwargs.get("dashboard_port")
+    if include is not None and not isinstance(include, bool):
+        raise TypeError(f"include_dashboard must be a bool or None, got {include!r}")
+    if host is not None and (not isinstance(host, str) or not host):
+        raise TypeError(f"dashboard_host must be a host name or address, got {host!r}")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 0 <= port <= 65535):
+        raise ValueError(f"dashboard_port must be a port number, got {port!r}")
+    return {"include_dashboard": include, "dashboard_host": host, "dashboard_port": port}
+
+
+def _recorded_dashboard(worker) -> str | None:
+    """The address the cluster's dashboard recorded in the GCS, if any."""
+    from miniray.dashboard.source import KV_KEY, KV_NAMESPACE
+    from miniray.protocol import gcs_pb2
+    try:
+        reply = worker.call("gcs", "KVGet", gcs_pb2.KVGetRequest(
+            namespace=KV_NAMESPACE, key=KV_KEY), timeout=5)
+    except Exception:           # noqa: BLE001 - the URL is only informative
+        return None
+    return reply.value.decode() if reply.found else None
+
+
+def _announce(started: bool, dashboard_url: str | None) -> None:
+    """As Ray: say where the dashboard is (with the token to open it, as
+    Jupyter prints its URL: the page needs it when auth is on)."""
+    if not dashboard_url:
+        return
+    token = auth.current_token()
+    url = f"http://{dashboard_url}" + (f"/?token={token}" if token else "")
+    what = "Started a local miniray instance." if started else \
+        "Connected to a miniray cluster."
+    print(f"{what} View the dashboard at {url}", file=sys.stderr, flush=True)
 
 
 def _use_temp_dir(temp_dir) -> None:

@@ -86,6 +86,7 @@ class NodeProcesses:
     processes: list = field(default_factory=list)
     is_head: bool = False           # runs the GCS: owns the cluster's files
     cluster_dir: str = ""           # the head's: the cluster's private directory
+    dashboard_url: str = ""         # host:port of the head's dashboard, if started
 
     def stop(self, timeout: float = 5.0) -> None:
         for proc in self.processes:
@@ -112,12 +113,12 @@ def remove_session_files(session_dir: str) -> None:
 
 
 
-def _spawn(args: list[str], log_path: str | None) -> subprocess.Popen:
+def _spawn(args: list[str], log_path: str | None, pass_fds=()) -> subprocess.Popen:
     out = paths.open_private_log(log_path) if log_path else None
     try:
         # The token travels in the environment: never in the arguments (ps).
         return subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=out, close_fds=True,
+                                stdout=out, stderr=out, close_fds=True, pass_fds=pass_fds,
                                 start_new_session=log_path is not None,
                                 env=auth.child_env())
     finally:
@@ -148,6 +149,32 @@ def start_raylet(session_dir: str, gcs_address: str, node_id: NodeID,
     log = os.path.join(session_dir, "logs", f"raylet-{node_id.hex()[:8]}.log") \
         if daemon else None
     return _spawn(args, log)
+
+
+def start_dashboard(session_dir: str, gcs_address: str, host: str, port: int, *,
+                    daemon: bool) -> tuple[subprocess.Popen, str]:
+    """The head's dashboard (miniray/dashboard/) on ``port`` or, if that is
+    taken, the next free one, as Ray does; returns it and its host:port.
+    The socket is bound here and handed over, so the port cannot be taken
+    in between."""
+    from miniray.dashboard.ports import listen
+    sock = listen(host, port)
+    chosen = sock.getsockname()[1]
+    if port and chosen != port:
+        log.warning("The dashboard port %d is in use: the dashboard uses port %d "
+                    "instead (choose one with dashboard_port= or --dashboard-port).",
+                    port, chosen)
+    args = ["miniray.dashboard", "--gcs-address", gcs_address, "--host", host,
+            "--port", str(chosen), "--listen-fd", str(sock.fileno()),
+            "--session-dir", session_dir]
+    if not daemon:
+        args += ["--die-with-parent", "--parent-pid", str(os.getpid())]
+    log_path = os.path.join(session_dir, "logs", "dashboard.log") if daemon else None
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        return _spawn(args, log_path, pass_fds=(sock.fileno(),)), f"{shown}:{chosen}"
+    finally:
+        sock.close()
 
 
 def wait_for_node(gcs_address: str, node_id: NodeID, processes, timeout: float = 30.0):
@@ -186,8 +213,10 @@ def _started(node: NodeProcesses) -> NodeProcesses:
 
 
 def start_head(*, port: int | None = None, daemon: bool = False,
-               **resource_args) -> NodeProcesses:
-    """Start a GCS and a head raylet; returns once the raylet is registered."""
+               include_dashboard: bool | None = None, dashboard_host: str | None = None,
+               dashboard_port: int | None = None, **resource_args) -> NodeProcesses:
+    """Start a GCS and a head raylet, then the dashboard (unless
+    ``include_dashboard`` is False); returns once the raylet is registered."""
     resources = default_resources(is_head=True, **resource_args)
     gcs_port = free_port(port, config.NODE_IP)
     if port and gcs_port != port:
@@ -199,9 +228,16 @@ def start_head(*, port: int | None = None, daemon: bool = False,
     procs = [start_gcs(session_dir, gcs_port, daemon=daemon),
              start_raylet(session_dir, gcs_address, node_id, resources,
                           is_head=True, daemon=daemon)]
-    return _started(NodeProcesses(gcs_address, session_dir, node_id, procs, is_head=True,
+    node = _started(NodeProcesses(gcs_address, session_dir, node_id, procs, is_head=True,
                                   cluster_dir=paths.cluster_auth_dir(gcs_address,
                                                                      create=False)))
+    if include_dashboard is not False:
+        dashboard, node.dashboard_url = start_dashboard(
+            session_dir, gcs_address, dashboard_host or config.DEFAULT_DASHBOARD_HOST,
+            config.DEFAULT_DASHBOARD_PORT if dashboard_port is None else dashboard_port,
+            daemon=daemon)
+        node.processes.append(dashboard)
+    return node
 
 
 # A node or driver joining while the GCS restarts waits this long for it.

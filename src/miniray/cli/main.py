@@ -50,6 +50,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1", "yes")
+
+
 def _resources(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -119,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--tls-key", metavar="PEM", help="this node's TLS private key")
     start.add_argument("--tls-ca", metavar="PEM",
                        help="the CA certificate that signed every node's certificate")
+    start.add_argument("--include-dashboard", type=_bool, metavar="BOOL",
+                       help="with --head: start the dashboard (default true)")
+    start.add_argument("--dashboard-host", metavar="HOST",
+                       help="with --head: address the dashboard listens on (default "
+                            "127.0.0.1; 0.0.0.0 for every interface)")
+    start.add_argument("--dashboard-port", type=_port, metavar="PORT",
+                       help="with --head: the dashboard's port (default 8265, or the "
+                            "next free one)")
     start.add_argument("--block", action="store_true",
                        help="stay in the foreground; stop the node on Ctrl-C or "
                             "SIGTERM, and exit if one of its processes dies")
@@ -200,7 +215,10 @@ def cmd_start(args) -> int:
         if node_module.free_port(port, config.NODE_IP) != port:  # again in start_head
             raise CliError(_port_in_use(port))
         try:
-            node = node_module.start_head(port=port, daemon=True, **resource_args)
+            node = node_module.start_head(
+                port=port, daemon=True, include_dashboard=args.include_dashboard,
+                dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
+                **resource_args)
         except OSError as exc:
             if "already in use" in str(exc):
                 raise CliError(_port_in_use(port)) from None
@@ -319,7 +337,7 @@ def _print_head_started(node, block: bool) -> None:
         "  To view the status of the cluster, run",
         "    miniray status",
         "",
-    ]
+    ] + ([f"  Dashboard: http://{node.dashboard_url}", ""] if node.dashboard_url else [])
     _print_with_footer(lines, block, "  ")
 
 

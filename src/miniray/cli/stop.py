@@ -1,7 +1,8 @@
 """``miniray stop``: end every miniray process on this machine and clean up.
 
 miniray processes are recognised by their command line: a Python interpreter
-running ``-m miniray.gcs``, ``-m miniray.raylet`` or ``-m miniray.core_worker``.
+running ``-m miniray.gcs``, ``-m miniray.raylet``, ``-m miniray.core_worker`` or
+``-m miniray.dashboard``.
 Drivers (user scripts) are never touched, and neither are the calling process
 and its ancestors.
 """
@@ -20,7 +21,7 @@ from miniray import node as node_module
 from miniray.common import config, paths
 
 MODULES = {"miniray.gcs": "gcs", "miniray.raylet": "raylet",
-           "miniray.core_worker": "core_worker"}
+           "miniray.core_worker": "core_worker", "miniray.dashboard": "dashboard"}
 # Python options that take a separate value (``python -W error -m ...``).
 _OPTIONS_WITH_VALUE = {"-W", "-X", "--check-hash-based-pycs"}
 # A session directory whose creator is alive and that is younger than this is
@@ -31,7 +32,7 @@ _YOUNG_SESSION_S = 60.0
 @dataclass
 class MinirayProcess:
     process: psutil.Process
-    kind: str                   # gcs | raylet | core_worker
+    kind: str                   # gcs | raylet | core_worker | dashboard
     cmdline: list
 
     @property
@@ -49,7 +50,7 @@ class MinirayProcess:
 
 
 def process_kind(cmdline: list) -> str | None:
-    """'gcs', 'raylet' or 'core_worker' if ``cmdline`` runs a miniray module."""
+    """'gcs', 'raylet', 'core_worker' or 'dashboard' if ``cmdline`` runs one."""
     if not cmdline:
         return None
     exe = os.path.basename(cmdline[0])
@@ -268,9 +269,10 @@ def stop(*, force: bool = False, grace: float = 5.0, verbose: bool = False) -> i
             if p.pid not in alive_pids:
                 counts[p.kind] = counts.get(p.kind, 0) + 1
         labels = {"gcs": ("GCS", "GCS"), "raylet": ("raylet", "raylets"),
-                  "core_worker": ("worker", "workers")}
+                  "core_worker": ("worker", "workers"),
+                  "dashboard": ("dashboard", "dashboards")}
         detail = ", ".join(f"{counts[kind]} {labels[kind][counts[kind] != 1]}"
-                           for kind in ("gcs", "raylet", "core_worker") if kind in counts)
+                           for kind in labels if kind in counts)
         print(f"Stopped {stopped} miniray process{'es' if stopped != 1 else ''}"
               + (f" ({detail})." if detail else "."))
     if verbose or removed_sessions or removed_stores:

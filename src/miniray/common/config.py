@@ -82,3 +82,12 @@ DEFAULT_GCS_PORT = 6379
 # a cluster on one machine; set it (miniray start --node-ip-address) to an
 # address the other machines can reach to span several.
 NODE_IP = _env("NODE_IP", "127.0.0.1")
+# Metrics (docs/observability.md): processes that record metrics (user
+# metrics, a raylet's node figures) report them to the GCS every
+# METRICS_REPORT_INTERVAL_S; the GCS forgets a reporter silent for
+# METRICS_REPORT_TTL_S. The head's dashboard listens on DEFAULT_DASHBOARD_PORT
+# (Ray's 8265), or the next free port.
+METRICS_REPORT_INTERVAL_S = _env("METRICS_REPORT_INTERVAL_S", 2.0)
+METRICS_REPORT_TTL_S = _env("METRICS_REPORT_TTL_S", 30.0)
+DEFAULT_DASHBOARD_PORT = 8265
+DEFAULT_DASHBOARD_HOST = "127.0.0.1"

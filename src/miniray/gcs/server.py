@@ -12,6 +12,7 @@ import time
 import miniray
 from miniray.common import config
 from miniray.gcs.actor_manager import ActorManager
+from miniray.gcs.metrics_table import MetricsTable
 from miniray.gcs.node_manager import HealthChecks, NodeManager
 from miniray.gcs.placement_groups import PlacementGroupManager
 from miniray.gcs.servicer import GcsServicer
@@ -44,6 +45,7 @@ class GcsServer:
         self.version = miniray.__version__        # drivers and nodes must match
         self.python_version = "%d.%d" % sys.version_info[:2]
         self.task_events = TaskEventTable(config.TASK_EVENTS_MAX_TASKS_IN_GCS)
+        self.metrics = MetricsTable(config.METRICS_REPORT_TTL_S)
         self.incarnation = os.urandom(8)          # new at each start of the GCS
         self.recovered = False
 

@@ -4,6 +4,7 @@ INVALID_ARGUMENT, one the caller may not make with PERMISSION_DENIED."""
 from __future__ import annotations
 
 import functools
+import time
 
 from miniray.common import config
 from miniray.common import validation as check
@@ -11,6 +12,7 @@ from miniray.common.ids import (
     ActorID, FunctionID, JobID, NodeID, PlacementGroupID, TaskID, WorkerID)
 from miniray.common.validation import InvalidArgument, NotAllowed
 from miniray.gcs.actor_table import NameTakenError
+from miniray.gcs.metrics_table import check_report as check_metrics_report
 from miniray.gcs.placement_groups import STRATEGIES
 from miniray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 
@@ -245,6 +247,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         await self.server.actors.on_worker_failure(WorkerID(request.worker_id),
                                                    request.is_driver, request.reason)
         await self.server.broadcast_process_death(request.worker_id, request.node_id)
+        self.server.metrics.forget(request.worker_id)
         return gcs_pb2.ReportWorkerFailureReply()
 
     # --- placement groups ---------------------------------------------------------
@@ -326,6 +329,20 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         tasks, total = table.get(request.job_id, request.task_id, request.limit)
         return gcs_pb2.GetTaskEventsReply(tasks=tasks, num_dropped=table.num_dropped,
                                           total=total)
+
+    # --- metrics (gcs/metrics_table.py) ---------------------------------------------
+    async def ReportMetrics(self, request, context):
+        check_metrics_report(request.report)
+        self.server.metrics.report(request.report, time.monotonic())
+        return gcs_pb2.ReportMetricsReply()
+
+    async def GetMetrics(self, request, context):
+        metrics = self.server.metrics
+        alive = {n.node_id for n in self.server.nodes.alive_nodes()}
+        for report in metrics.latest(time.monotonic()):
+            if report.node_id and report.node_id not in alive:
+                metrics.forget_node(report.node_id)
+        return gcs_pb2.GetMetricsReply(reports=metrics.latest(time.monotonic()))
 
     # --- state API ------------------------------------------------------------------
     async def GetAllActors(self, request, context):

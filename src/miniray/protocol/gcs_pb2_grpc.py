@@ -190,6 +190,16 @@ class GcsServiceStub:
                 request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.FromString,
                 _registered_method=True)
+        self.ReportMetrics = channel.unary_unary(
+                '/miniray.protocol.GcsService/ReportMetrics',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.ReportMetricsRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.ReportMetricsReply.FromString,
+                _registered_method=True)
+        self.GetMetrics = channel.unary_unary(
+                '/miniray.protocol.GcsService/GetMetrics',
+                request_serializer=miniray_dot_protocol_dot_gcs__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetMetricsReply.FromString,
+                _registered_method=True)
 
 
 class GcsServiceServicer:
@@ -381,6 +391,18 @@ class GcsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportMetrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMetrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GcsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -538,6 +560,16 @@ def add_GcsServiceServicer_to_server(servicer, server):
                     servicer.GetTaskEvents,
                     request_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.SerializeToString,
+            ),
+            'ReportMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportMetrics,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.ReportMetricsRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.ReportMetricsReply.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=miniray_dot_protocol_dot_gcs__pb2.GetMetricsRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_gcs__pb2.GetMetricsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1377,6 +1409,60 @@ class GcsService:
             '/miniray.protocol.GcsService/GetTaskEvents',
             miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.SerializeToString,
             miniray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/ReportMetrics',
+            miniray_dot_protocol_dot_gcs__pb2.ReportMetricsRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.ReportMetricsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.GcsService/GetMetrics',
+            miniray_dot_protocol_dot_gcs__pb2.GetMetricsRequest.SerializeToString,
+            miniray_dot_protocol_dot_gcs__pb2.GetMetricsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -109,7 +109,8 @@ class Raylet:
         await self._register_node()
         tasks = [asyncio.create_task(self._heartbeat_loop()),
                  asyncio.create_task(self._monitor_loop()),
-                 asyncio.create_task(self._memory_monitor_loop())]
+                 asyncio.create_task(self._memory_monitor_loop()),
+                 asyncio.create_task(self._metrics_loop())]
         try:
             await self._stop.wait()
         finally:
@@ -171,6 +172,21 @@ class Raylet:
             incarnation = reply.gcs_incarnation
             self._set_view(reply.nodes)
             self._respill()
+
+    async def _metrics_loop(self) -> None:
+        """Report this node's CPU, memory and store figures to the GCS
+        (node_metrics.py); the dashboard exports them."""
+        from miniray.raylet.node_metrics import node_report
+        psutil.cpu_percent(interval=None)          # starts the CPU measurement
+        while True:
+            await asyncio.sleep(config.METRICS_REPORT_INTERVAL_S)
+            report = node_report(bytes(self.node_id), self.store.stats(),
+                                 len(self.pool.workers))
+            try:
+                await self.gcs.ReportMetrics(gcs_pb2.ReportMetricsRequest(report=report),
+                                             timeout=5)
+            except Exception as exc:       # noqa: BLE001 - the next report may work
+                log.debug("reporting node metrics failed: %s", exc)
 
     async def _resync(self) -> bool:
         """Tell a restarted GCS what runs here now (it settles what changed
