@@ -148,7 +148,7 @@ def test_metrics_parse_and_carry_tasks_and_user_counters(cluster):
     def ready():
         found = _metrics(context)
         tasks = {(s.labels["Name"], s.labels["State"]): s.value
-                 for s in found["miniray_tasks"].samples}
+                 for s in found["miniray_tasks"].samples if s.labels["IsRetry"] == "0"}
         counts = [s for s in found.get("miniray_squares_done", None).samples
                   if s.name == "miniray_squares_done_total"] \
             if "miniray_squares_done" in found else []

@@ -94,8 +94,9 @@ def test_summary_counts_the_latest_attempt_of_each_task():
     assert summary["summary"]["f"]["state_counts"] == {"FINISHED": 2}
     assert summary["state_counts"] == {"FINISHED": 2, "RUNNING": 1}
     assert (summary["total_tasks"], summary["total_actor_tasks"]) == (2, 1)
-    assert views.task_counts(snapshot(events)) == {("FINISHED", "f"): 2,
-                                                   ("RUNNING", "A.m"): 1}
+    assert views.task_counts(snapshot(events)) == {("FINISHED", "f", "1"): 1,
+                                                   ("FINISHED", "f", "0"): 1,
+                                                   ("RUNNING", "A.m", "0"): 1}
     capped = views.tasks_summary(snapshot(events), max_names=1)["cluster"]
     assert list(capped["summary"]) == ["f"] and capped["num_functions"] == 2
 
@@ -179,14 +180,14 @@ def test_token_check_accepts_header_or_cookie():
 
 # --- Prometheus -----------------------------------------------------------------------------
 def test_system_families_parse_with_rays_labels():
-    counts = {("FINISHED", "f"): 3, ("RUNNING", "g"): 1}
+    counts = {("FINISHED", "f", "0"): 3, ("RUNNING", "g", "0"): 1}
     actors = [common_pb2.ActorInfo(class_name="A", state=common_pb2.ALIVE)] * 2
     head = node_info()
     found = families([*prometheus.task_families(counts), *prometheus.actor_families(actors),
                       *prometheus.resource_families([head], {})])
-    tasks = {(s.labels["State"], s.labels["Name"]): s.value
+    tasks = {(s.labels["State"], s.labels["Name"], s.labels["IsRetry"]): s.value
              for s in found["miniray_tasks"].samples}
-    assert tasks == {("FINISHED", "f"): 3.0, ("RUNNING", "g"): 1.0}
+    assert tasks == {("FINISHED", "f", "0"): 3.0, ("RUNNING", "g", "0"): 1.0}
     assert [(s.labels, s.value) for s in found["miniray_actors"].samples] == \
         [({"State": "ALIVE", "Name": "A"}, 2.0)]
     resources = {s.labels["State"]: s.value for s in found["miniray_resources"].samples}

@@ -3,7 +3,8 @@ from the GCS at each scrape (a custom collector, no background thread).
 
 System metrics carry Ray's names with ``miniray_`` for ``ray_``:
 
-- ``miniray_tasks{State,Name}``: tasks by the state of their latest attempt
+- ``miniray_tasks{State,Name,IsRetry}``: tasks by the state of their latest
+  attempt (IsRetry "1" when it is a retry)
 - ``miniray_actors{State,Name}``: actors by state and class
 - ``miniray_resources{Name,State,InstanceId}``: logical resources per node,
   ``State`` USED or AVAILABLE
@@ -71,9 +72,9 @@ def registry_for(source) -> CollectorRegistry:
 
 def task_families(counts: dict):
     family = GaugeMetricFamily(PREFIX + "tasks", "Current number of tasks by the state of "
-                               "their latest attempt.", labels=["State", "Name"])
-    for (state, name), count in sorted(counts.items()):
-        family.add_metric([state, name], count)
+                               "their latest attempt.", labels=["State", "Name", "IsRetry"])
+    for (state, name, is_retry), count in sorted(counts.items()):
+        family.add_metric([state, name, is_retry], count)
     yield family
 
 

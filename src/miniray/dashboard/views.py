@@ -232,11 +232,14 @@ def _latest_attempts(snapshot) -> dict[bytes, int]:
     return latest
 
 
-def task_counts(snapshot) -> dict[tuple[str, str], int]:
-    """{(state, name): tasks} over each task's latest attempt (ray_tasks)."""
-    counts: dict[tuple[str, str], int] = {}
+def task_counts(snapshot) -> dict[tuple[str, str, str], int]:
+    """{(state, name, is_retry): tasks} over each task's latest attempt, as
+    Ray's ray_tasks (is_retry "1" when that attempt is a retry)."""
+    counts: dict[tuple[str, str, str], int] = {}
     for i in _latest_attempts(snapshot).values():
-        key = (status_name(snapshot.statuses[i]), snapshot.events[i].name)
+        event = snapshot.events[i]
+        key = (status_name(snapshot.statuses[i]), event.name,
+               "1" if event.attempt > 0 else "0")
         counts[key] = counts.get(key, 0) + 1
     return counts
 
