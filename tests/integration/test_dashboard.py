@@ -1,8 +1,9 @@
 """The dashboard on a live cluster: init() reports its URL, the JSON
 endpoints show the cluster's nodes, actors and tasks, /metrics parses as
 Prometheus text with the system metrics and a user Counter incremented in a
-task, requests without the token are refused, and the page renders in a
-real headless Chromium (its DOM checked, a screenshot kept)."""
+task, the log endpoints list a worker's output file and follow it from an
+offset, requests without the token are refused, and the page renders in a
+real headless Chromium (its DOM checked, a log opened, a screenshot kept)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import psutil
@@ -25,6 +27,7 @@ from miniray.rpc import auth
 from miniray.testing import wait_for_condition
 
 NUM_TASKS = 25
+MARK = "dashboard-log-line-7f3a"
 
 
 def _free_port() -> int:
@@ -47,6 +50,13 @@ class Greeter:
         return "hi"
 
 
+@ray.remote(num_cpus=0)
+class Printer:
+    def say(self, text):
+        print(text, flush=True)
+        return os.getpid()
+
+
 @pytest.fixture(scope="module")
 def cluster():
     context = ray.init(num_cpus=2, dashboard_port=_free_port())
@@ -56,6 +66,23 @@ def cluster():
     assert ray.get(greeter.hello.remote()) == "hi"
     yield context, greeter
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def printer_log(cluster):
+    """(node id, file name, pid) of the .out file of an actor that printed
+    MARK-first."""
+    context, _ = cluster
+    printer = Printer.remote()
+    pid = ray.get(printer.say.remote(f"{MARK} first"))
+    node_id = context.address_info["node_id"]
+
+    def listed():
+        files = _api(context, f"/api/logs?node_id={node_id}&name=-{pid}.out")["files"]
+        return files[0] if files else None
+    wait_for_condition(listed, timeout=30)
+    yield node_id, listed()["filename"], printer
+    ray.kill(printer)
 
 
 def _get(context, path: str, token: str | None = "default", cookie: str | None = None):
@@ -136,6 +163,68 @@ def test_json_endpoints_show_nodes_actors_and_tasks(cluster):
             "object_id"] == big.hex(), timeout=15)
 
 
+def _read(context, node_id: str, filename: str, **params):
+    query = urllib.parse.urlencode({"node_id": node_id, "filename": filename, **params})
+    return _get(context, f"/api/logs/read?{query}")
+
+
+def test_logs_list_a_workers_output_and_follow_it(cluster, printer_log):
+    context, _ = cluster
+    node_id, filename, printer = printer_log
+    listing = _api(context, f"/api/logs?node_id={node_id}")
+    entry = next(f for f in listing["files"] if f["filename"] == filename)
+    assert entry["category"] == "worker_out" and entry["node_id"] == node_id
+    assert filename.startswith("worker-") and filename.endswith(".out")
+    assert [n["node_id"] for n in listing["nodes"]] == [node_id]
+    assert listing["nodes"][0]["num_files"] >= listing["total"] >= 1
+    assert _api(context, "/api/logs?node_id=" + "0" * 56)["files"] == []
+
+    def has_first():
+        status, _, body = _read(context, node_id, filename, tail=100)
+        assert status == 200, body
+        chunk = json.loads(body)
+        return chunk if f"{MARK} first" in chunk["text"] else None
+    chunk = wait_for_condition(has_first, timeout=30) or has_first()
+    assert chunk["next_offset"] <= chunk["file_size"]
+    # (The file's lines may carry the "(Printer pid=...)" prefix of the driver's.)
+    assert chunk["text"].splitlines()[-1].endswith(f"{MARK} first")
+    ray.get(printer.say.remote(f"{MARK} second"))
+
+    def new_text():
+        status, _, body = _read(context, node_id, filename, offset=chunk["next_offset"])
+        assert status == 200, body
+        more = json.loads(body)
+        return more if f"{MARK} second" in more["text"] else None
+    more = wait_for_condition(new_text, timeout=30) or new_text()
+    assert more["offset"] == chunk["next_offset"]
+    (line,) = more["text"].splitlines()                       # only the new line
+    assert line.endswith(f"{MARK} second")
+    assert more["next_offset"] == more["offset"] + len(more["text"].encode())
+
+
+def test_bad_log_requests_get_400_with_a_reason(cluster, printer_log):
+    context, _ = cluster
+    node_id, filename, _ = printer_log
+    for params, reason in [
+            ({"filename": "../x"}, b"not a log file name"),
+            ({"filename": "/etc/passwd"}, b"never a path"),
+            ({"filename": ""}, b"filename is required"),
+            ({"node_id": "f" * 56}, b"no node with id"),
+            ({"node_id": "not-hex"}, b"not a node id"),
+            ({"offset": "-5"}, b"offset must be a whole number"),
+            ({"offset": "1", "tail": "2"}, b"not both")]:
+        status, _, body = _read(context, **{"node_id": node_id, "filename": filename,
+                                            **params})
+        assert status == 400 and reason in body, (params, body)
+        assert json.loads(body)["error"]
+    status, _, body = _read(context, node_id, "no-such-file.out")
+    assert status == 404 and b"no log file" in body
+    status, _, body = _get(context, "/api/logs?node_id=zz")
+    assert status == 400 and b"not a node id" in body
+    if auth.current_token() is not None:
+        assert _get(context, "/api/logs", token=None)[0] == 401
+
+
 def _metrics(context) -> dict:
     status, headers, body = _get(context, "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
@@ -162,7 +251,8 @@ def test_metrics_parse_and_carry_tasks_and_user_counters(cluster):
     assert all(s.labels["kind"] == "int" and s.labels["Component"] == "core_worker"
                and len(s.labels["WorkerId"]) == 56 for s in counters)
     assert [(s.labels["Name"], s.labels["State"], s.value)
-            for s in found["miniray_actors"].samples] == [("Greeter", "ALIVE", 1.0)]
+            for s in found["miniray_actors"].samples
+            if s.labels["Name"] != "Printer"] == [("Greeter", "ALIVE", 1.0)]
     cpu = {s.labels["State"]: s.value for s in found["miniray_resources"].samples
            if s.labels["Name"] == "CPU"}
     assert cpu["USED"] + cpu["AVAILABLE"] == 2.0
@@ -204,17 +294,21 @@ def _browser(args: list[str], url: str, timeout: float = 90):
 @pytest.mark.skipif(_chromium() is None,
                     reason="no chromium on this machine (.ci/run installs Debian's "
                            "chromium package)")
-def test_the_page_renders_in_a_real_browser(cluster, tmp_path):
+def test_the_page_renders_in_a_real_browser(cluster, printer_log, tmp_path):
     context, _ = cluster
+    node_id, filename, _ = printer_log
     token = auth.current_token()
-    url = f"http://{context.dashboard_url}/" + (f"?token={token}" if token else "")
+    # The fragment opens that log's tail below the file list.
+    url = f"http://{context.dashboard_url}/" + (f"?token={token}" if token else "") + \
+        f"#log={node_id}/{filename}"
     wait_for_condition(lambda: _api(context, "/api/tasks/summary")["cluster"]["summary"]
                        .get("square"), timeout=30)
 
     def rendered():
         dom = _browser(["--dump-dom"], url).stdout
         return dom if "Greeter" in dom and "node-row" in dom and \
-            f"FINISHED {NUM_TASKS}" in dom else None
+            f"FINISHED {NUM_TASKS}" in dom and "log-row" in dom and \
+            f"{MARK} first" in dom else None
     wait_for_condition(rendered, timeout=120, retry_interval_ms=500)
     dom = rendered()
     assert context.address_info["node_id"][:8] in dom          # the node's row
@@ -222,6 +316,11 @@ def test_the_page_renders_in_a_real_browser(cluster, tmp_path):
     assert ">ALIVE<" in dom
     assert 'class="task-name">square<' in dom                   # tasks by name
     assert "not authorized" not in dom
+    # The Logs section: a row per file (the first page of 25, by name), each a link.
+    assert dom.count('class="log-row') == min(25, _api(context, "/api/logs")["total"])
+    assert f'>{_api(context, "/api/logs?limit=1")["files"][0]["filename"]}</a>' in dom
+    text = dom.split('id="log-text"', 1)[1].split("</pre>", 1)[0]
+    assert f"{MARK} first" in text and "<span" not in text        # its tail, as text
     artifacts = os.environ.get("MINIRAY_TEST_ARTIFACTS") or str(tmp_path)
     os.makedirs(artifacts, exist_ok=True)
     shot = os.path.join(artifacts, "dashboard.png")

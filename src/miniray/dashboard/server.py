@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qsl, urlsplit
 
+import grpc
+
 from miniray.dashboard import views
 
 log = logging.getLogger("miniray.dashboard")
@@ -91,6 +93,8 @@ class Api:
             "/api/jobs": self.jobs,
             "/api/objects": self.objects,
             "/api/timeline": self.timeline,
+            "/api/logs": self.logs,
+            "/api/logs/read": self.logs_read,
         }
 
     def cluster_status(self, query):
@@ -146,6 +150,49 @@ class Api:
         if limit < 0:
             raise ValueError("limit must be >= 0")
         return views.timeline(self.source.tasks(), query.get("job_id") or None, limit)
+
+
+    def logs(self, query):
+        return views.log_files_view(self.source.log_listings(), query)
+
+    def logs_read(self, query):
+        """Up to views.MAX_LOG_READ bytes of a log file, from ``offset`` or
+        its last ``tail`` lines; the answer's ``next_offset`` is where to
+        read on to follow it."""
+        args = views.log_read_args(query)
+        node = views.find_log_node(self.source.nodes(), args.node_id)
+        node_hex = node.node_id.hex()
+
+        def read(**kwargs):
+            try:
+                kwargs.setdefault("max_bytes", args.size)
+                return self.source.read_log(node, args.filename, **kwargs)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    raise HttpError(HTTPStatus.NOT_FOUND, exc.details()) from None
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise ValueError(exc.details()) from None
+                raise
+
+        reset = False
+        skipped = 0
+        if args.tail:
+            reply = read(tail_lines=args.tail)
+            data, start = reply.data, reply.offset
+            if start > 0 and len(data) >= args.size:
+                # The lines asked for are longer than one read: it may start
+                # mid-line. Show whole lines only, unless it starts a line.
+                before = read(offset=start - 1, max_bytes=1).data
+                if before != b"\n":
+                    data, skipped = views.drop_partial_first_line(data)
+                    start += skipped
+        else:
+            reply = read(offset=args.offset)
+            if reply.file_size < args.offset:       # truncated since: from its start
+                reply, reset = read(offset=0), True
+            data, start = reply.data, reply.offset
+        return views.log_chunk(node_hex, args.filename, data, start, reply.file_size,
+                               reset=reset, skipped=skipped)
 
 
 class Handler(BaseHTTPRequestHandler):

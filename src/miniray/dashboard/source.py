@@ -19,6 +19,7 @@ from miniray.rpc.channels import authenticated, sync_channel
 RPC_TIMEOUT_S = 5.0
 MAX_OBJECTS = 10_000          # the largest objects the objects view pages through
 NODE_STATS_TIMEOUT_S = 1.0
+LOG_LIST_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -72,6 +73,7 @@ class ClusterSource:
         self._stats = _Cached(self._fetch_node_stats, ttl)
         self._tasks = _Cached(self._fetch_tasks, ttl, slow_factor=4.0)
         self._objects = _Cached(self._fetch_objects, ttl * 2, slow_factor=4.0)
+        self._log_listings = _Cached(self._fetch_log_listings, ttl, slow_factor=4.0)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -109,6 +111,18 @@ class ClusterSource:
         """(objects largest first, as ``miniray.util.state.list_objects``
         records; or None where the cluster cannot list them, and why)."""
         return self._objects.get()
+
+    def log_listings(self) -> list:
+        """[(NodeInfo, [(file name, size, mtime in ms)], error or None)] of
+        the live nodes: their logs directories, as their raylets list them."""
+        return self._log_listings.get()
+
+    def read_log(self, node, filename: str, offset: int = 0, max_bytes: int = 0,
+                 tail_lines: int = 0):
+        """One ReadLog call to ``node``'s raylet (never cached)."""
+        return self._raylet(f"{node.ip}:{node.raylet_port}").ReadLog(
+            raylet_pb2.ReadLogRequest(filename=filename, offset=offset, max_bytes=max_bytes,
+                                      tail_lines=tail_lines), timeout=RPC_TIMEOUT_S)
 
     # --- fetching -----------------------------------------------------------------------
     def _fetch_nodes(self):
@@ -153,6 +167,20 @@ class ClusterSource:
                 return None
         replies = list(self._pool.map(ask, alive))
         return {n.node_id: r for n, r in zip(alive, replies) if r is not None}
+
+    def _fetch_log_listings(self) -> list:
+        alive = [n for n in self.nodes() if n.alive]
+
+        def ask(node):
+            try:
+                reply = self._raylet(f"{node.ip}:{node.raylet_port}").ListLogs(
+                    raylet_pb2.ListLogsRequest(), timeout=LOG_LIST_TIMEOUT_S)
+            except Exception as exc:
+                code = getattr(exc, "code", None)
+                what = code().name if callable(code) else type(exc).__name__
+                return node, [], f"could not list its logs ({what})"
+            return node, [(f.filename, f.size, f.mtime_ms) for f in reply.files], None
+        return list(self._pool.map(ask, alive))
 
     # --- writes -------------------------------------------------------------------------
     def publish_address(self, address: str) -> None:

@@ -8,6 +8,9 @@ page never holds more than one page of rows whatever the cluster runs.
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from miniray.gcs.task_events import latest_status, status_time
 from miniray.protocol import common_pb2, gcs_pb2
 
@@ -320,3 +323,170 @@ def objects_view(nodes: list[dict], objects: list[dict] | None, why: str,
             "total_size": sum(o.get("object_size") or 0 for o in records),
             "limit": limit, "offset": offset, "stores": stores,
             "note": OBJECTS_NOTE.format(why=why) if objects is None else ""}
+
+
+# --- logs ----------------------------------------------------------------------------------
+MAX_LOG_READ = 256 * 1024       # bytes one /api/logs/read answer carries at most
+MAX_TAIL_LINES = 10_000
+MAX_LOG_NAME = 255
+_MAX_OFFSET = 2 ** 63 - 1
+_NODE_ID = re.compile(r"[0-9a-f]{1,64}")
+_INT = re.compile(r"[0-9]{1,19}")
+_WORKER_LOG = re.compile(r"^worker-[0-9a-f]+-\d+\.(out|err)$")
+
+
+def log_category(filename: str) -> str:
+    """Ray's group of a log file (as ``miniray.util.state.list_logs``):
+    worker_out, worker_err, raylet, gcs_server or misc."""
+    match = _WORKER_LOG.match(filename)
+    if match:
+        return f"worker_{match.group(1)}"
+    if filename.startswith("raylet"):
+        return "raylet"
+    if filename.startswith("gcs"):
+        return "gcs_server"
+    return "misc"
+
+
+def check_log_filename(filename) -> str:
+    """A log file's name as ListLogs gives it: never a path (the raylet
+    checks again, and opens it only inside its logs directory)."""
+    if not isinstance(filename, str) or not filename:
+        raise ValueError("filename is required (a name from /api/logs)")
+    if len(filename) > MAX_LOG_NAME or "/" in filename or "\x00" in filename \
+            or filename in (".", ".."):
+        shown = repr(filename if len(filename) <= 60 else filename[:60] + "...")
+        raise ValueError(f"not a log file name: {shown} (a name from /api/logs, "
+                         f"never a path)")
+    return filename
+
+
+def check_node_id(node_id) -> str:
+    """A node id, or a prefix of one, in hex (lower case)."""
+    node_id = (node_id or "").strip().lower()
+    if not _NODE_ID.fullmatch(node_id):
+        shown = repr(node_id if len(node_id) <= 60 else node_id[:60] + "...")
+        raise ValueError(f"not a node id: {shown} (a node's id in hex, from /api/logs)")
+    return node_id
+
+
+def _int_arg(query: dict, name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not _INT.fullmatch(raw.strip()):
+        raise ValueError(f"{name} must be a whole number, got {raw[:30]!r}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class LogRead:
+    """One /api/logs/read request: from ``offset``, or the last ``tail``
+    lines; at most ``size`` bytes."""
+    node_id: str
+    filename: str
+    offset: int = 0
+    tail: int = 0               # 0: read from offset
+    size: int = MAX_LOG_READ
+
+
+def log_read_args(query: dict) -> LogRead:
+    """The arguments of /api/logs/read (ValueError, a 400, when malformed):
+    ``node_id`` and ``filename`` required; ``offset`` (default 0) or
+    ``tail`` (lines, 1..MAX_TAIL_LINES), not both; ``size`` at most
+    MAX_LOG_READ bytes (larger asks are cut to it)."""
+    if not query.get("node_id"):
+        raise ValueError("node_id is required (a node's id, from /api/logs)")
+    node_id = check_node_id(query["node_id"])
+    filename = check_log_filename(query.get("filename"))
+    if query.get("offset") not in (None, "") and query.get("tail") not in (None, ""):
+        raise ValueError("give offset or tail, not both")
+    offset = _int_arg(query, "offset", 0, 0, _MAX_OFFSET)
+    tail = _int_arg(query, "tail", 0, 1, MAX_TAIL_LINES)
+    size = min(_int_arg(query, "size", MAX_LOG_READ, 1, _MAX_OFFSET), MAX_LOG_READ)
+    return LogRead(node_id, filename, offset, tail, size)
+
+
+def find_log_node(nodes, node_id: str):
+    """The live node (a NodeInfo) whose id is ``node_id`` or starts with it
+    (ValueError when none or several are)."""
+    exact = [n for n in nodes if n.node_id.hex() == node_id]
+    found = exact or [n for n in nodes if n.node_id.hex().startswith(node_id)]
+    if not found:
+        raise ValueError(f"no node with id {node_id}")
+    if len(found) > 1:
+        raise ValueError(f"node id prefix {node_id} is ambiguous")
+    if not found[0].alive:
+        raise ValueError(f"node {found[0].node_id.hex()} is dead: its logs cannot be read")
+    return found[0]
+
+
+def complete_utf8(data: bytes) -> int:
+    """How much of ``data`` to decode now: all of it, less a UTF-8
+    character cut short at its end (read once the rest is there)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)                 # ASCII: nothing cut
+        if byte >= 0xC0:                     # the lead byte of the last character
+            needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) - back if back < needed else len(data)
+    return len(data)                         # continuation bytes only: not ours to fix
+
+
+def drop_partial_first_line(data: bytes) -> tuple[bytes, int]:
+    """``data`` from its first whole line: (the rest, bytes dropped). A
+    read that starts in the middle of a line (a tail longer than one read)
+    shows whole lines only; without a newline, nothing is dropped."""
+    index = data.find(b"\n")
+    if index < 0 or index == len(data) - 1:
+        return data, 0
+    return data[index + 1:], index + 1
+
+
+def log_chunk(node_id: str, filename: str, data: bytes, start: int, file_size: int,
+              reset: bool = False, skipped: int = 0) -> dict:
+    """The answer of /api/logs/read: ``text`` (UTF-8, bad bytes replaced)
+    that starts at byte ``offset`` of the file, and ``next_offset``, where
+    to read on to follow it; ``eof`` when that is the file's end (for now);
+    ``reset`` when the file was shorter than the offset asked (truncated:
+    read from its start); ``skipped``: bytes of a cut first line left out."""
+    keep = complete_utf8(data)
+    if keep == 0 and start + len(data) < file_size:
+        keep = len(data)                    # a read too small for one character
+    next_offset = start + keep
+    return {"node_id": node_id, "filename": filename, "offset": start,
+            "next_offset": next_offset, "file_size": file_size,
+            "eof": next_offset >= file_size, "reset": reset, "skipped": skipped,
+            "text": data[:keep].decode("utf-8", "replace")}
+
+
+def log_files_view(listings, query: dict) -> dict:
+    """The log files of the live nodes (``listings``: (NodeInfo, [(name,
+    size, mtime_ms)], error or None) per node), head node first, each
+    node's by name; filtered by ``node_id`` (or a prefix) and ``name``
+    (substring), paged. ``nodes``: each node's file count and total size,
+    and why its files could not be listed."""
+    limit, offset = page_args(query)
+    wanted = check_node_id(query["node_id"]) if query.get("node_id") else ""
+    name = (query.get("name") or "").lower()
+    ordered = sorted(listings, key=lambda item: (not item[0].is_head, item[0].ip,
+                                                 item[0].node_id))
+    nodes, files = [], []
+    for node, entries, error in ordered:
+        node_hex = node.node_id.hex()
+        nodes.append({"node_id": node_hex, "node_ip": node.ip, "is_head_node": node.is_head,
+                      "num_files": len(entries), "total_size": sum(e[1] for e in entries),
+                      "error": error})
+        if wanted and not node_hex.startswith(wanted):
+            continue
+        for filename, size, mtime_ms in sorted(entries):
+            if name and name not in filename.lower():
+                continue
+            files.append({"node_id": node_hex, "node_ip": node.ip, "filename": filename,
+                          "size": size, "mtime_ms": mtime_ms or None,
+                          "category": log_category(filename)})
+    return paged("files", files, limit, offset, nodes=nodes)

@@ -1,7 +1,7 @@
 // The miniray dashboard page: polls the JSON endpoints under /api/ and
 // redraws. Every list is paged by the server; the page never holds more
 // than one page of rows per table. Text from the cluster (task and actor
-// names, errors) is only ever set as textContent, never as HTML.
+// names, errors, log files) is only ever set as textContent, never as HTML.
 "use strict";
 
 const POLL_MS = 1500;
@@ -11,8 +11,11 @@ const HISTORY = 120;               // sparkline points kept per node and figure
 const TASK_STATES = ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT",
   "SUBMITTED_TO_WORKER", "RUNNING", "FINISHED", "FAILED"];
 
-const pages = { tasks: 0, actors: 0, pgs: 0, jobs: 0, objects: 0 };
-const totals = { tasks: 0, actors: 0, pgs: 0, jobs: 0, objects: 0 };
+const LOG_LINES = 2000;           // lines of a log kept on the page (and its first tail)
+const LOG_READ = 256 * 1024;       // the server's largest read: further behind, jump to the tail
+
+const pages = { tasks: 0, actors: 0, pgs: 0, jobs: 0, objects: 0, logs: 0 };
+const totals = { tasks: 0, actors: 0, pgs: 0, jobs: 0, objects: 0, logs: 0 };
 const history = new Map();         // node id -> {cpu: [], mem: [], store: []}
 let polls = 0;
 let timer = null;
@@ -304,6 +307,176 @@ function renderPager(name) {
   box.append(prev, el("span", null, `${from}–${to} of ${total}`), next);
 }
 
+// --- logs -------------------------------------------------------------------------
+// The last `max` lines of `text` (a last line without its newline counts).
+function keepLastLines(text, max) {
+  if (max <= 0) return "";
+  let i = text.endsWith("\n") ? text.length - 1 : text.length;
+  for (let n = 0; n < max; n++) {
+    if (i <= 0) return text;
+    i = text.lastIndexOf("\n", i - 1);
+    if (i < 0) return text;
+  }
+  return text.slice(i + 1);
+}
+
+function logFilter() {
+  const form = document.getElementById("log-filter");
+  return { node_id: form.node_id.value, name: form.name.value.trim() };
+}
+
+function logHash(nodeId, filename) {
+  return `#log=${encodeURIComponent(nodeId)}/${encodeURIComponent(filename)}`;
+}
+
+let logNodes = "";                 // the node ids the filter's options were made from
+
+function renderLogs(data) {
+  totals.logs = data.total;
+  const files = data.nodes.reduce((a, n) => a + n.num_files, 0);
+  document.getElementById("logs-total").textContent =
+    `(${files} file${files === 1 ? "" : "s"} on ${data.nodes.length} node${data.nodes.length === 1 ? "" : "s"})`;
+  document.getElementById("logs-errors").textContent = data.nodes.filter(n => n.error)
+    .map(n => `node ${short(n.node_id)}: ${n.error}`).join("; ");
+  const ids = data.nodes.map(n => n.node_id).join(",");
+  if (ids !== logNodes) {            // rebuild the node filter only when the nodes change
+    logNodes = ids;
+    const select = document.getElementById("log-filter").node_id;
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "" }, "any"), ...data.nodes.map(n =>
+      el("option", { value: n.node_id }, `${short(n.node_id)} ${n.node_ip}${n.is_head_node ? " (head)" : ""}`)));
+    select.value = data.nodes.some(n => n.node_id === chosen) ? chosen : "";
+  }
+  const rows = data.files.map(f => el("tr", {
+    className: "log-row" + (logView.nodeId === f.node_id && logView.filename === f.filename ? " selected" : "") },
+    el("td", { class: "id", title: `${f.node_id} (${f.node_ip})` }, short(f.node_id)),
+    el("td", { class: "log-file" }, el("a", { href: logHash(f.node_id, f.filename) }, f.filename)),
+    el("td", { class: "small muted" }, f.category), el("td", null, bytes(f.size)),
+    el("td", { class: "small" }, f.mtime_ms ? new Date(f.mtime_ms).toLocaleString() : "-")));
+  setRows("logs", rows, "no log files match", 5);
+  renderPager("logs");
+}
+
+// The open log: its text so far (at most LOG_LINES lines) and where to read on.
+const logView = { nodeId: null, filename: null, offset: 0, text: "", busy: false, generation: 0 };
+
+function logInfo(text, error) {
+  const info = document.getElementById("log-info");
+  info.textContent = text;
+  info.className = error ? "small error-text" : "muted small";
+}
+
+function showLogText(scrollToEnd) {
+  const pre = document.getElementById("log-text");
+  const atEnd = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
+  logView.text = keepLastLines(logView.text, LOG_LINES);
+  pre.textContent = logView.text;                   // text, never HTML
+  if (scrollToEnd || atEnd) pre.scrollTop = pre.scrollHeight;
+}
+
+function logPath(params) {
+  return "/api/logs/read?" + query({ node_id: logView.nodeId, filename: logView.filename, ...params });
+}
+
+async function readLog(params, generation) {
+  const reply = await getJSON(logPath(params));
+  if (generation !== logView.generation) return null;   // another file was opened since
+  return reply;
+}
+
+// The last LOG_LINES lines; `before` (following, far behind): the text read
+// up to byte `from`, kept ahead of a note of what was skipped.
+async function tailLog(generation, before, from) {
+  // After a jump, half as many lines, so the note of what was skipped stays in view.
+  const reply = await readLog({ tail: before === undefined ? LOG_LINES : LOG_LINES / 2 }, generation);
+  if (!reply) return;
+  const skipped = before === undefined ? "" :
+    `${before.endsWith("\n") || !before ? "" : "\n"}[… ${bytes(Math.max(0, reply.offset - from))} skipped …]\n`;
+  logView.text = (before === undefined ? "" : logView.text + before + skipped) + reply.text;
+  logView.offset = reply.next_offset;
+  showLogText(before === undefined);
+  logInfo(`${bytes(reply.file_size)}` + (reply.skipped ? " (its last read starts mid-line: that line is left out)" : ""));
+}
+
+async function openLog(nodeId, filename) {
+  const generation = ++logView.generation;
+  Object.assign(logView, { nodeId, filename, offset: 0, text: "", busy: true });
+  document.getElementById("log-view").hidden = false;
+  document.getElementById("log-title").textContent = `${filename} on node ${short(nodeId)}`;
+  document.getElementById("log-text").textContent = "";
+  logInfo("loading…");
+  for (const row of document.querySelectorAll("#logs tr.log-row")) row.classList.remove("selected");
+  try {
+    await tailLog(generation);
+  } catch (err) {
+    if (generation === logView.generation) logInfo(err.message, true);
+  } finally {
+    if (generation === logView.generation) logView.busy = false;
+  }
+}
+
+function closeLog() {
+  logView.generation++;
+  Object.assign(logView, { nodeId: null, filename: null, offset: 0, text: "" });
+  document.getElementById("log-view").hidden = true;
+  document.getElementById("log-text").textContent = "";
+  if (location.hash.startsWith("#log=")) history.replaceState(null, "", location.pathname);
+}
+
+// One poll of the open log while "follow" is on: what was written since.
+async function followLog() {
+  if (!logView.filename || logView.busy || !document.getElementById("log-follow").checked) return;
+  logView.busy = true;
+  const generation = logView.generation;
+  try {
+    const reply = await readLog({ offset: logView.offset }, generation);
+    if (!reply) return;
+    if (reply.reset) logView.text = "[the file was truncated: from its start]\n";
+    const behind = reply.file_size - reply.next_offset;
+    if (behind > LOG_READ) {          // written faster than we read: jump to its end
+      await tailLog(generation, reply.text, reply.next_offset);
+      return;
+    }
+    if (reply.text || reply.reset) {
+      logView.text += reply.text;
+      showLogText(false);
+    }
+    logView.offset = reply.next_offset;
+    logInfo(`${bytes(reply.file_size)} · following`);
+  } catch (err) {
+    if (generation === logView.generation) logInfo(err.message, true);
+  } finally {
+    if (generation === logView.generation) logView.busy = false;
+  }
+}
+
+// "#log=<node id>/<file name>" opens that log (the file list's links set it).
+function openLogFromHash() {
+  if (!location.hash.startsWith("#log=")) return;
+  const rest = location.hash.slice("#log=".length);
+  const slash = rest.indexOf("/");
+  if (slash < 0) return;
+  let nodeId, filename;
+  try {
+    nodeId = decodeURIComponent(rest.slice(0, slash));
+    filename = decodeURIComponent(rest.slice(slash + 1));
+  } catch (e) { return; }
+  if (nodeId !== logView.nodeId || filename !== logView.filename) openLog(nodeId, filename);
+}
+
+function setupLogs() {
+  const form = document.getElementById("log-filter");
+  form.addEventListener("input", () => { pages.logs = 0; refresh(); });
+  form.addEventListener("submit", ev => ev.preventDefault());
+  document.getElementById("log-close").addEventListener("click", closeLog);
+  document.getElementById("log-follow").addEventListener("change", ev => {
+    logInfo(ev.target.checked ? "following" : "paused");
+    if (ev.target.checked) followLog();
+  });
+  window.addEventListener("hashchange", openLogFromHash);
+  openLogFromHash();
+}
+
 // --- timeline -----------------------------------------------------------------------
 let timelineSlices = [];
 let timelineLayout = null;
@@ -398,7 +571,7 @@ async function refresh() {
   const status = document.getElementById("status");
   try {
     const wantTimeline = polls % TIMELINE_EVERY === 0;
-    const [cluster, nodes, summary, tasks, actors, pgs, jobs, objects, timeline] = await Promise.all([
+    const [cluster, nodes, summary, tasks, actors, pgs, jobs, objects, logs, timeline] = await Promise.all([
       getJSON("/api/cluster_status"),
       getJSON("/api/nodes"),
       getJSON("/api/tasks/summary"),
@@ -407,6 +580,7 @@ async function refresh() {
       getJSON("/api/placement_groups?" + query({ limit: PAGE, offset: pages.pgs * PAGE })),
       getJSON("/api/jobs?" + query({ limit: PAGE, offset: pages.jobs * PAGE })),
       getJSON("/api/objects?" + query({ limit: PAGE, offset: pages.objects * PAGE })),
+      getJSON("/api/logs?" + query({ limit: PAGE, offset: pages.logs * PAGE, ...logFilter() })),
       wantTimeline ? getJSON("/api/timeline?limit=2000") : Promise.resolve(null),
     ]);
     renderCluster(cluster);
@@ -417,6 +591,7 @@ async function refresh() {
     renderPGs(pgs);
     renderJobs(jobs);
     renderObjects(objects);
+    renderLogs(logs);
     if (timeline) renderTimeline(timeline);
     polls++;
     document.getElementById("auth-error").hidden = true;
@@ -437,11 +612,14 @@ async function refresh() {
 
 function schedule() {
   clearInterval(timer);
-  timer = setInterval(() => { if (!document.hidden) refresh(); }, POLL_MS);
+  timer = setInterval(() => { if (!document.hidden) { refresh(); followLog(); } }, POLL_MS);
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+if (typeof module !== "undefined") module.exports = { keepLastLines };   // unit tests (node)
+
+if (typeof document !== "undefined") document.addEventListener("DOMContentLoaded", () => {
   setupTimeline();
+  setupLogs();
   const form = document.getElementById("task-filter");
   form.addEventListener("input", () => { pages.tasks = 0; refresh(); });
   form.addEventListener("submit", ev => ev.preventDefault());
