@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import grpc
@@ -99,6 +100,10 @@ class NodeProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for proc in self.processes:         # what its workers printed last is shown
+            source = _forwarded_output.get(proc)
+            if source is not None:
+                source.wait_closed(max(0.1, min(2.0, deadline - time.monotonic())))
         remove_session_files(self.session_dir)
         if self.cluster_dir:          # as made at start, whatever the settings now
             shutil.rmtree(self.cluster_dir, ignore_errors=True)
@@ -113,17 +118,40 @@ def remove_session_files(session_dir: str) -> None:
 
 
 
-def _spawn(args: list[str], log_path: str | None, pass_fds=()) -> subprocess.Popen:
+# Processes whose output the driver shows itself (see _spawn).
+_forwarded_output: weakref.WeakKeyDictionary[subprocess.Popen, object] = \
+    weakref.WeakKeyDictionary()
+
+
+def _spawn(args: list[str], log_path: str | None, pass_fds=(),
+           forward_output: bool = False) -> subprocess.Popen:
+    """Start ``python -m args``: output to ``log_path`` (a daemon), else to
+    the driver's terminal; ``forward_output``: through pipes this process
+    reads (core_worker/driver_output.py), so its workers' lines are written
+    by the driver, above any progress bars."""
     out = paths.open_private_log(log_path) if log_path else None
+    pipes = [os.pipe(), os.pipe()] if forward_output and out is None else []
+    stdout, stderr = (pipes[0][1], pipes[1][1]) if pipes else (out, out)
     try:
         # The token travels in the environment: never in the arguments (ps).
-        return subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=out, close_fds=True, pass_fds=pass_fds,
-                                start_new_session=log_path is not None,
+        proc = subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL,
+                                stdout=stdout, stderr=stderr, close_fds=True,
+                                pass_fds=pass_fds, start_new_session=log_path is not None,
                                 env=auth.child_env())
+    except BaseException:
+        for read_end, _ in pipes:
+            os.close(read_end)
+        raise
     finally:
         if out is not None:
             os.close(out)
+        for _, write_end in pipes:
+            os.close(write_end)
+    if pipes:
+        from miniray.core_worker import driver_output
+        _forwarded_output[proc] = driver_output.forward_process_output(
+            pipes[0][0], pipes[1][0])
+    return proc
 
 
 def start_gcs(session_dir: str, port: int, *, daemon: bool) -> subprocess.Popen:
@@ -148,7 +176,7 @@ def start_raylet(session_dir: str, gcs_address: str, node_id: NodeID,
         args.append("--die-with-parent")
     log = os.path.join(session_dir, "logs", f"raylet-{node_id.hex()[:8]}.log") \
         if daemon else None
-    return _spawn(args, log)
+    return _spawn(args, log, forward_output=not daemon)
 
 
 def start_dashboard(session_dir: str, gcs_address: str, host: str, port: int, *,

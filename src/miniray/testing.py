@@ -1,6 +1,7 @@
 """Helpers for tests of programs that use miniray (like trio.testing)."""
 from __future__ import annotations
 
+import re
 import time
 from typing import Callable
 
@@ -228,3 +229,51 @@ class Cluster:
         if self.head_node is not None:
             self.head_node.stop()
             self.head_node = None
+
+
+class TerminalScreen:
+    """What a terminal shows after some output: the ANSI subset the driver
+    draws progress bars with (CR, LF, cursor up/down, erase to the end of
+    the line/screen), on a screen as tall as needed (nothing scrolls off).
+    ``lines`` are the screen's lines, top first."""
+
+    _TOKEN = re.compile(r"\x1b\[(\d*)([ABJK])|\r\n|\r|\n|[^\x1b\r\n]+|\x1b")
+
+    def __init__(self):
+        self.lines = [""]
+        self.row = 0
+        self.col = 0
+
+    def feed(self, text: str) -> TerminalScreen:
+        for match in self._TOKEN.finditer(text):
+            token, command = match.group(0), match.group(2)
+            if command:
+                count = int(match.group(1) or 1)
+                if command == "A":
+                    self.row = max(0, self.row - count)
+                elif command == "B":
+                    self._move_to(self.row + count)
+                elif command == "K":
+                    self.lines[self.row] = self.lines[self.row][:self.col]
+                else:                                  # J: erase to the screen's end
+                    self.lines[self.row] = self.lines[self.row][:self.col]
+                    del self.lines[self.row + 1:]
+            elif token == "\r":
+                self.col = 0
+            elif token in ("\n", "\r\n"):         # a tty's output turns \n into \r\n
+                self._move_to(self.row + 1)
+                self.col = 0
+            elif token != "\x1b":
+                line = self.lines[self.row].ljust(self.col)
+                self.lines[self.row] = line[:self.col] + token + line[self.col + len(token):]
+                self.col += len(token)
+        return self
+
+    def _move_to(self, row: int) -> None:
+        self.row = row
+        while len(self.lines) <= row:
+            self.lines.append("")
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import sys
 
 from miniray.common import validation as check
 from miniray.common.ids import NodeID, ObjectID, TaskID, WorkerID
-from miniray.core_worker import accelerators
+from miniray.core_worker import accelerators, driver_output
 from miniray.protocol import core_worker_pb2 as cw_pb2
 from miniray.protocol import core_worker_pb2_grpc as cw_grpc
 
@@ -179,9 +178,8 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         if len(request.text) > check.MAX_PRINT_BYTES:
             raise check.InvalidArgument(f"text of {len(request.text)} characters: at "
                                         f"most {check.MAX_PRINT_BYTES} are allowed")
-        stream = sys.stderr if request.is_stderr else sys.stdout
-        stream.write(request.text)
-        stream.flush()
+        # Output, or progress bars' states (tqdm_ray): shown by the driver.
+        driver_output.handle_print_lines(request.text, request.is_stderr)
         return cw_pb2.PrintLinesReply()
 
     async def AddObjectLocation(self, request, context):

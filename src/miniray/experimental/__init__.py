@@ -1,1 +1,1 @@
-"""Ray's ``ray.experimental`` names that miniray provides (internal_kv)."""
+"""Ray's ``ray.experimental`` names that miniray provides (internal_kv, tqdm_ray)."""

@@ -4,9 +4,10 @@ Runs in the raylet. Every worker's stdout and stderr go to files of their
 own in the node's logs directory (``<session>/logs``), named as Ray names
 them: ``worker-<worker id>-<pid>.out`` and ``.err``, private (0600). On a
 node that ``init()`` started (``tee``), the same output also goes on to the
-raylet's own stdout/stderr, which is the driver's terminal: a thread of
-the raylet copies each worker's pipes to its files and to the terminal,
-whole lines at a time (lines of different workers never interleave). On
+raylet's own stdout/stderr, pipes the driver reads (it writes the lines
+above its progress bars, ``core_worker/driver_output.py``): a thread of
+the raylet copies each worker's pipes to its files and to those, whole
+lines at a time (lines of different workers never interleave). On
 nodes that ``miniray start`` started, workers write to their files
 directly and forward what tasks print to the driver themselves.
 
