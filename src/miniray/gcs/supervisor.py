@@ -46,8 +46,14 @@ def _run_server(args) -> None:
 
 
 def _remove_cluster_files(address: str) -> None:
-    from miniray.rpc import auth
-    auth.remove_cluster_files(address)
+    """The cluster's private directory (its token), once its GCS is gone
+    (as rpc/auth.remove_cluster_files, without importing gRPC here)."""
+    import shutil
+    from miniray.common import paths
+    try:
+        shutil.rmtree(paths.cluster_auth_dir(address, create=False))
+    except OSError:
+        pass
 
 
 class Supervisor:

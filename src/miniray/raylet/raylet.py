@@ -121,7 +121,9 @@ class Raylet:
             # raylet no longer answers (so nobody else can unregister it).
             await server.stop(grace=None)
             try:
-                await asyncio.wait_for(self.gcs.UnregisterNode(
+                # Not self.gcs: a GCS stopping with the cluster is not waited for.
+                gcs = self.channels.stub(self.gcs_address, gcs_pb2_grpc.GcsServiceStub)
+                await asyncio.wait_for(gcs.UnregisterNode(
                     gcs_pb2.UnregisterNodeRequest(node_id=self.node_id)), 1)
             except Exception:
                 pass
