@@ -82,6 +82,15 @@ def cluster_auth_dir(gcs_address: str, create: bool = True) -> str:
     return path
 
 
+def remove_cluster_dir(gcs_address: str) -> None:
+    """The cluster's private directory (its token), once its GCS is gone."""
+    import shutil
+    try:
+        shutil.rmtree(cluster_auth_dir(gcs_address, create=False))
+    except OSError:
+        pass
+
+
 def ensure_private_dir(path: str) -> str:
     """Create ``path`` 0700 if missing; raise UnsafePathError unless it is a
     real directory owned by this user. One of ours that others may enter is

@@ -71,8 +71,7 @@ class NodeManager:
     def check_timeouts(self, now: float | None = None) -> list[NodeID]:
         """Mark nodes silent for longer than the timeout dead; return them."""
         now = time.monotonic() if now is None else now
-        dead = [n for n, seen in self._last_seen.items()
-                if now - seen > self.death_timeout_s]
+        dead = self.silent_since(now - self.death_timeout_s)
         for node_id in dead:
             self.mark_dead(node_id)
         return dead

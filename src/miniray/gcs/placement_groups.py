@@ -116,16 +116,11 @@ class PlacementGroupManager:
                 stray.add(pg_id)
         return stray
 
-    async def create_and_place(self, info: common_pb2.PlacementGroupInfo) -> str:
-        """``create``, then the first placement attempt (its bundle
-        reservations): the caller learns at once if the group is placed, and
-        needs no second round trip to find out (the common case)."""
-        error = self.create(info, place=False)
-        if not error:
-            await self._try_place(self.groups[info.placement_group_id])
-        return error
-
-    def create(self, info: common_pb2.PlacementGroupInfo, place: bool = True) -> str:
+    async def create(self, info: common_pb2.PlacementGroupInfo) -> str:
+        """Record the group, then make its first placement attempt (its
+        bundle reservations) before returning, so the caller learns at once
+        if it is placed (the common case) without a second round trip.
+        Returns an error message, or "" on success."""
         if info.name and any(g.name == info.name and g.namespace == info.namespace
                              and g.state != common_pb2.PG_REMOVED
                              for g in self.groups.values()):
@@ -137,8 +132,7 @@ class PlacementGroupManager:
         stored.state = common_pb2.PG_PENDING
         self.groups[stored.placement_group_id] = stored
         self._save(stored)
-        if place:
-            asyncio.get_running_loop().create_task(self._try_place(stored))
+        await self._try_place(stored)
         return ""
 
     def by_name(self, name: str, namespace: str):

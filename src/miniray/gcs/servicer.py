@@ -261,7 +261,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
             raise InvalidArgument("a placement group with this id exists already")
         self._check_job_known(request.info.creator_job_id)
         groups = self.server.placement_groups
-        error = await groups.create_and_place(request.info)
+        error = await groups.create(request.info)
         group = groups.groups.get(request.info.placement_group_id)
         return gcs_pb2.CreatePlacementGroupReply(
             error=error, created=not error and group.state == common_pb2.PG_CREATED)

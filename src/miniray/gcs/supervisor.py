@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 
-from miniray.common import config
+from miniray.common import config, paths
 from miniray.common.process import die_with_parent
 
 MAX_RESTARTS = 10
@@ -43,17 +43,6 @@ def _parse(argv):
 def _run_server(args) -> None:
     from miniray.gcs import server            # gRPC is imported here, after the fork
     server.run(args.host, args.port, args.session_dir)
-
-
-def _remove_cluster_files(address: str) -> None:
-    """The cluster's private directory (its token), once its GCS is gone
-    (as rpc/auth.remove_cluster_files, without importing gRPC here)."""
-    import shutil
-    from miniray.common import paths
-    try:
-        shutil.rmtree(paths.cluster_auth_dir(address, create=False))
-    except OSError:
-        pass
 
 
 class Supervisor:
@@ -120,7 +109,7 @@ class Supervisor:
                 if self.stopping:
                     return 0
         finally:
-            _remove_cluster_files(f"{self.args.host}:{self.args.port}")
+            paths.remove_cluster_dir(f"{self.args.host}:{self.args.port}")
 
 
 def main(argv=None) -> None:
@@ -132,6 +121,6 @@ def main(argv=None) -> None:
             _run_server(args)
         finally:
             # The cluster's private directory (its token) goes with its GCS.
-            _remove_cluster_files(f"{args.host}:{args.port}")
+            paths.remove_cluster_dir(f"{args.host}:{args.port}")
         return
     sys.exit(Supervisor(args).run())

@@ -26,7 +26,6 @@ import hmac
 import logging
 import os
 import secrets
-import shutil
 
 import grpc
 
@@ -93,14 +92,6 @@ def create_cluster_token(gcs_address: str) -> str | None:
     paths.write_private_file(token_file(gcs_address, create=True), token)
     set_token(token)
     return token
-
-
-def remove_cluster_files(gcs_address: str) -> None:
-    """The cluster's private directory (its token), once its GCS is gone."""
-    try:
-        shutil.rmtree(paths.cluster_auth_dir(gcs_address, create=False))
-    except OSError:
-        pass
 
 
 def load_for_cluster(gcs_address: str) -> str | None:
