@@ -98,16 +98,29 @@ def test_wait_returns_what_finished_first(cluster):
     ray.get(slow, timeout=30)
 
 
-def test_cancel_of_a_queued_task_fails_at_once_and_it_never_runs(cluster):
-    signal = SignalActor.remote()
+@ray.remote
+def spinning(gate: str):
+    """Hold a CPU until ``gate`` exists. No ``get``: a worker blocked in
+    ``get`` lends its CPU back (as in Ray), which would let queued tasks run."""
+    with open(f"{gate}.{os.getpid()}", "w"):
+        pass
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def test_cancel_of_a_queued_task_fails_at_once_and_it_never_runs(cluster, tmp_path):
     recorder = Recorder.remote()
-    blockers = [blocked.remote(signal) for _ in range(NUM_CPUS)]
-    _wait_for_waiters(signal, NUM_CPUS)
+    ray.get(recorder.get.remote())           # the actor holds no CPU once up
+    gate = str(tmp_path / "gate")
+    blockers = [spinning.remote(gate) for _ in range(NUM_CPUS)]
+    wait_for_condition(lambda: len(list(tmp_path.glob("gate.*"))) == NUM_CPUS,
+                       timeout=30)
     queued = recorded.remote(recorder, "queued")
     ray.cancel(queued)
     with pytest.raises(exceptions.TaskCancelledError):
         ray.get(queued, timeout=10)
-    ray.get(signal.send.remote())
+    open(gate, "w").close()
     ray.get(blockers, timeout=30)
     # Whatever was queued has had its chance to run by now.
     assert ray.get(recorded.remote(recorder, "after"), timeout=30) == "after"
