@@ -67,6 +67,7 @@ class Raylet:
         self.leases: dict[bytes, Lease] = {}
         self.drivers: dict[WorkerID, tuple[int, bytes]] = {}   # id -> (pid, job)
         self._driver_start_ms: dict[WorkerID, int] = {}
+        self._driver_ports: dict[WorkerID, int] = {}     # their CoreWorkerService
         self.log_directory = os.path.join(session_dir, "logs")
         self._waiting: dict[int, asyncio.Future] = {}
         self._request_ids = itertools.count()
@@ -485,13 +486,16 @@ class Raylet:
         self._schedule()
 
     # --- processes coming and going -------------------------------------------------
-    def register_driver(self, worker_id: WorkerID, pid: int, job_id: bytes) -> None:
+    def register_driver(self, worker_id: WorkerID, pid: int, job_id: bytes,
+                        port: int = 0) -> None:
         self.drivers[worker_id] = (pid, job_id)
         self._driver_start_ms[worker_id] = int(time.time() * 1000)
+        self._driver_ports[worker_id] = port
 
     def disconnect(self, worker_id: WorkerID) -> None:
         """A driver or worker left: end its job (drivers) and what it owned."""
         driver = self.drivers.pop(worker_id, None)
+        self._driver_ports.pop(worker_id, None)
         if driver is not None:
             pid, job_id = driver
             self.pool.record_exit(ExitedProcess(
@@ -596,12 +600,13 @@ class Raylet:
             lease = self.leases.get(worker.lease_id) if worker.lease_id else None
             infos.append(raylet_pb2.WorkerInfo(
                 worker_id=worker.worker_id, pid=worker.pid, job_id=worker.job_id,
-                is_alive=True, start_time_ms=worker.start_time_ms,
+                is_alive=True, start_time_ms=worker.start_time_ms, port=worker.port,
                 actor_id=lease.actor_id if lease is not None else b""))
         for driver_id, (pid, job_id) in list(self.drivers.items()):
             infos.append(raylet_pb2.WorkerInfo(
                 worker_id=driver_id, pid=pid, is_driver=True, job_id=job_id,
-                is_alive=True, start_time_ms=self._driver_start_ms.get(driver_id, 0)))
+                is_alive=True, start_time_ms=self._driver_start_ms.get(driver_id, 0),
+                port=self._driver_ports.get(driver_id, 0)))
         for gone in reversed(self.pool.exited):
             infos.append(raylet_pb2.WorkerInfo(
                 worker_id=gone.worker_id, pid=gone.pid, is_driver=gone.is_driver,

@@ -45,7 +45,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
             check.check_int(request.pid, "pid", 1)
             if not raylet.process_alive(request.pid):
                 raise InvalidArgument(f"no live process has pid {request.pid}")
-            raylet.register_driver(worker_id, request.pid, request.job_id)
+            raylet.register_driver(worker_id, request.pid, request.job_id, request.port)
         elif not raylet.pool.on_registered(worker_id, request.port):
             raise InvalidArgument(f"unknown worker {worker_id.hex()}: this raylet did "
                                   f"not start it")
