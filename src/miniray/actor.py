@@ -197,7 +197,8 @@ class ActorClass:
         spec = common_pb2.TaskSpec(
             type=common_pb2.ACTOR_CREATION_TASK, function_id=function_id,
             function_name=f"{self._cls.__name__}.__init__", resources=lifetime,
-            num_returns=0, name=name, scheduling_strategy=strategy)
+            num_returns=0, name=name, scheduling_strategy=strategy,
+            runtime_env=worker.task_runtime_env(options.get("runtime_env")))
         detached = (options["lifetime"] == "detached" if options.get("lifetime")
                     else worker.default_actor_detached())     # the job's default
         default_concurrency = 1000 if self._is_asyncio else 1

@@ -6,6 +6,7 @@ driver started the cluster itself, the node processes it must stop.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import sys
 import threading
@@ -114,6 +115,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 raise TypeError(f"job_config must be a JobConfig, got {type(job_config)}")
             if namespace is None:        # as in Ray: init's namespace wins
                 namespace = job_config.ray_namespace
+        runtime_env = _job_runtime_env(kwargs.get("runtime_env"), job_config)
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError(f"namespace must be a string, got {namespace!r}")
         if namespace == "":
@@ -159,7 +161,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                                 code_search_path=_code_search_path(job_config),
                                 default_actor_detached=job_config is not None and
                                 job_config.default_actor_lifetime == "detached",
-                                ip=raylet_address.rsplit(":", 1)[0])
+                                ip=raylet_address.rsplit(":", 1)[0],
+                                runtime_env=runtime_env)
         except BaseException:
             if node is not None:
                 node.stop()
@@ -172,8 +175,39 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             "session_dir": worker.session_dir, "webui_url": dashboard_url},
             dashboard_url=dashboard_url)
         _session = _Session(worker, node, context)
+        worker.prepare_runtime_env_on_nodes()
         _announce(node is not None, dashboard_url)
         return context
+
+
+def _job_runtime_env(given, job_config) -> dict:
+    """The job's runtime env, checked: init's ``runtime_env`` (or the
+    JobConfig's), merged with the one a submitted job was given
+    (MINIRAY_JOB_RUNTIME_ENV, set by the job supervisor). As in Ray, the two
+    may not set one field to different values."""
+    from miniray.runtime_env.runtime_env import validate
+    if given is None and job_config is not None:
+        given = job_config.runtime_env or None
+    env = validate(given)
+    submitted = os.environ.get("MINIRAY_JOB_RUNTIME_ENV")
+    if submitted:
+        job_env = validate(json.loads(submitted))
+        for key, value in env.items():
+            if key == "env_vars":
+                clash = {k for k, v in value.items()
+                         if job_env.get("env_vars", {}).get(k, v) != v}
+            else:
+                clash = key in job_env and job_env[key] != value
+            if clash:
+                raise ValueError(
+                    f"init(runtime_env=...) sets {key!r} to {value!r} but the submitted "
+                    f"job's runtime_env sets it to {job_env.get(key)!r}; set it in "
+                    f"one place only")
+        merged = {**job_env, **env}
+        if "env_vars" in env and "env_vars" in job_env:
+            merged["env_vars"] = {**job_env["env_vars"], **env["env_vars"]}
+        env = merged
+    return env
 
 
 def _dashboard_options(kwargs: dict) -> dict:

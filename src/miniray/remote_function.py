@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 
 import cloudpickle
 
@@ -80,10 +79,11 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
     if "scheduling_strategy" in options or "placement_group" in options:
         from miniray.util.scheduling_strategies import to_proto
         to_proto(explicit_strategy(options))        # raises ValueError if bad
-    runtime_env = options.get("runtime_env")
-    if runtime_env:
-        warnings.warn("runtime_env is not supported by miniray yet and is ignored",
-                      stacklevel=4)
+    if options.get("runtime_env") is not None:
+        from miniray.runtime_env.runtime_env import validate
+        # Checked once, where it is given; kept in its canonical form (a pip
+        # requirements file is read here, on the caller's machine).
+        options["runtime_env"] = validate(options["runtime_env"])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -260,7 +260,8 @@ class RemoteFunction:
             retry_exception_types=cloudpickle.dumps(tuple(retry))
             if isinstance(retry, (list, tuple)) else b"",
             name=options.get("name") or "",
-            scheduling_strategy=strategy, max_calls=options.get("max_calls") or 0)
+            scheduling_strategy=strategy, max_calls=options.get("max_calls") or 0,
+            runtime_env=worker.task_runtime_env(options.get("runtime_env")))
 
 
 class _BoundOptions:

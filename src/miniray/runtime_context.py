@@ -95,11 +95,15 @@ class RuntimeContext:
         return accelerators.assigned_resources()
 
     def get_runtime_env_string(self) -> str:
-        return "{}"
+        """The runtime env this process runs in, as JSON ("{}": none)."""
+        return self._worker.runtime_env_json or "{}"
 
     @property
-    def runtime_env(self) -> dict:
-        return {}
+    def runtime_env(self):
+        """The runtime env this process runs in (a RuntimeEnv; packages as
+        their gcs:// URIs), as Ray reports it."""
+        from miniray.runtime_env import RuntimeEnv
+        return RuntimeEnv(_validate=False, **self._worker.runtime_env)
 
     def get_accelerator_ids(self) -> dict:
         return accelerators.accelerator_ids()

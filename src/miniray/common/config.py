@@ -91,3 +91,9 @@ METRICS_REPORT_INTERVAL_S = _env("METRICS_REPORT_INTERVAL_S", 2.0)
 METRICS_REPORT_TTL_S = _env("METRICS_REPORT_TTL_S", 30.0)
 DEFAULT_DASHBOARD_PORT = 8265
 DEFAULT_DASHBOARD_HOST = "127.0.0.1"
+# Runtime environments: a working_dir or py_modules package may be at most
+# this big (packed); unused packages and pip environments on a node are
+# deleted, oldest first, once the unused ones take more than the cache size.
+RUNTIME_ENV_MAX_PACKAGE_BYTES = _env("RUNTIME_ENV_MAX_PACKAGE_BYTES", 500 * 1024 * 1024)
+RUNTIME_ENV_CACHE_BYTES = _env("RUNTIME_ENV_CACHE_BYTES", 10 * 1024 ** 3)
+RUNTIME_ENV_SETUP_TIMEOUT_S = _env("RUNTIME_ENV_SETUP_TIMEOUT_S", 600.0)

@@ -209,6 +209,8 @@ class ActorTaskSubmitter:
             except Exception:       # noqa: BLE001 - the cause is informative only
                 cause = None
         actor_id = actor.calls.actor_id.hex()
+        if isinstance(cause, exceptions.RuntimeEnvSetupError):
+            return cause
         if isinstance(cause, exceptions.ActorDiedError):
             if cause.actor_id is None:
                 cause.actor_id = actor_id

@@ -34,6 +34,8 @@ from miniray.protocol import (
     common_pb2, core_worker_pb2 as cw_pb2, core_worker_pb2_grpc as cw_grpc,
     gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc)
 from miniray.rpc import ChannelPool, is_unavailable, start_server
+from miniray.runtime_env import packaging, upload
+from miniray.runtime_env import runtime_env as runtime_env_module
 
 DRIVER = "driver"
 WORKER = "worker"
@@ -43,7 +45,7 @@ class CoreWorker(ObjectAccess):
     def __init__(self, *, mode: str, raylet_address: str, gcs_address: str,
                  worker_id: WorkerID | None = None, namespace: str = "",
                  code_search_path: Sequence[str] = (), ip: str = config.NODE_IP,
-                 default_actor_detached: bool = False):
+                 default_actor_detached: bool = False, runtime_env: dict | None = None):
         self.ip = ip
         self.job_driver: WorkerAddress | None = None   # where task output goes
         self.mode = mode
@@ -86,6 +88,14 @@ class CoreWorker(ObjectAccess):
 
         self.port = self.run(self._start_server())
         self.job_id = JobID.nil()
+        # The runtime env this process's tasks inherit: the job's (a driver:
+        # its packages uploaded now), or the one this worker was started in.
+        if mode == DRIVER:
+            self.runtime_env = upload.prepare(runtime_env or {}, self.package_kv())
+        else:
+            self.runtime_env = runtime_env_module.deserialize(
+                os.environ.get("MINIRAY_RUNTIME_ENV", ""))
+        self.runtime_env_json = runtime_env_module.serialize(self.runtime_env)
         if mode == DRIVER:
             reply = self.call("gcs", "AddJob", gcs_pb2.AddJobRequest(
                 driver=common_pb2.Address(ip=self.ip, port=self.port,
@@ -94,7 +104,8 @@ class CoreWorker(ObjectAccess):
                 config=gcs_pb2.JobConfig(namespace=namespace,
                                          code_search_path=list(code_search_path),
                                          working_dir=os.getcwd(),
-                                         default_actor_detached=default_actor_detached)))
+                                         default_actor_detached=default_actor_detached,
+                                         runtime_env=self.runtime_env_json)))
             self.job_id = JobID(reply.job_id)
             self._default_detached[self.job_id] = default_actor_detached
             self.namespace = reply.namespace
@@ -117,6 +128,45 @@ class CoreWorker(ObjectAccess):
             self.loop.call_soon_threadsafe(
                 lambda: self.spawn(task_events.flush_loop(self.task_events, self.gcs)))
         object_ref_module.set_core_worker(self)
+
+    # --- runtime envs -------------------------------------------------------------
+    def package_kv(self):
+        return packaging.GcsKV(lambda method, request: self.call("gcs", method, request))
+
+    def task_runtime_env(self, requested: dict | None) -> str:
+        """The serialized env of a task or actor this process submits with
+        ``runtime_env=requested``: its own merged over this process's (Ray's
+        inheritance), local packages uploaded."""
+        if not requested:
+            return self.runtime_env_json
+        child = upload.prepare(runtime_env_module.validate(requested), self.package_kv())
+        return runtime_env_module.serialize(
+            runtime_env_module.merge(self.runtime_env, child))
+
+    def prepare_runtime_env_on_nodes(self) -> None:
+        """A job's env with eager_install: every node starts setting it up now
+        (in the background; a failure shows when a task needs it)."""
+        if not self.runtime_env or not (self.runtime_env.get("config") or {}).get(
+                "eager_install", True):
+            return
+        request = raylet_pb2.PrepareRuntimeEnvRequest(runtime_env=self.runtime_env_json)
+
+        async def prepare():
+            try:
+                nodes = await self.gcs.GetAllNodes(gcs_pb2.GetAllNodesRequest())
+            except Exception:       # noqa: BLE001 - only a head start
+                return
+            for node in nodes.nodes:
+                if node.alive:
+                    self.spawn(self._prepare_on(f"{node.ip}:{node.raylet_port}", request))
+
+        self.loop.call_soon_threadsafe(lambda: self.spawn(prepare()))
+
+    async def _prepare_on(self, raylet: str, request) -> None:
+        try:
+            await self.raylet_stub(raylet).PrepareRuntimeEnv(request)
+        except Exception:           # noqa: BLE001 - only a head start
+            pass
 
     # --- event loop -----------------------------------------------------------
     def _run_loop(self):

@@ -264,12 +264,18 @@ class TaskExecutor:
         reply = worker.call("gcs", "GetJobConfig", gcs_pb2.GetJobConfigRequest(job_id=job_id))
         if reply.found:
             paths = list(reply.config.code_search_path)
-            for path in reversed(paths[:2]):          # script dir and cwd first
-                if path not in sys.path:
-                    sys.path.insert(0, path)
-            sys.path.extend(p for p in paths[2:] if p not in sys.path)
-            if reply.config.working_dir and os.path.isdir(reply.config.working_dir):
-                os.chdir(reply.config.working_dir)
+            if os.environ.get("MINIRAY_RUNTIME_ENV_WORKING_DIR"):
+                # A runtime env's working_dir is the cwd and first import
+                # path (with its py_modules after it, from PYTHONPATH); the
+                # driver's directories come after those.
+                sys.path.extend(p for p in paths if p not in sys.path)
+            else:
+                for path in reversed(paths[:2]):          # script dir and cwd first
+                    if path not in sys.path:
+                        sys.path.insert(0, path)
+                sys.path.extend(p for p in paths[2:] if p not in sys.path)
+                if reply.config.working_dir and os.path.isdir(reply.config.working_dir):
+                    os.chdir(reply.config.working_dir)
             worker.namespace = reply.config.namespace
             if reply.driver.port:
                 worker.job_driver = WorkerAddress.from_proto(reply.driver)

@@ -95,6 +95,7 @@ class _KeyInfo(NamedTuple):
     function_name: str
     strategy: object
     retriable: bool           # max_retries != 0 (the raylet's memory monitor asks)
+    runtime_env: str          # serialized; only workers in that env run the tasks
 
 
 class NormalTaskSubmitter:
@@ -190,10 +191,11 @@ class NormalTaskSubmitter:
         # Retriable tasks get leases of their own: the raylet's memory
         # monitor kills the workers of those first.
         retriable = spec.max_retries != 0
-        key = (shape_key(resources), strategy.SerializeToString(), retriable)
+        key = (shape_key(resources), strategy.SerializeToString(), retriable,
+               spec.runtime_env)
         if key not in self._key_info:
             self._key_info[key] = _KeyInfo(resources, spec.function_name, strategy,
-                                           retriable)
+                                           retriable, spec.runtime_env)
             self.worker.spawn(self.worker.warn_if_infeasible(
                 resources, spec.function_name, task.task_id))
         task.key = key
@@ -229,12 +231,15 @@ class NormalTaskSubmitter:
         request = raylet_pb2.RequestWorkerLeaseRequest(
             resources=info.resources, job_id=worker.job_id,
             requester_worker_id=worker.worker_id, function_name=info.function_name,
-            strategy=info.strategy, retriable=info.retriable)
+            strategy=info.strategy, retriable=info.retriable,
+            runtime_env=info.runtime_env)
         error = None
         try:
             reply, raylet = await self._lease_from_cluster(request)
             if reply.rejected:
                 error = exceptions.TaskUnschedulableError(reply.reject_reason)
+            elif reply.runtime_env_error:
+                error = exceptions.RuntimeEnvSetupError(reply.runtime_env_error)
         except Exception as exc:            # noqa: BLE001 - reported to the tasks
             error = exceptions.RaySystemError(f"could not lease a worker from the raylet: {exc}")
         if error is not None:

@@ -102,12 +102,20 @@ class ActorManager:
                     placement_resources=options.placement_resources,
                     # An actor that can restart is what the memory monitor
                     # kills before one that can't (Ray's rule).
-                    retriable=entry.can_restart()))
+                    retriable=entry.can_restart(), runtime_env=spec.runtime_env))
             except Exception as exc:
                 log.warning("leasing a worker for actor %s failed: %s",
                             options.class_name, exc)
                 await asyncio.sleep(0.2)
                 continue
+            if lease.runtime_env_error:
+                # Not retried (Ray's rule): the actor dies, and its callers
+                # raise RuntimeEnvSetupError.
+                self.table.mark_dead(entry, serialize(
+                    exceptions.RuntimeEnvSetupError(lease.runtime_env_error),
+                    is_error=True).to_bytes())
+                await self._notify()
+                return
             if entry.info.state == DEAD:          # killed while we waited
                 await self._kill_worker(node, lease.worker.worker_id)
                 return

@@ -130,6 +130,11 @@ class RayletServiceStub:
                 request_serializer=miniray_dot_protocol_dot_raylet__pb2.ReadLogRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_raylet__pb2.ReadLogReply.FromString,
                 _registered_method=True)
+        self.PrepareRuntimeEnv = channel.unary_unary(
+                '/miniray.protocol.RayletService/PrepareRuntimeEnv',
+                request_serializer=miniray_dot_protocol_dot_raylet__pb2.PrepareRuntimeEnvRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_raylet__pb2.PrepareRuntimeEnvReply.FromString,
+                _registered_method=True)
 
 
 class RayletServiceServicer:
@@ -249,6 +254,12 @@ class RayletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareRuntimeEnv(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RayletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -346,6 +357,11 @@ def add_RayletServiceServicer_to_server(servicer, server):
                     servicer.ReadLog,
                     request_deserializer=miniray_dot_protocol_dot_raylet__pb2.ReadLogRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_raylet__pb2.ReadLogReply.SerializeToString,
+            ),
+            'PrepareRuntimeEnv': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareRuntimeEnv,
+                    request_deserializer=miniray_dot_protocol_dot_raylet__pb2.PrepareRuntimeEnvRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_raylet__pb2.PrepareRuntimeEnvReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -861,6 +877,33 @@ class RayletService:
             '/miniray.protocol.RayletService/ReadLog',
             miniray_dot_protocol_dot_raylet__pb2.ReadLogRequest.SerializeToString,
             miniray_dot_protocol_dot_raylet__pb2.ReadLogReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareRuntimeEnv(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.RayletService/PrepareRuntimeEnv',
+            miniray_dot_protocol_dot_raylet__pb2.PrepareRuntimeEnvRequest.SerializeToString,
+            miniray_dot_protocol_dot_raylet__pb2.PrepareRuntimeEnvReply.FromString,
             options,
             channel_credentials,
             insecure,

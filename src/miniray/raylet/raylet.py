@@ -24,6 +24,7 @@ from miniray.common.ids import NodeID, WorkerID
 from miniray.common.resources import fits, subtract
 from miniray.common.process import die_with_parent
 from miniray.common.rpc_guard import add_servicer
+from miniray.exceptions import RuntimeEnvSetupError
 from miniray.object_store.store import PlasmaStore
 from miniray.protocol import (
     common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2)
@@ -36,6 +37,8 @@ from miniray.protocol import object_manager_pb2 as om_pb2
 from miniray.raylet.servicer import ObjectManagerServicer, RayletServicer
 from miniray.raylet.worker_logs import WorkerLogs
 from miniray.raylet.worker_pool import ExitedProcess, WorkerPool, WorkerStartFailed
+from miniray.runtime_env import packaging
+from miniray.runtime_env.manager import RuntimeEnvManager
 from miniray.rpc import ChannelPool, auth, start_server
 
 log = logging.getLogger("miniray.raylet")
@@ -80,6 +83,11 @@ class Raylet:
         self.pool: WorkerPool | None = None
         self.memory_monitor = MemoryMonitor(config.MEMORY_USAGE_THRESHOLD,
                                             node_id_hex=node_id.hex(), node_ip=host)
+        # Runtime envs set up on this node (packages, virtualenvs): its own
+        # directory, removed when the raylet exits.
+        self.envs = RuntimeEnvManager(
+            os.path.join(session_dir, f"runtime_resources-{short}"),
+            self._fetch_package, config.RUNTIME_ENV_CACHE_BYTES)
 
     @property
     def gcs(self):
@@ -105,7 +113,8 @@ class Raylet:
                                int(self.total.get("CPU", 1)), self.host,
                                forward_output=not self.owns_session_dir,
                                logs=WorkerLogs(self.log_directory,
-                                               tee=self.owns_session_dir))
+                                               tee=self.owns_session_dir),
+                               envs=self.envs)
         self.pool.prestart(int(min(self.total.get("CPU", 0), os.cpu_count() or 1)))
         await self._register_node()
         tasks = [asyncio.create_task(self._heartbeat_loop()),
@@ -117,6 +126,7 @@ class Raylet:
         finally:
             for task in tasks:
                 task.cancel()
+            self.envs.close()
             self.pool.kill_all()
             # Stop serving first: the GCS unregisters a node only once its
             # raylet no longer answers (so nobody else can unregister it).
@@ -129,6 +139,7 @@ class Raylet:
             except Exception:
                 pass
             self.store.close()
+            self.envs.remove_all()
             if self.owns_session_dir:
                 shutil.rmtree(self.session_dir, ignore_errors=True)
 
@@ -334,9 +345,18 @@ class Raylet:
                 future.set_result(node.address)
 
     # --- leases ---------------------------------------------------------------------
+    async def _fetch_package(self, uri: str) -> bytes:
+        """A runtime env package from the GCS's KV (runtime_env/manager.py)."""
+        async def get(key: str):
+            reply = await self.gcs.KVGet(gcs_pb2.KVGetRequest(
+                namespace=packaging.KV_NAMESPACE, key=key.encode()))
+            return reply.value if reply.found else None
+        return await packaging.download_async(get, uri)
+
     async def request_lease(self, resources: dict, job_id: bytes, requester: bytes,
                             name: str, placement: dict | None = None,
-                            actor_id: bytes = b"", spillable: bool = False) -> Lease | str:
+                            actor_id: bytes = b"", spillable: bool = False,
+                            runtime_env: str = "") -> Lease | str:
         """A lease granted here, or the address of a raylet to ask instead
         (``spillable``: also when another node has room first)."""
         if requester and requester in self._departed:
@@ -344,7 +364,8 @@ class Raylet:
         if not self.scheduler.feasible(resources, placement):
             self._warn_infeasible({**(placement or {}), **resources}, name)
         request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name,
-                               placement or {}, actor_id, spillable=spillable)
+                               placement or {}, actor_id, spillable=spillable,
+                               runtime_env=runtime_env)
         future = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
         self.scheduler.submit(request)
@@ -381,14 +402,23 @@ class Raylet:
             lease_id = bytes(self.node_id[:8]) + next(self._lease_ids).to_bytes(8, "big")
             lease = Lease(lease_id, request.resources,
                           request.requester, request.job_id, actor_id=request.actor_id,
-                          resource_ids=request.resource_ids)
+                          resource_ids=request.resource_ids,
+                          runtime_env=request.runtime_env)
             self.leases[lease.lease_id] = lease
             asyncio.get_running_loop().create_task(self._grant(lease, future))
 
     async def _grant(self, lease: Lease, future: asyncio.Future | None,
                      attempt: int = 1) -> None:
         try:
-            worker = await self.pool.pop(lease.job_id, _uses_gpu(lease.resources))
+            env = await self.envs.setup(lease.runtime_env)
+        except RuntimeEnvSetupError as exc:
+            # Not retried (Ray's rule): the owner fails the lease's tasks.
+            self._end_lease(lease.lease_id)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+            return
+        try:
+            worker = await self.pool.pop(lease.job_id, _uses_gpu(lease.resources), env)
         except WorkerStartFailed as exc:          # the new worker died while starting
             if self._stop.is_set() or future is None or future.done():
                 self._end_lease(lease.lease_id)

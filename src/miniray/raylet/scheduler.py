@@ -29,6 +29,7 @@ class LeaseRequest:
     actor_id: bytes = b""
     resource_ids: Assignment = field(default_factory=dict)   # set when granted
     spillable: bool = False   # may move to another node that has room first
+    runtime_env: str = ""     # serialized: the worker must run in it
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Lease:
     # lease is handed to its requester: its tasks may be retried, and when.
     retriable: bool = False
     granted_at: float = 0.0
+    runtime_env: str = ""
 
 
 @dataclass

@@ -12,7 +12,7 @@ from miniray.common import validation as check
 from miniray.common.ids import (
     ActorID, JobID, ObjectID, PlacementGroupID, WorkerID)
 from miniray.common.validation import InvalidArgument, NotAllowed
-from miniray.exceptions import ObjectStoreFullError
+from miniray.exceptions import ObjectStoreFullError, RuntimeEnvSetupError
 from miniray.object_store.policy import ObjectState
 from miniray.object_store.transfer import read_chunk
 from miniray.raylet import worker_logs
@@ -30,6 +30,16 @@ def _check_lease_request(request) -> None:
     check.check_id(request.actor_id, ActorID, "actor_id", optional=True)
     check.check_name(request.function_name, "function_name")
     check.check_strategy(request.strategy)
+    _check_runtime_env(request.runtime_env)
+
+
+def _check_runtime_env(text: str) -> None:
+    from miniray.runtime_env.runtime_env import check_wire
+    if text:
+        try:
+            check_wire(text)
+        except (ValueError, TypeError) as exc:
+            raise InvalidArgument(f"bad runtime_env: {exc}") from None
 
 
 class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
@@ -68,12 +78,17 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
             if decision.node_id is not None and decision.node_id != bytes(raylet.node_id):
                 return raylet_pb2.RequestWorkerLeaseReply(
                     spillback_address=raylet.cluster_view()[decision.node_id].address)
-        lease = await raylet.request_lease(dict(request.resources), request.job_id,
-                                           request.requester_worker_id,
-                                           request.function_name,
-                                           dict(request.placement_resources),
-                                           request.actor_id,
-                                           spillable=_spillable(request))
+        try:
+            lease = await raylet.request_lease(dict(request.resources), request.job_id,
+                                               request.requester_worker_id,
+                                               request.function_name,
+                                               dict(request.placement_resources),
+                                               request.actor_id,
+                                               spillable=_spillable(request),
+                                               runtime_env=request.runtime_env)
+        except RuntimeEnvSetupError as exc:
+            return raylet_pb2.RequestWorkerLeaseReply(
+                runtime_env_error=exc.error_message or "unknown error")
         if isinstance(lease, str):          # only another node can run it
             return raylet_pb2.RequestWorkerLeaseReply(spillback_address=lease)
         worker = raylet.pool.workers.get(WorkerID(lease.worker_id))
@@ -93,6 +108,14 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
             entry.ids.extend(instances)
             entry.amounts.extend(instances.values())
         return reply
+
+    async def PrepareRuntimeEnv(self, request, context):
+        _check_runtime_env(request.runtime_env)
+        try:
+            await self.raylet.envs.setup(request.runtime_env)
+        except RuntimeEnvSetupError as exc:
+            return raylet_pb2.PrepareRuntimeEnvReply(error=exc.error_message or "failed")
+        return raylet_pb2.PrepareRuntimeEnvReply()
 
     async def ReturnWorker(self, request, context):
         check.check_lease_id(request.lease_id)

@@ -2,7 +2,9 @@
 reaps extras and notices deaths.
 
 A worker is bound to the job of the first lease it serves (its sys.path and
-working directory come from that job) and is only reused for that job.
+working directory come from that job) and is only reused for that job. A
+worker started for a runtime env (runtime_env/manager.py: its python, cwd
+and variables) only ever serves tasks of that same env.
 Its output goes to files of its own (worker_logs.py). The pool remembers
 the last workers that exited, for the state API (``list_workers``).
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from miniray.common import config
 from miniray.common.ids import WorkerID
 from miniray.raylet.worker_logs import WorkerLogs
+from miniray.runtime_env.manager import NO_ENV, WorkerEnv
 
 # Exited workers (and drivers) the state API still lists.
 MAX_EXITED_RECORDS = 1000
@@ -39,10 +42,10 @@ class ExitedProcess:
 
 class WorkerProcess:
     __slots__ = ("worker_id", "process", "port", "job_id", "ready", "idle_since",
-                 "lease_id", "dead", "used", "gpu", "start_time_ms", "exit")
+                 "lease_id", "dead", "used", "gpu", "start_time_ms", "exit", "env")
 
     def __init__(self, worker_id: WorkerID, process: subprocess.Popen | None,
-                 ready: asyncio.Future):
+                 ready: asyncio.Future, env: WorkerEnv = NO_ENV):
         self.worker_id = worker_id
         self.process = process
         self.port = 0
@@ -55,6 +58,7 @@ class WorkerProcess:
         self.gpu: bool | None = None   # ran GPU work (True) or not (False): kept apart
         self.start_time_ms = int(time.time() * 1000)
         self.exit: tuple[str, str] | None = None    # (exit type, detail) if killed
+        self.env = env              # the runtime env it was started in
 
     @property
     def pid(self) -> int:
@@ -74,11 +78,12 @@ class WorkerStartFailed(RuntimeError):
 class WorkerPool:
     def __init__(self, raylet_address: str, gcs_address: str, soft_limit: int,
                  node_ip: str = "127.0.0.1", forward_output: bool = False,
-                 logs: WorkerLogs | None = None):
+                 logs: WorkerLogs | None = None, envs=None):
         self.node_ip = node_ip
         # Daemon nodes log workers' output to files only: send it to drivers too.
         self.forward_output = forward_output
         self.logs = logs
+        self.envs = envs            # RuntimeEnvManager: workers hold its resources
         self.exited: collections.deque[ExitedProcess] = collections.deque(
             maxlen=MAX_EXITED_RECORDS)
         self.raylet_address = raylet_address
@@ -90,18 +95,19 @@ class WorkerPool:
         self._dying: list[subprocess.Popen] = []     # killed, not yet waited for
 
     # --- starting and registration ---------------------------------------------
-    def start_worker(self) -> WorkerProcess:
+    def start_worker(self, runtime_env: WorkerEnv = NO_ENV) -> WorkerProcess:
         worker_id = WorkerID.from_random()
         env = dict(os.environ, PYTHONUNBUFFERED="1", MINIRAY_NODE_IP=self.node_ip)
+        env.update(runtime_env.env)
         if self.forward_output:
             env["MINIRAY_FORWARD_OUTPUT"] = "1"
         output = self.logs.open(worker_id.hex()) if self.logs is not None else None
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "miniray.core_worker",
+                [runtime_env.python, "-m", "miniray.core_worker",
                  "--raylet-address", self.raylet_address,
                  "--gcs-address", self.gcs_address, "--worker-id", worker_id.hex()],
-                stdin=subprocess.DEVNULL, env=env, close_fds=True,
+                stdin=subprocess.DEVNULL, env=env, close_fds=True, cwd=runtime_env.cwd,
                 stdout=output.stdout if output else None,
                 stderr=output.stderr if output else None)
         except BaseException:
@@ -111,8 +117,10 @@ class WorkerPool:
         if output is not None:
             output.started(process.pid)
         worker = WorkerProcess(worker_id, process,
-                               asyncio.get_running_loop().create_future())
+                               asyncio.get_running_loop().create_future(), runtime_env)
         self.workers[worker_id] = worker
+        if self.envs is not None:
+            self.envs.acquire(runtime_env)
         return worker
 
     def prestart(self, count: int) -> None:
@@ -124,7 +132,8 @@ class WorkerPool:
     def top_up(self) -> None:
         """Keep ``soft_limit`` unbound workers ready (idle or starting), so the
         next job's first tasks don't wait for processes to start."""
-        ready = sum(1 for w in self._idle if not w.job_id) + len(self._starting)
+        ready = sum(1 for w in self._idle if not w.job_id and not w.env.key) \
+            + len(self._starting)
         if ready < self.soft_limit:
             self.prestart(self.soft_limit - ready)
 
@@ -143,14 +152,18 @@ class WorkerPool:
         return True
 
     # --- leasing -----------------------------------------------------------------
-    async def pop(self, job_id: bytes, gpu: bool = False) -> WorkerProcess:
-        """An idle worker for this job, else an unbound one, else a new one.
-        As in Ray, a worker that ran GPU work only runs GPU work again, and
-        one that ran CPU-only work never gets a GPU (CUDA state set up in a
-        process stays with it)."""
+    async def pop(self, job_id: bytes, gpu: bool = False,
+                  runtime_env: WorkerEnv = NO_ENV) -> WorkerProcess:
+        """An idle worker for this job, else an unbound one, else a new one,
+        in the same runtime env. As in Ray, a worker that ran GPU work only
+        runs GPU work again, and one that ran CPU-only work never gets a GPU
+        (CUDA state set up in a process stays with it)."""
+        key = runtime_env.key
         for candidates in (
-                [w for w in self._idle if w.job_id == job_id and w.gpu in (None, gpu)],
-                [w for w in self._idle if not w.job_id and w.gpu in (None, gpu)]):
+                [w for w in self._idle if w.job_id == job_id and w.gpu in (None, gpu)
+                 and w.env.key == key],
+                [w for w in self._idle if not w.job_id and w.gpu in (None, gpu)
+                 and w.env.key == key]):
             if candidates:
                 worker = candidates[-1]
                 self._idle.remove(worker)
@@ -158,7 +171,8 @@ class WorkerPool:
                 worker.gpu = gpu
                 worker.idle_since = None
                 return worker
-        worker = self._take_starting() or self.start_worker()
+        worker = (self._take_starting() if not key else None) \
+            or self.start_worker(runtime_env)
         worker.job_id = job_id
         worker.gpu = gpu
         await worker.ready
@@ -201,6 +215,8 @@ class WorkerPool:
     def _forget(self, worker: WorkerProcess) -> None:
         if not worker.dead and worker.process is not None:
             self._record_exit(worker)
+            if self.envs is not None:
+                self.envs.release(worker.env)
         worker.dead = True
         self.workers.pop(worker.worker_id, None)
         if worker in self._idle:
