@@ -212,9 +212,11 @@ class Cluster:
 
         wait_for_condition(settled, timeout=timeout)
 
-    def connect(self, namespace: str | None = None):
+    def connect(self, namespace: str | None = None, **init_kwargs):
+        """``miniray.init`` this process as a driver of the cluster
+        (``init_kwargs``: runtime_env, job_config, ...)."""
         import miniray
-        context = miniray.init(address=self.address, namespace=namespace)
+        context = miniray.init(address=self.address, namespace=namespace, **init_kwargs)
         self._connected = True
         return context
 

@@ -150,9 +150,8 @@ class RuntimeEnvManager:
         path = future.result()
         self._paths[resource] = path
         self._cache.add(resource, packaging.directory_size(path))
-        for gone in self._cache.evictable():
-            if gone != resource:
-                self._delete(gone)
+        for gone in self._cache.evictable(keep=resource):
+            self._delete(gone)
 
     # --- making resources ------------------------------------------------------------------
     async def _unpack(self, uri: str, kind: str) -> str:

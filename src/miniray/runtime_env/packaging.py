@@ -204,7 +204,7 @@ def _zip_directory(root: str, excludes: list[str], include_parent_dir: bool) -> 
     import pathspec
 
     base = os.path.basename(root.rstrip(os.sep)) if include_parent_dir else ""
-    user_spec = pathspec.PathSpec.from_lines("gitwildmatch", excludes)
+    user_spec = pathspec.GitIgnoreSpec.from_lines(excludes)
     ignores: list[tuple[str, object]] = []        # (dir relative to root, spec)
     buffer = io.BytesIO()
     total = 0
@@ -215,7 +215,7 @@ def _zip_directory(root: str, excludes: list[str], include_parent_dir: bool) -> 
             ignore_file = os.path.join(dirpath, ".gitignore")
             if os.path.isfile(ignore_file):
                 with open(ignore_file, encoding="utf-8", errors="replace") as f:
-                    ignores.append((rel_dir, pathspec.PathSpec.from_lines("gitwildmatch", f)))
+                    ignores.append((rel_dir, pathspec.GitIgnoreSpec.from_lines(f)))
 
             def excluded(rel: str, is_dir: bool) -> bool:
                 probe = rel + "/" if is_dir else rel

@@ -47,11 +47,12 @@ class URICache:
             entry.last_used = self._clock
         return self.evictable()
 
-    def evictable(self) -> list[str]:
+    def evictable(self, keep: str | None = None) -> list[str]:
         """Unused resources to delete, oldest first, until the unused ones
-        fit in the capacity; they are forgotten here."""
+        fit in the capacity (``keep`` is not one of them: it was just made
+        for a worker about to use it); they are forgotten here."""
         unused = sorted((e.last_used, uri) for uri, e in self._entries.items()
-                        if e.users == 0)
+                        if e.users == 0 and uri != keep)
         total = sum(self._entries[uri].size for _, uri in unused)
         out = []
         for _, uri in unused:
