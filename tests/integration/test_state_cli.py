@@ -271,16 +271,21 @@ def test_objects_and_memory(cluster):
     put = big[0]
     assert put["object_size"] < size + 4096            # the array plus its pickle
     assert put["type"] == "DRIVER" and put["pid"] == driver.pid
-    assert put["reference_type"] == "PINNED_IN_MEMORY"
+    # Held by the driver's ObjectRef, never read back: a local reference
+    # (Ray's type) to a value in the store.
+    assert put["reference_type"] == "LOCAL_REFERENCE" and put["storage"] == "STORE"
     node_id = cli_json(env, "list", "nodes")[0]["node_id"]
     assert put["node_id"] == node_id and put["locations"] == [node_id]
     same = cli_json(env, "list", "objects", "--filter", f"pid={driver.pid}",
-                    "--filter", "reference_type=pinned_in_memory")
+                    "--filter", "reference_type=local_reference")
     assert put["object_id"] in [o["object_id"] for o in same]
+    # Every reference, not only store objects: the driver's handle to its actor.
+    assert any(o["reference_type"] == "ACTOR_HANDLE" and o["pid"] == driver.pid
+               for o in objects), objects
 
     memory = cli(env, "memory").stdout
-    assert f"DRIVER pid={driver.pid}" in memory
-    assert "3.0 MiB" in memory and "PINNED_IN_MEMORY" in memory
+    assert f"{driver.pid}  Driver  3.0 MiB" in memory, memory
+    assert f"  {put['object_id']}" in memory.splitlines()
     assert "Aggregate object store stats" in memory
     assert all(len(line) <= 80 for line in memory.splitlines())
     summary = json.loads(cli(env, "summary", "objects", "--format", "json").stdout)

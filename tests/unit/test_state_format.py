@@ -151,7 +151,8 @@ def test_human_bytes():
     assert human_bytes(512) == "512 B"
     assert human_bytes(1536) == "1.5 KiB"
     assert human_bytes(3 * 1024 ** 3) == "3.0 GiB"
-    assert human_bytes(2 * 1024 ** 2, "MB") == "2.00 MB"
+    assert human_bytes(2 * 1000 ** 2, "MB") == "2.00 MB"       # decimal, as Ray's
+    assert human_bytes(1536, "KB") == "1.54 KB"
 
 
 def test_yaml_reads_back_as_the_same_data():

@@ -44,11 +44,15 @@ def shorten_ids(values) -> dict[str, str]:
     alike are shown whole."""
     distinct = sorted({str(v) for v in values if v})
     plain = {v: short_id(v) for v in distinct}
-    if len(set(plain.values())) == len(distinct):
-        return plain
-    length = min(len(v) for v in distinct)
     head = ID_WIDTH // 2
     tail = ID_WIDTH - head - 1
+    if len(set(plain.values())) == len(distinct):
+        if not any(_blank_head(v) for v in distinct):
+            return plain
+        if len(distinct) == 1:     # a driver's put: 0000… then its job and index
+            return {v: v if len(v) <= ID_WIDTH + 1 else v[:head] + ELLIPSIS + v[-tail:]
+                    for v in distinct}
+    length = min(len(v) for v in distinct)
     # The low digits of the field where they last differ (ids are made of
     # 4-byte fields: a counter, a job id, an index), else any window that
     # tells them apart, rightmost first.
@@ -59,6 +63,13 @@ def shorten_ids(values) -> dict[str, str]:
         if len(set(shown.values())) == len(distinct):
             return shown
     return {v: v for v in distinct}
+
+
+def _blank_head(text: str) -> bool:
+    """Whether an id's first digits tell nothing: a driver's task and put
+    ids start with 20 zero bytes (its task id), nil parts are all f."""
+    start = text[:ID_WIDTH].lower()
+    return len(text) > ID_WIDTH + 1 and start in ("0" * ID_WIDTH, "f" * ID_WIDTH)
 
 
 def id_matches(full: str, shown: str, aligned: bool = True) -> bool:
@@ -82,11 +93,11 @@ _UNITS = (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024))
 
 def human_bytes(num: float | None, unit: str | None = None) -> str:
     """``num`` bytes in the largest binary unit it reaches (or ``unit``:
-    B, KB, MB or GB, as `ray memory --units` names them)."""
+    B, KB, MB or GB, decimal as `ray memory --units` has them)."""
     if num is None:
         return ""
     if unit:
-        scale = {"B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}[unit.upper()]
+        scale = {"B": 1, "KB": 1000, "MB": 1000 ** 2, "GB": 1000 ** 3}[unit.upper()]
         return f"{num / scale:.2f} {unit.upper()}" if scale > 1 else f"{int(num)} B"
     for name, scale in _UNITS:
         if abs(num) >= scale:

@@ -4,7 +4,8 @@
                        [--limit N]
     miniray get actors <id>               (an id, or the start of one)
     miniray summary tasks|actors|objects
-    miniray memory [--sort-by OBJECT_SIZE|PID|REFERENCE_TYPE] [--units B|KB|MB|GB]
+    miniray memory [--group-by NODE_ADDRESS|STACK_TRACE] [--sort-by PID|OBJECT_SIZE|
+                   REFERENCE_TYPE] [--units B|KB|MB|GB] [--no-format] [--stats-only]
     miniray logs [FILENAME | --actor-id ID | --task-id ID | --pid PID] [--node-id ID]
                  [--follow] [--tail N]
     miniray timeline [--output FILE]
@@ -62,8 +63,8 @@ RESOURCES = {r.name: r for r in (
         _c("state"), _c("type"), _c("worker_pid", "PID"), _c("error_type"))),
     Resource("objects", "list_objects", "ObjectState", "object_id", (
         _c("object_id", kind="id"), _c("object_size", "SIZE", "bytes"),
-        _c("reference_type", "REF_TYPE"), _c("task_status"), _c("type", "OWNER"),
-        _c("pid"), _c("node_id", kind="id"))),
+        _c("reference_type", "REF_TYPE"), _c("task_status"), _c("type"),
+        _c("pid"), _c("ip"))),
     Resource("nodes", "list_nodes", "NodeState", "node_id", (
         _c("node_id", kind="id"), _c("node_ip"), _c("is_head_node", "HEAD"),
         _c("state"), _c("node_name"), _c("resources_total", "RESOURCES"))),
@@ -113,7 +114,7 @@ def _cell(value, kind: str = "text", detail: bool = False) -> str:
     if kind == "id" and not detail:
         return short_id(value)
     if kind == "bytes":
-        return human_bytes(value)
+        return "?" if value < 0 else human_bytes(value)
     if isinstance(value, dict):
         return _resources_cell(value) if value and all(
             isinstance(v, (int, float)) for v in value.values()) else to_json_compact(value)
@@ -279,75 +280,24 @@ def cmd_summary(args) -> int:
 
 @_reports_errors
 def cmd_memory(args) -> int:
+    from miniray.cli.memory import render_memory
     from miniray.protocol import raylet_pb2
     from miniray.util.state.client import StateClient
-    objects = _state().list_objects(address=args.address, limit=-1, timeout=args.timeout)
+    from miniray.util.state.objects import collect
     with StateClient(args.address, args.timeout) as client:
-        nodes = client.alive_nodes()
-        stats = {}
-        for node in nodes:
+        listing = collect(client, raise_on_missing_output=False)
+        stats = []
+        for node in client.alive_nodes():
             try:
-                stats[node.node_id.hex()] = client.raylet(
-                    node, "GetNodeStats", raylet_pb2.GetNodeStatsRequest())
-            except Exception:         # noqa: BLE001 - reported as missing below
-                stats[node.node_id.hex()] = None
-    sort_key = {"OBJECT_SIZE": lambda o: -o.object_size,
-                "PID": lambda o: (o.pid or 0, -o.object_size),
-                "REFERENCE_TYPE": lambda o: (o.reference_type, -o.object_size)}[args.sort_by]
-    out = [_banner("Object references status"),
-           f"Grouping by node address...        Sorting by {args.sort_by.lower()}...", ""]
-    by_node: dict[str, list] = {}
-    for obj in objects:
-        by_node.setdefault(obj.node_id, []).append(obj)
-    for node in nodes:
-        node_hex = node.node_id.hex()
-        held = sorted(by_node.get(node_hex, []), key=sort_key)
-        where = f"{node.ip} (node {short_id(node_hex)}{', head' if node.is_head else ''})"
-        counts = {state: sum(1 for o in held if o.reference_type == state)
-                  for state in ("PINNED_IN_MEMORY", "SPILLED", "BEING_WRITTEN")}
-        out += [f"--- Summary for node address: {where} ---",
-                render_table(["Mem used by objects", "In memory", "Spilled", "Being written"],
-                             [[human_bytes(sum(o.object_size for o in held), args.units),
-                               str(counts["PINNED_IN_MEMORY"]), str(counts["SPILLED"]),
-                               str(counts["BEING_WRITTEN"])]]), ""]
-        if args.stats_only:
-            continue
-        shown = held if args.num_entries is None else held[:args.num_entries]
-        out.append(f"--- Object references for node address: {where} ---")
-        ids = shorten_ids(o.object_id for o in shown)
-        rows = [[ids[o.object_id], human_bytes(o.object_size, args.units),
-                 f"{o.type} pid={o.pid}" if o.pid else o.type, o.reference_type,
-                 o.task_status, o.call_site if o.call_site != "disabled" else ""]
-                for o in shown]
-        headers = ["OBJECT_ID", "SIZE", "OWNER", "REFERENCE_TYPE", "TASK_STATUS"]
-        if any(r[-1] for r in rows):
-            headers.append("CALL_SITE")
-        else:
-            rows = [r[:-1] for r in rows]
-        out.append(render_table(headers, rows, max_width=_width()) if rows
-                   else "(no objects in this node's store)")
-        if len(shown) < len(held):
-            out.append(f"... and {len(held) - len(shown)} more")
-        out.append("")
-    used = sum(s.store_used for s in stats.values() if s is not None)
-    capacity = sum(s.store_capacity for s in stats.values() if s is not None)
-    spilled = [o for o in objects if o.reference_type == "SPILLED"]
-    out += ["--- Aggregate object store stats across all nodes ---",
-            f"Plasma memory usage {human_bytes(used, args.units)}, "
-            f"{sum(s.store_num_objects for s in stats.values() if s is not None)} objects, "
-            f"{100 * used / capacity if capacity else 0:.1f}% full",
-            f"Spilled {human_bytes(sum(o.object_size for o in spilled), args.units)}, "
-            f"{len(spilled)} objects",
-            f"Objects listed: {len(objects)}, "
-            f"{human_bytes(sum(o.object_size for o in objects), args.units)}"]
-    missing = [k for k, s in stats.items() if s is None]
-    if missing:
-        out.append(f"(no store stats from {len(missing)} node(s) that did not answer)")
-    out += [""] + textwrap.wrap(
-        "Listed: objects in the nodes' shared-memory stores. Values up to 100 KiB live "
-        "in their owner's process and are not listed; call sites are not recorded.",
-        width=min(_width(), 80))
-    print("\n".join(out))
+                stats.append(client.raylet(node, "GetNodeStats",
+                                           raylet_pb2.GetNodeStatsRequest()))
+            except Exception:         # noqa: BLE001 - reported as missing
+                stats.append(None)
+    print(render_memory(
+        listing, group_by=args.group_by, sort_by=args.sort_by, units=args.units,
+        num_entries=args.num_entries, stats_only=args.stats_only,
+        no_format=args.no_format, width=_width(), store_stats=stats,
+        banner=_banner("Object references status")))
     return 0
 
 
@@ -515,18 +465,29 @@ def add_commands(commands) -> None:
     summary.set_defaults(func=cmd_summary, parser=summary)
 
     memory = commands.add_parser(
-        "memory", help="objects in the object stores: size, where, owner",
-        description="Every object in the nodes' object stores, grouped by node: its "
-                    "size, owner, reference type and the status of the task that "
-                    "made it, plus store totals (as `ray memory`).")
-    memory.add_argument("--sort-by", choices=("OBJECT_SIZE", "PID", "REFERENCE_TYPE"),
-                        default="OBJECT_SIZE", type=str.upper)
+        "memory", help="every object reference in the cluster: size, type, where",
+        description="Every ObjectRef held by the cluster's drivers and workers, as "
+                    "`ray memory` shows them: grouped by node address (or call "
+                    "site), each with its process, size, reference type, the status "
+                    "of the task that creates it and its call site (recorded with "
+                    "MINIRAY_RECORD_REF_CREATION_SITES=1), plus store totals.")
+    memory.add_argument("--group-by", choices=("NODE_ADDRESS", "STACK_TRACE"),
+                        default="NODE_ADDRESS", type=str.upper,
+                        help="group by the node of the process holding the reference, "
+                             "or by call site (default NODE_ADDRESS)")
+    memory.add_argument("--sort-by", choices=("PID", "OBJECT_SIZE", "REFERENCE_TYPE"),
+                        default="OBJECT_SIZE", type=str.upper,
+                        help="order within a group (default OBJECT_SIZE, smallest first)")
     memory.add_argument("--units", choices=("B", "KB", "MB", "GB"), type=str.upper,
-                        help="show sizes in this unit (default: the most readable)")
+                        help="show sizes in this unit (KB = 1000 B, as in Ray; default: "
+                             "the most readable)")
+    memory.add_argument("--no-format", action="store_true",
+                        help="one line per reference, nothing cut (for wide terminals "
+                             "and scripts)")
     memory.add_argument("--stats-only", action="store_true",
-                        help="only the per-node and aggregate statistics")
+                        help="only the summaries and the store totals")
     memory.add_argument("--num-entries", type=_limit, metavar="N",
-                        help="at most N objects per node")
+                        help="at most N references per group")
     _connection_options(memory)
     memory.set_defaults(func=cmd_memory, parser=memory)
 

@@ -20,6 +20,9 @@ _INDEX = struct.Struct(">I")
 # Objects created by put() have the top bit of their index set, so their
 # IDs never collide with a task's return values.
 _PUT_FLAG = 1 << 31
+# An actor handle's id: the actor id and 12 zero bytes (a task's return or
+# put id never ends so: its index is never 0).
+_HANDLE_SUFFIX = b"\x00" * 12
 
 
 class _UniqueBytes:
@@ -157,7 +160,11 @@ class ObjectID(BaseID):
     @classmethod
     def for_actor_handle(cls, actor_id: ActorID) -> "ObjectID":
         """The id under which handles to an actor are reference counted."""
-        return cls(bytes(actor_id) + b"\x00" * 12)
+        return cls(bytes(actor_id) + _HANDLE_SUFFIX)
+
+    def is_actor_handle(self) -> bool:
+        """Whether this is the id handles to an actor are counted under."""
+        return self.endswith(_HANDLE_SUFFIX)
 
     def task_id(self) -> TaskID:
         return TaskID(self[:24])

@@ -24,7 +24,8 @@ from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, NodeID, ObjectID, TaskID, WorkerID
 from miniray.common.rpc_guard import add_servicer
 from miniray.common.serialization import serialize
-from miniray.core_worker import object_ref as object_ref_module, task_context, task_events
+from miniray.core_worker import (
+    object_ref as object_ref_module, object_references, task_context, task_events)
 from miniray.core_worker.memory_store import MemoryStore
 from miniray.core_worker.object_access import ObjectAccess, error_payload
 from miniray.core_worker.object_ref import ObjectRef
@@ -54,6 +55,7 @@ class CoreWorker(ObjectAccess):
         self.gcs_address = gcs_address
         self.namespace = namespace
         self.memory_store = MemoryStore()
+        self.pinned = object_references.PinnedBuffers()    # store objects mapped here
         self._lock = threading.RLock()
         self._pending_decrefs: collections.deque = collections.deque()
         self._inbox: collections.deque = collections.deque()     # see post()
@@ -505,6 +507,11 @@ class CoreWorker(ObjectAccess):
             self.refs.add_submitted(held)
             for object_id in return_ids:
                 self.refs.add_owned(object_id)
+            if object_references.RECORD_CALL_SITES:
+                site = object_references.call_site(
+                    "actor call" if spec.actor_id else "task call")
+                for object_id in return_ids:
+                    self.refs.set_call_site(object_id, site)
         refs = [ObjectRef(object_id, self.address) for object_id in return_ids]
         generator = None
         if streaming:
@@ -612,6 +619,28 @@ class CoreWorker(ObjectAccess):
 
         self.loop.call_soon_threadsafe(lambda: self.spawn(wait()))
         return ref
+
+    def note_deserialized(self, object_id: ObjectID) -> None:
+        """Record where a ref arrived (only when call sites are recorded):
+        in a task, as Ray does, the task's name."""
+        name = self.current_task_name
+        site = f"(deserialize task arg) {name}" if name \
+            else object_references.call_site("deserialize object")
+        with self._lock:
+            self.refs.set_call_site(object_id, site)
+
+    def object_references(self, limit: int = 0):
+        """GetObjectReferences (io thread): every object this process
+        references or keeps mapped (object_references.describe)."""
+        with self._lock:
+            snapshot = self.refs.snapshot()
+        infos, total = object_references.describe(
+            snapshot, self.memory_store.get, self.pinned.snapshot(),
+            self.submitter.task_status, self.worker_id, limit)
+        return cw_pb2.GetObjectReferencesReply(
+            refs=infos, total=total, worker_id=self.worker_id, pid=os.getpid(),
+            is_driver=self.mode == DRIVER,
+            call_sites_recorded=object_references.RECORD_CALL_SITES)
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         if ref.owner.worker_id == self.worker_id:

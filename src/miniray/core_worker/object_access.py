@@ -17,7 +17,7 @@ from miniray import exceptions
 from miniray.common import config
 from miniray.common.ids import ObjectID, WorkerID
 from miniray.common.serialization import SerializedObject, deserialize, serialize
-from miniray.core_worker import task_context
+from miniray.core_worker import object_references, task_context
 from miniray.core_worker.object_ref import ObjectRef
 from miniray.object_store import client as plasma
 from miniray.protocol import common_pb2, core_worker_pb2 as cw_pb2, raylet_pb2
@@ -46,6 +46,8 @@ class ObjectAccess:
         with self._lock:
             self.refs.add_owned(object_id)
             self.refs.add_contained(object_id, serialized.nested_refs)
+            if object_references.RECORD_CALL_SITES:
+                self.refs.set_call_site(object_id, object_references.call_site("put object"))
         payload = self.make_payload(object_id, serialized, self.worker_id)
         self.memory_store.put(object_id, payload)
         return ObjectRef(object_id, self.address)
@@ -149,6 +151,7 @@ class ObjectAccess:
             buffer = plasma.read(reply.path)
             if source and owner is not None:
                 self._report_location(object_id, owner)
+        self.pinned.note(object_id, buffer)     # while values read from it live
         return deserialize(buffer)
 
     def _report_location(self, object_id: ObjectID, owner) -> None:

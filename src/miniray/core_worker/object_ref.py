@@ -13,6 +13,7 @@ import concurrent.futures
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import NodeID, ObjectID, WorkerID
 from miniray.common.serialization import note_nested_ref
+from miniray.core_worker.object_references import RECORD_CALL_SITES
 
 # Set by the core worker of this process when it starts.
 _worker = None
@@ -111,5 +112,8 @@ def _require_worker():
 
 def _rebuild_object_ref(object_id: bytes, ip: str, port: int, worker_id: bytes,
                         node_id: bytes) -> ObjectRef:
-    return ObjectRef(ObjectID(object_id),
-                     WorkerAddress(ip, port, WorkerID(worker_id), NodeID(node_id)))
+    ref = ObjectRef(ObjectID(object_id),
+                    WorkerAddress(ip, port, WorkerID(worker_id), NodeID(node_id)))
+    if RECORD_CALL_SITES and ref._worker is not None:
+        ref._worker.note_deserialized(ref.id)
+    return ref

@@ -34,9 +34,22 @@ class ReleaseBorrow:
     delta: int           # negative: the +1s registered for this process
 
 
+@dataclass(frozen=True)
+class RefSnapshot:
+    """One entry as the state API sees it (``snapshot``)."""
+    object_id: ObjectID
+    owned: bool
+    owner: object        # WorkerAddress
+    local: int
+    submitted: int
+    contained_in: int
+    num_borrowers: int
+    call_site: str | None
+
+
 class _Entry:
     __slots__ = ("owned", "owner", "local", "submitted", "contained_in",
-                 "borrowers", "registered", "contains")
+                 "borrowers", "registered", "contains", "call_site")
 
     def __init__(self, owned: bool, owner):
         self.owned = owned
@@ -47,6 +60,7 @@ class _Entry:
         self.borrowers: dict[WorkerID, int] = {}
         self.registered = 0          # +1s the owner has on this process's behalf
         self.contains: list[ObjectID] = []
+        self.call_site: str | None = None     # where it was made, if recorded
 
     def in_use(self) -> bool:
         return bool(self.local or self.submitted or self.contained_in
@@ -155,6 +169,18 @@ class ReferenceCounter:
         return {"local": entry.local, "submitted": entry.submitted,
                 "contained_in": entry.contained_in,
                 "borrowers": dict(entry.borrowers), "registered": entry.registered}
+
+    def set_call_site(self, object_id: ObjectID, call_site: str) -> None:
+        """Where the reference was created (only when call sites are recorded)."""
+        entry = self._entries.get(object_id)
+        if entry is not None and entry.call_site is None:
+            entry.call_site = call_site
+
+    def snapshot(self) -> list[RefSnapshot]:
+        """Every entry's counts, for the state API (``miniray memory``)."""
+        return [RefSnapshot(oid, e.owned, e.owner, e.local, e.submitted, e.contained_in,
+                            len(e.borrowers), e.call_site)
+                for oid, e in self._entries.items()]
 
     def num_objects(self) -> int:
         return len(self._entries)

@@ -187,3 +187,7 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         check.check_id(request.node_id, NodeID, "node_id")
         self.worker.add_location(ObjectID(request.object_id), request.node_id)
         return cw_pb2.AddObjectLocationReply()
+
+    async def GetObjectReferences(self, request, context):
+        check.check_int(request.limit, "limit", 0)
+        return self.worker.object_references(request.limit)

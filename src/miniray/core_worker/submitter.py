@@ -133,6 +133,18 @@ class NormalTaskSubmitter:
     def is_pending(self, task: _Task) -> bool:
         return self._tasks.get(task.task_id) is task
 
+    def task_status(self, task_id: TaskID) -> str:
+        """The state (Ray's name) of a pending task this process submitted,
+        else "" (for the state API)."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            return ""
+        if not task.resolved:
+            return "PENDING_ARGS_AVAIL"
+        if task.is_actor_task or task.lease_id is not None:
+            return "SUBMITTED_TO_WORKER"
+        return "PENDING_NODE_ASSIGNMENT"
+
     def _submit(self, task: _Task) -> None:
         self.register(task)
         self.events.record(task.spec, task_events.PENDING_ARGS_AVAIL,

@@ -309,9 +309,11 @@ OBJECTS_NOTE = "Objects cannot be listed one by one here ({why}): each node's st
 
 def objects_view(nodes: list[dict], objects: list[dict] | None, why: str,
                  query: dict) -> dict:
-    """Objects largest first (``miniray.util.state.list_objects`` records),
-    paged; and each live node's object store totals. When the cluster
-    cannot list objects, ``objects`` is empty and ``note`` says why."""
+    """Object references largest first (``miniray.util.state.list_objects``
+    records: one per process and object, size -1 when that process does
+    not know it), paged; and each live node's object store totals. When
+    the cluster cannot list objects, ``objects`` is empty and ``note`` says
+    why."""
     limit, offset = page_args(query)
     stores = [{"node_id": n["node_id"], "node_ip": n["node_ip"],
                "used": n["object_store_used"], "capacity": n["object_store_capacity"],
@@ -320,7 +322,7 @@ def objects_view(nodes: list[dict], objects: list[dict] | None, why: str,
     stores.sort(key=lambda s: -(s["used"] or 0))
     records = sorted(objects or [], key=lambda o: -(o.get("object_size") or 0))
     return {"objects": records[offset:offset + limit], "total": len(records),
-            "total_size": sum(o.get("object_size") or 0 for o in records),
+            "total_size": sum(max(o.get("object_size") or 0, 0) for o in records),
             "limit": limit, "offset": offset, "stores": stores,
             "note": OBJECTS_NOTE.format(why=why) if objects is None else ""}
 

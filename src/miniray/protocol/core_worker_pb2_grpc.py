@@ -85,6 +85,11 @@ class CoreWorkerServiceStub:
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.PrintLinesRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PrintLinesReply.FromString,
                 _registered_method=True)
+        self.GetObjectReferences = channel.unary_unary(
+                '/miniray.protocol.CoreWorkerService/GetObjectReferences',
+                request_serializer=miniray_dot_protocol_dot_core__worker__pb2.GetObjectReferencesRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.GetObjectReferencesReply.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServiceServicer:
@@ -154,6 +159,12 @@ class CoreWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetObjectReferences(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +217,11 @@ def add_CoreWorkerServiceServicer_to_server(servicer, server):
                     servicer.PrintLines,
                     request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.PrintLinesRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_core__worker__pb2.PrintLinesReply.SerializeToString,
+            ),
+            'GetObjectReferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetObjectReferences,
+                    request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.GetObjectReferencesRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_core__worker__pb2.GetObjectReferencesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +494,33 @@ class CoreWorkerService:
             '/miniray.protocol.CoreWorkerService/PrintLines',
             miniray_dot_protocol_dot_core__worker__pb2.PrintLinesRequest.SerializeToString,
             miniray_dot_protocol_dot_core__worker__pb2.PrintLinesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetObjectReferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.CoreWorkerService/GetObjectReferences',
+            miniray_dot_protocol_dot_core__worker__pb2.GetObjectReferencesRequest.SerializeToString,
+            miniray_dot_protocol_dot_core__worker__pb2.GetObjectReferencesReply.FromString,
             options,
             channel_credentials,
             insecure,

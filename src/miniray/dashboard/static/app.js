@@ -285,10 +285,11 @@ function renderObjects(data) {
   setRows("stores", stores, "no object stores", 5);
   const rows = data.objects.map(o => el("tr", null,
     el("td", { class: "id", title: o.object_id }, `${o.object_id.slice(0, 4)}…${o.object_id.slice(-12)}`),
-    el("td", null, bytes(o.object_size)), el("td", { class: "small" }, o.reference_type || ""),
+    el("td", null, o.object_size >= 0 ? bytes(o.object_size) : "?"),
+    el("td", { class: "small" }, o.reference_type || ""),
     idCell(o.node_id), el("td", { class: "small" }, o.pid ? `${o.type || ""} pid ${o.pid}` : (o.type || "")),
     el("td", null, stateSpan(o.task_status || "NIL"))));
-  setRows("objects", rows, data.note ? "not available" : "no objects in the stores", 6);
+  setRows("objects", rows, data.note ? "not available" : "no object references", 6);
   renderPager("objects");
 }
 

@@ -1,18 +1,14 @@
 """list_* / get_* / summarize_* and the timeline, with Ray's names and arguments.
 
 Actors, nodes, jobs, placement groups and tasks come from the GCS's
-tables; workers and objects from each live node's raylet (ListWorkers,
-ListObjects). Every function takes Ray's ``address`` (default: the cluster
+tables; workers from each live node's raylet (ListWorkers), objects from
+every live process (GetObjectReferences). Every function takes Ray's ``address`` (default: the cluster
 this process is connected to, see client.py), ``timeout`` (seconds per
 request) and, for lists, ``filters``, ``limit`` and ``detail``.
 
-Objects: each raylet lists the objects in its shared-memory store (size,
-owner, primary or secondary copy, in memory or spilled), and the owners'
-pids and types come from the raylets' worker tables. So an object listed
-here is one big enough to live in a store (over 100 KiB); small values
-live only in their owner's process and are not listed. Call sites are not
-recorded (``call_site`` is "disabled", as in Ray without
-RAY_record_ref_creation_sites).
+Objects: every live driver and worker lists the objects it references
+(objects.py), so small values living only in their owner's memory are
+listed too, with Ray's reference types.
 """
 from __future__ import annotations
 
@@ -20,6 +16,7 @@ import json
 import logging
 
 from miniray.protocol import common_pb2, gcs_pb2, raylet_pb2
+from miniray.util.state import objects
 from miniray.util.state.client import StateClient
 from miniray.util.state.common import (
     DEFAULT_LIMIT, ActorState, JobState, NodeState, ObjectState, PlacementGroupState,
@@ -41,9 +38,6 @@ _PG_STATES = {common_pb2.PG_PENDING: "PENDING", common_pb2.PG_CREATED: "CREATED"
 _TASK_TYPES = {common_pb2.NORMAL_TASK: "NORMAL_TASK",
                common_pb2.ACTOR_CREATION_TASK: "ACTOR_CREATION_TASK",
                common_pb2.ACTOR_TASK: "ACTOR_TASK"}
-_WHERE = {raylet_pb2.StoreObjectInfo.IN_MEMORY: "IN_MEMORY",
-          raylet_pb2.StoreObjectInfo.SPILLED: "SPILLED",
-          raylet_pb2.StoreObjectInfo.BEING_WRITTEN: "BEING_WRITTEN"}
 
 
 def _hex(value: bytes) -> str | None:
@@ -298,58 +292,22 @@ def get_worker(id: str, address: str | None = None, timeout: int | None = None, 
     return _one(list_workers(address, [("worker_id", "=", id)], 1, timeout, detail=True))
 
 
-def _object_states(client: StateClient, raise_on_missing_output: bool) -> list:
-    from miniray.common.ids import ObjectID
-    from miniray.gcs.task_events import latest_status
-    copies: dict[bytes, list] = {}
-    for node, reply in _each_node(client, "ListObjects", raylet_pb2.ListObjectsRequest(),
-                                  raise_on_missing_output):
-        for info in reply.objects:
-            copies.setdefault(info.object_id, []).append((node, info))
-    if not copies:
-        return []
-    owners = {w.worker_id: w for w in _worker_states(client, False)}
-    statuses = {}
-    if any(not ObjectID(o).is_put() for o in copies):
-        for event in _task_events(client):
-            known = statuses.get(event.task_id)
-            if known is None or event.attempt > known[0]:
-                statuses[event.task_id] = (event.attempt, latest_status(event))
-    records = []
-    for object_id, held in copies.items():
-        node, info = next(((n, i) for n, i in held if i.primary), held[0])
-        owner = owners.get(info.owner_worker_id.hex())
-        where = _WHERE.get(info.where, "IN_MEMORY")
-        oid = ObjectID(object_id)
-        status = statuses.get(bytes(oid.task_id())) if not oid.is_put() else None
-        records.append(ObjectState(
-            object_id=object_id.hex(), object_size=info.size,
-            task_status=gcs_pb2.TaskStatus.Name(status[1]) if status and status[1]
-            else "NIL",
-            reference_type="PINNED_IN_MEMORY" if where == "IN_MEMORY" else where,
-            call_site="disabled",
-            type=owner.worker_type if owner else "WORKER",
-            pid=owner.pid if owner else None, ip=owner.ip if owner else None,
-            node_id=node.node_id.hex(), owner_worker_id=info.owner_worker_id.hex(),
-            job_id=oid.task_id().job_id().hex(),
-            locations=sorted({n.node_id.hex() for n, _ in held})))
-    records.sort(key=lambda r: -r.object_size)
-    return records
-
-
 def list_objects(address: str | None = None, filters=None, limit: int = DEFAULT_LIMIT,
                  timeout: int | None = None, detail: bool = False,
                  raise_on_missing_output: bool = True, **_) -> list:
-    """Objects in the nodes' shared-memory stores, largest first: size,
-    where the primary copy is (``node_id``; ``locations``: every copy), the
-    owner (``pid``, ``ip``, ``type``), how the store holds it
-    (``reference_type``: PINNED_IN_MEMORY, SPILLED or BEING_WRITTEN) and the
-    status of the task that created it. See the module's docstring for
-    what is not listed."""
+    """Every object reference held in the cluster, one record per process
+    and object (as Ray's), largest first: the object's size, the status of
+    the task that creates it, Ray's ``reference_type`` and the call site
+    (recorded with MINIRAY_RECORD_REF_CREATION_SITES=1), and the process
+    holding the reference (``type``, ``pid``, ``ip``, ``worker_id``, and
+    whether it ``owned`` the object). See objects.py for how they are
+    gathered; a process that truncated its list or did not answer is
+    logged as a warning."""
     checked = check_filters(filters, ObjectState)
     with StateClient(address, timeout) as client:
-        records = _object_states(client, raise_on_missing_output)
-    return select(ObjectState, records, checked, limit)
+        listing = objects.collect(client, raise_on_missing_output)
+    objects.warn_incomplete(listing)
+    return select(ObjectState, listing.records, checked, limit)
 
 
 def get_objects(id: str, address: str | None = None, timeout: int | None = None,
@@ -359,33 +317,12 @@ def get_objects(id: str, address: str | None = None, timeout: int | None = None,
 
 def summarize_objects(address: str | None = None, timeout: int | None = None,
                       raise_on_missing_output: bool = True, **_) -> dict:
-    """Object counts and sizes by call site, in Ray's summary shape (call
-    sites are not recorded: one "disabled" group)."""
-    objects = list_objects(address, limit=-1, timeout=timeout,
-                           raise_on_missing_output=raise_on_missing_output)
-    summary: dict = {}
-    owners: dict = {}
-    nodes: dict = {}
-    for obj in objects:
-        entry = summary.setdefault(obj.call_site, {
-            "total_objects": 0, "total_size_mb": 0.0, "total_num_workers": 0,
-            "total_num_nodes": 0, "task_state_counts": {}, "ref_type_counts": {}})
-        entry["total_objects"] += 1
-        entry["total_size_mb"] += obj.object_size / 1024 ** 2
-        counts = entry["task_state_counts"]
-        counts[obj.task_status] = counts.get(obj.task_status, 0) + 1
-        counts = entry["ref_type_counts"]
-        counts[obj.reference_type] = counts.get(obj.reference_type, 0) + 1
-        owners.setdefault(obj.call_site, set()).add(obj.owner_worker_id)
-        nodes.setdefault(obj.call_site, set()).add(obj.node_id)
-    for key, entry in summary.items():
-        entry["total_num_workers"] = len(owners[key])
-        entry["total_num_nodes"] = len(nodes[key])
-    return {"cluster": {
-        "summary": summary, "summary_by": "callsite",
-        "total_objects": len(objects),
-        "total_size_mb": sum(o.object_size for o in objects) / 1024 ** 2,
-        "callsite_enabled": False}}
+    """Reference counts and sizes by call site, in Ray's summary shape
+    (one "disabled" group unless call sites are recorded)."""
+    with StateClient(address, timeout) as client:
+        listing = objects.collect(client, raise_on_missing_output)
+    objects.warn_incomplete(listing)
+    return objects.summarize(listing.records, listing.call_sites_recorded)
 
 
 # --- timeline --------------------------------------------------------------------------

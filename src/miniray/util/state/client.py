@@ -11,10 +11,12 @@ query never starts a cluster nor joins one as a driver.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from miniray.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
+from miniray.protocol import (
+    core_worker_pb2_grpc as cw_grpc, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc)
 from miniray.util.state.common import DEFAULT_TIMEOUT, RayStateApiException
 
 __all__ = ["StateClient", "resolve_address"]
@@ -135,6 +137,42 @@ class StateClient:
                 raise RayStateApiException(exc.details()) from None
             raise _connection_error(
                 exc, f"the raylet of node {node.node_id.hex()} at {address}") from None
+
+    def core_workers(self, addresses: list[str], method: str, request,
+                     timeout: float) -> list:
+        """One call to each driver or worker at ``addresses``, all at once;
+        for each, the reply or a ConnectionError ("UNAVAILABLE: ...": the
+        process is gone)."""
+        def failed(exc: grpc.RpcError) -> ConnectionError:
+            return ConnectionError(f"{exc.code().name}: {exc.details()}")
+
+        if self._worker is not None:
+            import asyncio
+            worker = self._worker
+
+            async def one(address):
+                try:
+                    stub = worker.channels.stub(address, cw_grpc.CoreWorkerServiceStub)
+                    return await getattr(stub, method)(request, timeout=timeout)
+                except grpc.RpcError as exc:
+                    return failed(exc)
+
+            async def every():
+                return await asyncio.gather(*(one(a) for a in addresses))
+            return worker.run(every())
+
+        def call(stub):
+            try:
+                return getattr(stub, method)(request, timeout=timeout)
+            except grpc.RpcError as exc:
+                return failed(exc)
+
+        if not addresses:
+            return []
+        # Stubs made here, one thread: _stub swaps the process's auth token.
+        stubs = [self._stub(a, cw_grpc.CoreWorkerServiceStub) for a in addresses]
+        with ThreadPoolExecutor(min(16, len(addresses))) as pool:
+            return list(pool.map(call, stubs))
 
     def nodes(self) -> list:
         """The GCS's node table (NodeInfo), fetched once per client."""

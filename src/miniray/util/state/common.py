@@ -134,19 +134,29 @@ class WorkerState(_Record):
 
 @dataclass
 class ObjectState(_Record):
-    """An object in a node's shared-memory store (see list_objects)."""
+    """One process's reference to an object (see list_objects): Ray's
+    fields first. ``pid``, ``ip``, ``type`` and ``node_id`` are those of
+    the process holding the reference (the owner or a borrower)."""
     object_id: str
-    object_size: int                 # bytes
-    task_status: str                 # of the task that created it; NIL for puts
-    reference_type: str              # PINNED_IN_MEMORY, SPILLED or BEING_WRITTEN
-    call_site: str                   # "disabled": call sites are not recorded
-    type: str                        # the owner: WORKER or DRIVER
-    pid: int | None                  # the owner's
-    ip: str | None                   # the owner's node's
-    node_id: str | None = None       # where the primary copy is
+    object_size: int                 # bytes; -1 if this process does not know it
+    task_status: str                 # of the task that creates it; NIL if not known
+    reference_type: str              # LOCAL_REFERENCE, PINNED_IN_MEMORY, ...
+    call_site: str                   # "disabled" unless recorded
+    type: str                        # WORKER or DRIVER
+    pid: int | None
+    ip: str | None
+    node_id: str | None = None
     owner_worker_id: str | None = None
     job_id: str | None = None
-    locations: list = field(default_factory=list)   # nodes holding a copy
+    locations: list = field(default_factory=list)   # nodes holding a store copy
+    worker_id: str | None = None     # the process holding the reference
+    owned: bool = False              # that process owns the object (else borrows it)
+    storage: str = "UNKNOWN"         # INLINE (owner's memory), STORE, or UNKNOWN here
+    local_ref_count: int = 0
+    submitted_task_ref_count: int = 0
+    contained_in_count: int = 0
+    num_borrowers: int = 0
+    pinned_in_memory: bool = False
 
 
 # --- filters ---------------------------------------------------------------------------
