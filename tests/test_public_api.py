@@ -28,3 +28,26 @@ def test_exceptions_module_matches_ray_names():
         assert issubclass(getattr(exceptions, name), Exception), name
     assert issubclass(exceptions.GetTimeoutError, TimeoutError)
     assert issubclass(exceptions.OutOfMemoryError, exceptions.RayError)
+
+
+def test_runtime_env_module_matches_ray_names():
+    from miniray import runtime_env
+    assert set(runtime_env.__all__) == {"RuntimeEnv", "RuntimeEnvConfig"}
+    assert issubclass(runtime_env.RuntimeEnv, dict)
+    from miniray.exceptions import RuntimeEnvSetupError
+    assert issubclass(RuntimeEnvSetupError, miniray.exceptions.RayError)
+
+
+def test_job_submission_module_is_pinned():
+    """``miniray.job_submission`` has Ray's ``ray.job_submission`` names."""
+    import miniray.job_submission as job_submission
+    assert set(job_submission.__all__) == {
+        "JobSubmissionClient", "JobStatus", "JobErrorType", "JobInfo", "JobDetails",
+        "DriverInfo", "JobType"}
+    for name in job_submission.__all__:
+        assert hasattr(job_submission, name), name
+    status = job_submission.JobStatus
+    assert [s.value for s in status] == ["PENDING", "RUNNING", "STOPPED", "SUCCEEDED",
+                                         "FAILED"]
+    assert [s for s in status if s.is_terminal()] == [status.STOPPED, status.SUCCEEDED,
+                                                      status.FAILED]

@@ -5,6 +5,7 @@ like ``ray start``, ``ray stop`` and ``ray status``.
     miniray start --address=HOST:PORT [--num-cpus N] [--block]
     miniray status [--address HOST:PORT]
     miniray stop [--force]
+    miniray job submit|status|logs|stop|delete|list   (cli/job_cli.py)
 """
 from __future__ import annotations
 
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     # list, get, summary, memory, logs, timeline (Ray's state CLI)
     from miniray.cli.state_cli import add_commands
     add_commands(commands)
+    from miniray.cli import job_cli          # miniray job submit|status|logs|stop|...
+    job_cli.add_commands(commands)
     return parser
 
 

@@ -60,6 +60,22 @@ def _watch_gcs(source, stop: threading.Event) -> None:
                 stop.set()
 
 
+def _job_server(server, source, session_dir: str | None):
+    """The job server's routes on ``server`` (dashboard/jobs.py); returns
+    its job manager, which resumes watching unfinished jobs in a thread."""
+    from miniray.dashboard.jobs import JobRoutes, session_name
+    from miniray.job_submission.manager import JobManager
+    from miniray.dashboard.source import RPC_TIMEOUT_S
+
+    def call(method, request):
+        return getattr(source.gcs, method)(request, timeout=RPC_TIMEOUT_S)
+    logs_dir = os.path.join(session_dir, "logs") if session_dir else None
+    manager = JobManager(source.gcs_address, call, logs_dir)
+    server.jobs = JobRoutes(manager, call, session_name(session_dir))
+    threading.Thread(target=manager.resume, name="job-resume", daemon=True).start()
+    return manager
+
+
 def main(argv=None) -> int:
     args = _parse(argv)
     if args.die_with_parent:
@@ -85,6 +101,7 @@ def main(argv=None) -> int:
     except OSError as exc:
         log.error("the dashboard could not listen on %s: %s", args.host, exc)
         return 1
+    manager = _job_server(server, source, args.session_dir)
     port = server.server_address[1]
     if args.port and port != args.port:
         log.warning("dashboard port %d is in use: listening on %d instead",
@@ -103,6 +120,7 @@ def main(argv=None) -> int:
         pass
     server.shutdown()
     server.server_close()
+    manager.close()
     source.close()
     return 0
 

@@ -28,6 +28,8 @@ from miniray.dashboard import views
 
 log = logging.getLogger("miniray.dashboard")
 
+INTERNAL_NAMESPACE_PREFIX = "_miniray_internal"     # the job server's driver
+
 COOKIE = "miniray_token"
 STATIC = {"index.html": "text/html; charset=utf-8",
           "app.js": "text/javascript; charset=utf-8",
@@ -97,8 +99,13 @@ class Api:
             "/api/logs/read": self.logs_read,
         }
 
+    def _user_jobs(self) -> list:
+        """The GCS's jobs but the job server's own driver (jobs.py)."""
+        return [j for j in self.source.jobs()
+                if not j.namespace.startswith(INTERNAL_NAMESPACE_PREFIX)]
+
     def cluster_status(self, query):
-        jobs = self.source.jobs()
+        jobs = self._user_jobs()
         return views.cluster_status(self.source.cluster(), self.source.node_stats(),
                                     sum(1 for j in jobs if not j.is_dead))
 
@@ -137,7 +144,7 @@ class Api:
 
     def jobs(self, query):
         limit, offset = views.page_args(query)
-        records = [views.job_record(j) for j in self.source.jobs()]
+        records = [views.job_record(j) for j in self._user_jobs()]
         records.reverse()                       # newest first
         return views.paged("jobs", records, limit, offset)
 
@@ -228,11 +235,29 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self):
+        self._serve("GET")
+
+    def do_POST(self):
+        self._serve("POST")
+
+    def do_PUT(self):
+        self._serve("PUT")
+
+    def do_DELETE(self):
+        self._serve("DELETE")
+
+    def _serve(self, method: str):
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
         path = url.path.rstrip("/") or "/"
         try:
-            if path == "/":
+            jobs = self.server.jobs
+            if jobs is not None and jobs.handles(url.path):
+                self._jobs(method, url.path)
+            elif method not in ("GET", "HEAD"):
+                self.close_connection = True        # its body is not read
+                raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} {path} is not served")
+            elif path == "/":
                 self._index(query)
             elif path.startswith("/static/"):
                 self._static(path[len("/static/"):])
@@ -290,6 +315,49 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         self._json(HTTPStatus.OK, data)
 
+    def _jobs(self, method: str, path: str) -> None:
+        """The job server's routes (dashboard/jobs.py), token required."""
+        if not self._authorized():
+            self.close_connection = True
+            raise HttpError(HTTPStatus.UNAUTHORIZED, "this cluster requires its token: "
+                                                     "send 'Authorization: Bearer <token>'")
+        reply = self.server.jobs.handle(method, path, self._read_body, self.headers)
+        if reply.stream is None:
+            self._json(reply.status, reply.data)
+            return
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-store")
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        for chunk in reply.stream:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _read_body(self, limit: int) -> bytes:
+        """The request's body, at most ``limit`` bytes (else 413)."""
+        length = self.headers.get("Content-Length")
+        if length is None:
+            if self.headers.get("Transfer-Encoding"):
+                self.close_connection = True
+                raise HttpError(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length")
+            return b""
+        try:
+            size = int(length)
+        except ValueError:
+            size = -1
+        if size < 0:
+            self.close_connection = True
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}")
+        if size > limit:
+            self.close_connection = True
+            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                            f"the request body is {size} bytes, over the limit of {limit}")
+        return self.rfile.read(size)
+
     def _metrics(self) -> None:
         if not self._authorized():
             raise HttpError(HTTPStatus.UNAUTHORIZED, "this cluster requires its token: "
@@ -305,10 +373,11 @@ class DashboardServer(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], source, token: str | None,
-                 bind_and_activate: bool = True):
+                 bind_and_activate: bool = True, jobs=None):
         from miniray.dashboard.prometheus import registry_for
         self.source = source
         self.token = token
+        self.jobs = jobs                # dashboard/jobs.py JobRoutes, or None
         self.api = Api(source)
         self.registry = registry_for(source)
         self._static_cache: dict[str, bytes] = {}
