@@ -310,6 +310,10 @@ def test_bad_requests(client, url):
                          {"entrypoint": "true", "runtime_env": "oops"})
     assert status == 400 and "runtime_env" in body["error"]
 
+    status, body = _http(f"{url}/api/jobs/", "POST",
+                         {"entrypoint": "true", "runtime_env": {"conda": "env"}})
+    assert status == 400 and "conda" in body["error"]
+
     client.submit_job(entrypoint="true", submission_id="twice")
     with pytest.raises(RuntimeError, match="already exists"):
         client.submit_job(entrypoint="true", submission_id="twice")
@@ -351,3 +355,38 @@ def test_version_answers_like_rays(url):
     assert status == 200
     assert body["version"] == "4"
     assert set(body) >= {"version", "ray_version", "ray_commit", "session_name"}
+
+
+def test_working_dir_job(client, tmp_path):
+    """A local project directory travels with the job: the entrypoint runs
+    in it (a relative path), imports its module, and so do its tasks; the
+    job's env_vars reach the driver and its tasks."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "helper.py").write_text("def shout(text):\n    return text.upper() + '!'\n")
+    (project / "main.py").write_text(textwrap.dedent("""
+        import os
+        import helper
+        import miniray as ray
+        ray.init()
+
+        @ray.remote
+        def remote_shout(text):
+            import helper
+            return helper.shout(text), os.environ.get("GREETING")
+
+        print("driver", helper.shout("hi"), os.environ.get("GREETING"), flush=True)
+        print("task", *ray.get(remote_shout.remote("there")), flush=True)
+    """))
+    (project / "big.bin").write_bytes(b"x" * 1024)
+    submission_id = client.submit_job(
+        entrypoint="python main.py",
+        runtime_env={"working_dir": str(project), "excludes": ["*.bin"],
+                     "env_vars": {"GREETING": "hello"}})
+    info = _wait_for_end(client, submission_id)
+    logs = client.get_job_logs(submission_id)
+    assert info.status is JobStatus.SUCCEEDED, logs
+    assert "driver HI! hello" in logs
+    assert "task THERE! hello" in logs
+    assert info.runtime_env["working_dir"].startswith("gcs://")
+    assert info.runtime_env["env_vars"] == {"GREETING": "hello"}

@@ -164,40 +164,18 @@ class JobSubmissionClient:
 
     # --- packages ---------------------------------------------------------------------
     def _upload_local_packages(self, runtime_env: dict) -> dict:
-        """The runtime env with local working_dir/py_modules uploaded and
-        replaced by their URIs."""
-        runtime_env = dict(runtime_env)
-        excludes = runtime_env.get("excludes") or []
-        working_dir = runtime_env.get("working_dir")
-        if isinstance(working_dir, (str, os.PathLike)) and _is_local(os.fspath(working_dir)):
-            runtime_env["working_dir"] = self._upload(os.fspath(working_dir), excludes)
-        modules = runtime_env.get("py_modules")
-        if isinstance(modules, (list, tuple)):
-            uploaded = []
-            for module in modules:
-                if isinstance(module, (str, os.PathLike)) and _is_local(os.fspath(module)) \
-                        and not os.fspath(module).endswith(".whl"):
-                    module = self._upload(os.fspath(module), excludes, parent_dir=True)
-                elif not isinstance(module, (str, os.PathLike)) and \
-                        hasattr(module, "__file__"):          # an imported module
-                    path = os.path.dirname(module.__file__)
-                    module = self._upload(path, excludes, parent_dir=True)
-                uploaded.append(module)
-            runtime_env["py_modules"] = uploaded
-        return runtime_env
+        """The runtime env, checked, with local working_dir/py_modules packed,
+        uploaded (unless the cluster has them) and replaced by their URIs."""
+        from miniray.runtime_env import upload
+        from miniray.runtime_env.runtime_env import validate
+        return upload.prepare(validate(runtime_env), _PackageStore(self),
+                              upload=self._put_package)
 
-    def _upload(self, path: str, excludes, parent_dir: bool = False) -> str:
-        from miniray.runtime_env import packaging
-        if parent_dir and os.path.isdir(path):
-            uri, data = packaging.pack_local(path, excludes, include_parent_dir=True)
-        else:
-            uri, data = packaging.pack_local(path, excludes)
-        endpoint = f"/api/packages/gcs/{uri[len('gcs://'):]}"
-        try:
-            self._request("GET", endpoint)
-        except _NotFound:
-            self._request("PUT", endpoint, data)
-        return uri
+    def _package_path(self, uri: str) -> str:
+        return "/api/packages/gcs/" + urllib.parse.quote(uri[len("gcs://"):], safe="")
+
+    def _put_package(self, uri: str, data: bytes) -> None:
+        self._request("PUT", self._package_path(uri), data)
 
     # --- HTTP -------------------------------------------------------------------------
     def _open(self, method: str, endpoint: str, body, timeout: float | None):
@@ -232,6 +210,21 @@ class _NotFound(RuntimeError):
     pass
 
 
+class _PackageStore:
+    """The read side of ``packaging.GcsKV`` over the job server: a package
+    record is "there" (b"") when ``GET /api/packages/gcs/<name>`` finds it."""
+
+    def __init__(self, client: JobSubmissionClient):
+        self._client = client
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            self._client._request("GET", self._client._package_path("gcs://" + key))
+        except _NotFound:
+            return None
+        return b""
+
+
 def _http_error(exc: urllib.error.HTTPError, method: str, endpoint: str) -> Exception:
     """A RuntimeError (as Ray's client raises) with the server's reason."""
     try:
@@ -253,10 +246,6 @@ def _quote(job_id: str) -> str:
     if not isinstance(job_id, str) or not job_id:
         raise ValueError(f"a job id must be a non-empty string, got {job_id!r}")
     return urllib.parse.quote(job_id, safe="")
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
 
 
 def _resolve_address(address: str | None) -> tuple[str, str | None]:
