@@ -169,3 +169,49 @@ def test_memory_cli(scene):
     wide = memory_cli("--no-format")
     line = next(line for line in wide.splitlines() if scene["big"].hex() in line)
     assert "PINNED_IN_MEMORY" in line and str(scene["driver"]) in line
+
+
+CALL_SITES = """
+import miniray as ray
+from miniray.util.state import list_objects, summarize_objects
+ray.init(num_cpus=1, include_dashboard=False)
+
+@ray.remote
+def f(x):
+    return 1
+
+@ray.remote
+class Holder:
+    def hold(self, refs):
+        self.refs = refs
+        return 1
+
+a = ray.put(b"x")
+b = f.remote(a)
+holder = Holder.remote()
+ray.get(holder.hold.remote([a]))
+for o in list_objects(limit=-1):
+    if o.reference_type != "ACTOR_HANDLE":
+        print("SITE", o.call_site)
+print("ENABLED", summarize_objects()["cluster"]["callsite_enabled"])
+ray.shutdown()
+"""
+
+
+def test_call_sites_when_recorded(tmp_path):
+    """MINIRAY_RECORD_REF_CREATION_SITES=1 (read when a process starts, so
+    in a driver of its own, whose workers inherit it)."""
+    script = tmp_path / "sites.py"
+    script.write_text(CALL_SITES)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MINIRAY_ADDRESS", "RAY_ADDRESS")}
+    env["MINIRAY_RECORD_REF_CREATION_SITES"] = "1"
+    result = subprocess.run([sys.executable, str(script)], env=env, text=True,
+                            capture_output=True, timeout=120, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sites = {line[5:] for line in result.stdout.splitlines() if line.startswith("SITE ")}
+    assert "(put object) | sites.py:<module>:16" in sites, result.stdout
+    assert "(task call) | sites.py:<module>:17" in sites, result.stdout
+    assert "(deserialize task arg) Holder.hold" in sites, result.stdout
+    assert "ENABLED True" in result.stdout
