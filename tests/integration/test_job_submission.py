@@ -34,6 +34,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _processes_of_jobs(**env) -> list[psutil.Process]:
+    """Live processes whose environment has these values (the processes
+    that entrypoints started carry their job's MINIRAY_* variables)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            environ = proc.environ()
+            if all(environ.get(k) == v for k, v in env.items()) \
+                    and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
 @pytest.fixture(scope="module")
 def cluster():
     from miniray import node as node_module
@@ -42,6 +57,11 @@ def cluster():
         yield head
     finally:
         head.stop()
+        # No job may outlive the cluster (kill any, then fail).
+        left = _processes_of_jobs(MINIRAY_ADDRESS=head.gcs_address)
+        for proc in left:
+            proc.kill()
+        assert not left, f"job processes left behind: {left}"
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +200,7 @@ def test_stop_leaves_nothing_behind(client, tmp_path):
                 pass
         return not alive
     wait_for_condition(gone, timeout=30)
+    assert not _processes_of_jobs(MINIRAY_JOB_SUBMISSION_ID=submission_id)
     assert client.stop_job(submission_id) is False         # already ended
 
 
@@ -286,6 +307,9 @@ def test_dead_supervisor_fails_its_job(client, cluster):
     assert info.error_type == "JOB_SUPERVISOR_ACTOR_DIED"
     assert "supervisor" in info.message
 
+    wait_for_condition(lambda: not _processes_of_jobs(
+        MINIRAY_JOB_SUBMISSION_ID=submission_id), timeout=30)
+
 
 def test_bad_requests(client, url):
     status, body = _http(f"{url}/api/jobs/nope")
@@ -390,3 +414,20 @@ def test_working_dir_job(client, tmp_path):
     assert "task THERE! hello" in logs
     assert info.runtime_env["working_dir"].startswith("gcs://")
     assert info.runtime_env["env_vars"] == {"GREETING": "hello"}
+
+
+def test_jobs_die_with_their_cluster():
+    """A cluster stopped under a running job takes the whole job with it:
+    the supervisor's worker dies, and its launcher kills the job's group
+    (here a shell running a pipeline of two processes)."""
+    from miniray import node as node_module
+    head = node_module.start_head(daemon=True, num_cpus=1, dashboard_port=_free_port())
+    try:
+        client = JobSubmissionClient(f"http://{head.dashboard_url}")
+        submission_id = client.submit_job(entrypoint="sleep 600 | cat; echo never")
+        wait_for_condition(lambda: len(_processes_of_jobs(
+            MINIRAY_JOB_SUBMISSION_ID=submission_id)) >= 3, timeout=JOB_TIMEOUT_S)
+    finally:
+        head.stop()
+    wait_for_condition(lambda: not _processes_of_jobs(MINIRAY_ADDRESS=head.gcs_address),
+                       timeout=30)

@@ -392,16 +392,37 @@ class JobManager:
             return False
         except Exception as exc:                  # noqa: BLE001 - the supervisor died
             error_type, message = supervisor_failure(exc)
-            self._fail_if_unfinished(submission_id, error_type, message)
+            if self._fail_if_unfinished(submission_id, error_type, message):
+                kill_entrypoint(info)
             return True
 
     def _fail_if_unfinished(self, submission_id: str, error_type: JobErrorType,
-                            message: str) -> None:
+                            message: str) -> bool:
+        """Mark the job FAILED unless it ended; whether it did that."""
         info = self.storage.get(submission_id)
         if info is None or info.status.is_terminal():
-            return
+            return False
         self.storage.put(info.updated(status=JobStatus.FAILED, error_type=error_type,
                                       message=message, end_time=_now_ms()))
+        return True
+
+
+def kill_entrypoint(info: JobInfo) -> None:
+    """SIGKILL what is left of a job whose supervisor died: the processes of
+    the group its entrypoint led on this (the head) node that carry the
+    job's id in their environment (its shell may be gone already)."""
+    import signal
+
+    import psutil
+    if not info.driver_pid:
+        return
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == info.driver_pid and proc.environ().get(
+                    "MINIRAY_JOB_SUBMISSION_ID") == info.submission_id:
+                proc.send_signal(signal.SIGKILL)
+        except (psutil.Error, OSError):
+            pass
 
 
 def supervisor_failure(exc: BaseException) -> tuple[JobErrorType, str]:

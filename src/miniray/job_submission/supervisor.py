@@ -111,8 +111,8 @@ class JobSupervisor:
                     "PYTHONUNBUFFERED": "1"})
         output = paths.open_private_log(self._log_path)
         try:
-            # The launcher makes the entrypoint's shell die with this worker
-            # (no Python may run between fork and exec in a threaded process).
+            # The launcher makes the job die with this worker (no Python may
+            # run between fork and exec in a threaded process: no preexec_fn).
             return subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()),
                  info.entrypoint], stdin=subprocess.DEVNULL, stdout=output,
@@ -213,15 +213,40 @@ def _any_alive(procs: list[psutil.Process]) -> bool:
     return False
 
 
-# argv: [-c, supervisor pid, entrypoint]. Ask for SIGKILL when the parent
-# (the supervisor's worker) dies, unless it already has; then become the shell.
+# The entrypoint's launcher: ``python -c _LAUNCHER <supervisor pid> <command>``.
+# It leads the entrypoint's process group, runs the command with /bin/sh as
+# its child and exits as that child did (a signal that killed it included).
+# When the supervisor's worker dies it kills the whole group (SIGKILL), so
+# nothing the job started outlives its supervisor; SIGTERM/SIGINT/SIGHUP
+# sent to the group (a stop) reach the command, and the launcher waits.
 _LAUNCHER = """
 import ctypes, os, signal, sys
+def group_down(*_):
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGUSR1, group_down)
 try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGUSR1, 0, 0, 0)
 except (OSError, AttributeError):
     pass
 if os.getppid() != int(sys.argv[1]):
-    os._exit(1)
-os.execv("/bin/sh", ["/bin/sh", "-c", sys.argv[2]])
+    group_down()
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
+child = os.fork()
+if child == 0:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+    os.execv("/bin/sh", ["/bin/sh", "-c", sys.argv[2]])
+while True:
+    try:
+        _, status = os.waitpid(child, 0)
+        break
+    except InterruptedError:
+        pass
+if os.WIFSIGNALED(status):
+    sig = os.WTERMSIG(status)
+    if sig != signal.SIGKILL:
+        signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+os._exit(os.waitstatus_to_exitcode(status))
 """
