@@ -105,3 +105,53 @@ def test_tls_without_its_files_is_a_clear_error(tmp_path):
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "MINIRAY_TLS_SERVER_CERT" in done.stderr
+
+
+TRANSFER_DRIVER = r"""
+import asyncio, socket, numpy as np, miniray as ray
+from miniray.object_store import data_plane
+from miniray.protocol import object_manager_pb2 as om_pb2, object_manager_pb2_grpc as om_grpc
+from miniray.rpc.channels import authenticated, sync_channel
+from miniray.testing import Cluster
+
+cluster = Cluster()
+cluster.add_node(num_cpus=1)
+cluster.add_node(num_cpus=1, resources={"far": 1})
+cluster.wait_for_nodes()
+cluster.connect()
+try:
+    @ray.remote(resources={"far": 1})
+    def checksum(array):
+        return int(array[::1024].sum())
+
+    array = np.arange(24 * 1024 * 1024, dtype=np.uint8)
+    ref = ray.put(array)
+    assert ray.get(checksum.remote(ref)) == int(array[::1024].sum())   # over TLS
+    head = next(n for n in ray.nodes() if n["NodeID"] == cluster.head_node.node_id.hex())
+    address = f"{head['NodeManagerAddress']}:{head['NodeManagerPort']}"
+    with sync_channel(address) as channel:
+        stub = authenticated(om_grpc.ObjectManagerServiceStub(channel))
+        reply = stub.OpenObjectStream(om_pb2.OpenObjectStreamRequest(object_id=ref.binary()))
+    assert reply.found
+    # A plaintext client holding a valid ticket still gets no bytes.
+    with socket.create_connection(("127.0.0.1", reply.port), timeout=10) as sock:
+        sock.sendall(reply.ticket + (0).to_bytes(8, "big") + (4096).to_bytes(8, "big"))
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+    assert len(received) < 4096, len(received)      # a TLS alert at most
+    print("tls transfer ok")
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+def test_object_transfer_between_nodes_is_tls_too(tmp_path):
+    env = dict(os.environ, MINIRAY_USE_TLS="1", **_make_pki(tmp_path))
+    done = subprocess.run([sys.executable, "-c", TRANSFER_DRIVER], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and "tls transfer ok" in done.stdout, done.stderr[-3000:]

@@ -37,7 +37,6 @@ MAX_KV_KEY_BYTES = 64 * 1024
 MAX_KV_VALUE_BYTES = 64 * 1024 * 1024
 MAX_KV_TOTAL_BYTES = 1024 * 1024 * 1024
 MAX_PRINT_BYTES = 64 * 1024 * 1024    # PrintLines text
-MAX_CHUNK_BYTES = 64 * 1024 * 1024    # ReadObjectChunk length
 MAX_ERROR_MESSAGE_BYTES = 64 * 1024   # a task event's error message
 _INT32_MAX = 2**31 - 1
 _HOST = re.compile(r"[A-Za-z0-9._:\[\]-]+")

@@ -137,9 +137,10 @@ class ObjectAccess:
                 source = self.raylet_address_of(payload.node_id) or ""
                 if not source:
                     raise dead from None
+            others = self._other_sources(object_id, payload) if source else []
             try:
                 reply = self.call("raylet", "EnsureLocal", raylet_pb2.EnsureLocalRequest(
-                    object_id=object_id, source_address=source))
+                    object_id=object_id, source_address=source, other_sources=others))
             except grpc.RpcError as exc:
                 if not source or exc.code() != grpc.StatusCode.PERMISSION_DENIED:
                     raise
@@ -153,6 +154,15 @@ class ObjectAccess:
                 self._report_location(object_id, owner)
         self.pinned.note(object_id, buffer)     # while values read from it live
         return deserialize(buffer)
+
+    def _other_sources(self, object_id: ObjectID, payload) -> list[str]:
+        """Raylets other than the primary's known to hold a copy."""
+        nodes = set(payload.copy_node_ids)
+        nodes |= self.locations.get(object_id, set())       # the owner's own view
+        nodes.discard(payload.node_id)
+        nodes.discard(bytes(self.node_id))
+        addresses = (self.raylet_address_of(n) for n in nodes)
+        return [a for a in addresses if a]
 
     def _report_location(self, object_id: ObjectID, owner) -> None:
         if owner.worker_id == self.worker_id:

@@ -10,6 +10,7 @@ import os
 from miniray.common import validation as check
 from miniray.common.ids import NodeID, ObjectID, TaskID, WorkerID
 from miniray.core_worker import accelerators, driver_output
+from miniray.protocol import common_pb2
 from miniray.protocol import core_worker_pb2 as cw_pb2
 from miniray.protocol import core_worker_pb2_grpc as cw_grpc
 
@@ -122,6 +123,10 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
             payload = worker.memory_store.get(object_id)
             if payload is None:
                 return cw_pb2.GetObjectReply(status=cw_pb2.GetObjectReply.FREED)
+        copies = worker.locations.get(object_id) if payload.in_plasma else None
+        if copies:
+            # Where else it is: borrowers pull from several nodes at once.
+            payload = _with_copies(payload, copies)
         return cw_pb2.GetObjectReply(status=cw_pb2.GetObjectReply.READY, payload=payload)
 
     async def UpdateRefCounts(self, request, context):
@@ -191,3 +196,10 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
     async def GetObjectReferences(self, request, context):
         check.check_int(request.limit, "limit", 0)
         return self.worker.object_references(request.limit)
+
+
+def _with_copies(payload, copies) -> common_pb2.ObjectPayload:
+    out = common_pb2.ObjectPayload()
+    out.CopyFrom(payload)
+    out.copy_node_ids.extend(n for n in list(copies)[:16] if n != payload.node_id)
+    return out

@@ -1,21 +1,37 @@
 """Pulling objects between nodes (runs in the raylet).
 
-A node that needs an object stored elsewhere reads it from the source
-raylet in chunks, several in flight, into a secondary copy in its own
-store. Concurrent pulls of one object share a single transfer.
+A node that needs an object stored elsewhere asks each node known to hold
+a copy for a stream of it (``OpenObjectStream``), splits the object into
+one byte range per source that has it, and receives the ranges in parallel
+straight into the new store file's mapping (data_plane.py). A range whose
+source fails is fetched again from another. Concurrent pulls of one
+object on this node share a single transfer.
 """
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 
 from miniray.common.ids import ObjectID, WorkerID
+from miniray.object_store import data_plane
 from miniray.object_store.client import open_sized
 from miniray.protocol import object_manager_pb2 as om_pb2
 from miniray.protocol import object_manager_pb2_grpc as om_grpc
 
-CHUNK_BYTES = 8 * 1024 * 1024
-CHUNKS_IN_FLIGHT = 4
+# Each source streams a range of at least this much: small objects come
+# from one source (the first that answers), big ones from all of them.
+MIN_RANGE_BYTES = 16 * 1024 * 1024
+MAX_SOURCES = 4
+
+
+def split(total: int, sources: int) -> list[tuple[int, int]]:
+    """(offset, length) ranges covering ``total`` bytes, one per source used."""
+    if total <= 0:
+        return [(0, 0)]
+    count = max(1, min(sources, total // MIN_RANGE_BYTES))
+    step = -(-total // count)
+    return [(offset, min(step, total - offset)) for offset in range(0, total, step)]
 
 
 class ObjectPuller:
@@ -23,9 +39,14 @@ class ObjectPuller:
         self.store = store              # PlasmaStore
         self.channels = channels
         self._pulls: dict[ObjectID, asyncio.Future] = {}
+        self.objects_pulled = 0         # statistics (GetNodeStats)
+        self.bytes_pulled = 0
+        self.streams = 0
 
-    async def pull(self, object_id: ObjectID, source: str) -> str:
-        """Path of a local copy of ``object_id``, pulled from ``source``."""
+    async def pull(self, object_id: ObjectID, source: str,
+                   others: list[str] = ()) -> str:
+        """Path of a local copy of ``object_id``, pulled from ``source`` and
+        any of ``others`` (raylets that also hold a copy)."""
         if self.store.contains(object_id):
             return await asyncio.to_thread(self.store.ensure_local, object_id)
         pending = self._pulls.get(object_id)
@@ -34,7 +55,8 @@ class ObjectPuller:
         future = asyncio.get_running_loop().create_future()
         self._pulls[object_id] = future
         try:
-            path = await self._transfer(object_id, source)
+            sources = list(dict.fromkeys([source, *others]))[:MAX_SOURCES]
+            path = await self._transfer(object_id, sources)
             future.set_result(path)
             return path
         except BaseException as exc:
@@ -44,49 +66,85 @@ class ObjectPuller:
         finally:
             del self._pulls[object_id]
 
-    async def _transfer(self, object_id: ObjectID, source: str) -> str:
+    async def _open(self, source: str, object_id: ObjectID):
+        """(source, reply) of a stream opened on ``source``, or None."""
         stub = self.channels.stub(source, om_grpc.ObjectManagerServiceStub)
-        first = await stub.ReadObjectChunk(om_pb2.ReadObjectChunkRequest(
-            object_id=object_id, offset=0, length=CHUNK_BYTES))
-        if not first.found:
+        try:
+            reply = await stub.OpenObjectStream(om_pb2.OpenObjectStreamRequest(
+                object_id=object_id))
+        except Exception:           # noqa: BLE001 - that source is gone: try others
+            return None
+        return (source, reply) if reply.found else None
+
+    async def _transfer(self, object_id: ObjectID, sources: list[str]) -> str:
+        opened = [o for o in await asyncio.gather(*(self._open(s, object_id)
+                                                    for s in sources)) if o]
+        if not opened:
             raise KeyError(object_id)
-        total = first.total_size
-        if total < 0 or len(first.data) != min(total, CHUNK_BYTES):
-            raise OSError(f"{source} sent a malformed first chunk of {object_id.hex()}")
+        total = opened[0][1].total_size
+        if total < 0 or any(reply.total_size != total for _, reply in opened):
+            raise OSError(f"the sources of {object_id.hex()} disagree on its size")
         path = await asyncio.to_thread(self.store.reserve, object_id, total,
                                        WorkerID.nil(), False)
         tmp = path + ".tmp"
         fd = open_sized(tmp, total)
+        mapping = mmap.mmap(fd, total) if total else None
         try:
-            os.pwrite(fd, first.data, 0)
-            limit = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
-
-            async def fetch(offset: int) -> None:
-                async with limit:
-                    reply = await stub.ReadObjectChunk(om_pb2.ReadObjectChunkRequest(
-                        object_id=object_id, offset=offset, length=CHUNK_BYTES))
-                    if not reply.found:
-                        raise KeyError(object_id)
-                    if len(reply.data) != min(CHUNK_BYTES, total - offset):
-                        raise OSError(f"{source} sent a malformed chunk of "
-                                      f"{object_id.hex()} at {offset}")
-                    await asyncio.to_thread(os.pwrite, fd, reply.data, offset)
-
-            await asyncio.gather(*(fetch(o) for o in range(len(first.data), total,
-                                                           CHUNK_BYTES)))
+            if mapping is not None:
+                await self._receive(object_id, memoryview(mapping), opened)
         except BaseException:
+            _unmap(mapping)
             os.close(fd)
             self.store.delete([object_id])
             raise
+        _unmap(mapping)
         os.close(fd)
         os.rename(tmp, path)
+        self.objects_pulled += 1
+        self.bytes_pulled += total
         self.store.seal(object_id)
         return path
 
+    async def _receive(self, object_id: ObjectID, view: memoryview, opened) -> None:
+        ranges = split(len(view), len(opened))   # unused tickets expire
 
-def read_chunk(store, object_id: ObjectID, offset: int, length: int):
-    """(data, total size) of one chunk of a local object; KeyError if absent."""
-    path = store.ensure_local(object_id)
-    with open(path, "rb") as f:
-        total = os.fstat(f.fileno()).st_size
-        return os.pread(f.fileno(), length, offset), total
+        async def fetch(index: int, offset: int, length: int) -> None:
+            source, reply = opened[index]
+            host = source.rsplit(":", 1)[0].strip("[]")
+            try:
+                self.streams += 1
+                await data_plane.receive(host, reply.port, reply.ticket, offset,
+                                         view[offset:offset + length])
+                return
+            except (OSError, EOFError):
+                failed = source
+            # Again from another source (a fresh ticket: they are single-use).
+            for other in [s for s, _ in opened if s != failed] + [failed]:
+                again = await self._open(other, object_id)
+                if again is None:
+                    continue
+                host = other.rsplit(":", 1)[0].strip("[]")
+                try:
+                    self.streams += 1
+                    await data_plane.receive(host, again[1].port, again[1].ticket,
+                                             offset, view[offset:offset + length])
+                    return
+                except (OSError, EOFError):
+                    continue
+            raise OSError(f"no source could send bytes {offset}..{offset + length} "
+                          f"of {object_id.hex()}")
+
+        try:
+            await asyncio.gather(*(fetch(i, offset, length)
+                                   for i, (offset, length) in enumerate(ranges)))
+        finally:
+            view.release()
+
+
+def _unmap(mapping) -> None:
+    if mapping is None:
+        return
+    try:
+        mapping.close()
+    except BufferError:      # a failed stream's buffer is still referenced: GC unmaps it
+        pass

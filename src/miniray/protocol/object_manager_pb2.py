@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%miniray/protocol/object_manager.proto\x12\x10miniray.protocol\"K\n\x16ReadObjectChunkRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"G\n\x14ReadObjectChunkReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\x32{\n\x14ObjectManagerService\x12\x63\n\x0fReadObjectChunk\x12(.miniray.protocol.ReadObjectChunkRequest\x1a&.miniray.protocol.ReadObjectChunkReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%miniray/protocol/object_manager.proto\x12\x10miniray.protocol\",\n\x17OpenObjectStreamRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\"X\n\x15OpenObjectStreamReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0e\n\x06ticket\x18\x04 \x01(\x0c\x32~\n\x14ObjectManagerService\x12\x66\n\x10OpenObjectStream\x12).miniray.protocol.OpenObjectStreamRequest\x1a\'.miniray.protocol.OpenObjectStreamReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'miniray.protocol.object_manager_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_READOBJECTCHUNKREQUEST']._serialized_start=59
-  _globals['_READOBJECTCHUNKREQUEST']._serialized_end=134
-  _globals['_READOBJECTCHUNKREPLY']._serialized_start=136
-  _globals['_READOBJECTCHUNKREPLY']._serialized_end=207
-  _globals['_OBJECTMANAGERSERVICE']._serialized_start=209
-  _globals['_OBJECTMANAGERSERVICE']._serialized_end=332
+  _globals['_OPENOBJECTSTREAMREQUEST']._serialized_start=59
+  _globals['_OPENOBJECTSTREAMREQUEST']._serialized_end=103
+  _globals['_OPENOBJECTSTREAMREPLY']._serialized_start=105
+  _globals['_OPENOBJECTSTREAMREPLY']._serialized_end=193
+  _globals['_OBJECTMANAGERSERVICE']._serialized_start=195
+  _globals['_OBJECTMANAGERSERVICE']._serialized_end=321
 # @@protoc_insertion_point(module_scope)

@@ -35,17 +35,17 @@ class ObjectManagerServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.ReadObjectChunk = channel.unary_unary(
-                '/miniray.protocol.ObjectManagerService/ReadObjectChunk',
-                request_serializer=miniray_dot_protocol_dot_object__manager__pb2.ReadObjectChunkRequest.SerializeToString,
-                response_deserializer=miniray_dot_protocol_dot_object__manager__pb2.ReadObjectChunkReply.FromString,
+        self.OpenObjectStream = channel.unary_unary(
+                '/miniray.protocol.ObjectManagerService/OpenObjectStream',
+                request_serializer=miniray_dot_protocol_dot_object__manager__pb2.OpenObjectStreamRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_object__manager__pb2.OpenObjectStreamReply.FromString,
                 _registered_method=True)
 
 
 class ObjectManagerServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def ReadObjectChunk(self, request, context):
+    def OpenObjectStream(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -54,10 +54,10 @@ class ObjectManagerServiceServicer:
 
 def add_ObjectManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'ReadObjectChunk': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReadObjectChunk,
-                    request_deserializer=miniray_dot_protocol_dot_object__manager__pb2.ReadObjectChunkRequest.FromString,
-                    response_serializer=miniray_dot_protocol_dot_object__manager__pb2.ReadObjectChunkReply.SerializeToString,
+            'OpenObjectStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenObjectStream,
+                    request_deserializer=miniray_dot_protocol_dot_object__manager__pb2.OpenObjectStreamRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_object__manager__pb2.OpenObjectStreamReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -71,7 +71,7 @@ class ObjectManagerService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def ReadObjectChunk(request,
+    def OpenObjectStream(request,
             target,
             options=(),
             channel_credentials=None,
@@ -84,9 +84,9 @@ class ObjectManagerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/miniray.protocol.ObjectManagerService/ReadObjectChunk',
-            miniray_dot_protocol_dot_object__manager__pb2.ReadObjectChunkRequest.SerializeToString,
-            miniray_dot_protocol_dot_object__manager__pb2.ReadObjectChunkReply.FromString,
+            '/miniray.protocol.ObjectManagerService/OpenObjectStream',
+            miniray_dot_protocol_dot_object__manager__pb2.OpenObjectStreamRequest.SerializeToString,
+            miniray_dot_protocol_dot_object__manager__pb2.OpenObjectStreamReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,6 +28,7 @@ from miniray.exceptions import RuntimeEnvSetupError
 from miniray.object_store.store import PlasmaStore
 from miniray.protocol import (
     common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2)
+from miniray.object_store.data_plane import ObjectStreamServer
 from miniray.object_store.transfer import ObjectPuller
 from miniray.raylet.cluster_policy import ClusterPolicy, Decision, NodeView
 from miniray.raylet.memory_monitor import (
@@ -64,6 +65,7 @@ class Raylet:
                                  os.path.join(session_dir, f"spill-{short}"))
         self.channels = ChannelPool()
         self.puller = ObjectPuller(self.store, self.channels)
+        self.streams = ObjectStreamServer(host)     # object bytes to other nodes
         self.policy = ClusterPolicy(bytes(node_id))
         self.remote_nodes: dict[bytes, NodeView] = {}   # from GCS heartbeats
         self._view_time = 0.0
@@ -105,6 +107,7 @@ class Raylet:
                          om_pb2.DESCRIPTOR.services_by_name["ObjectManagerService"])
 
         server, self.port = await start_server(add_servicers, self.host, port)
+        await self.streams.start()
         address = f"{self.host}:{self.port}"
         # Workers' output goes to files in the logs directory; on a node
         # init() started (its raylet shares the driver's terminal) also to
@@ -127,6 +130,7 @@ class Raylet:
             for task in tasks:
                 task.cancel()
             self.envs.close()
+            self.streams.close()
             self.pool.kill_all()
             # Stop serving first: the GCS unregisters a node only once its
             # raylet no longer answers (so nobody else can unregister it).

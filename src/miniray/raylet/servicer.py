@@ -14,7 +14,6 @@ from miniray.common.ids import (
 from miniray.common.validation import InvalidArgument, NotAllowed
 from miniray.exceptions import ObjectStoreFullError, RuntimeEnvSetupError
 from miniray.object_store.policy import ObjectState
-from miniray.object_store.transfer import read_chunk
 from miniray.raylet import worker_logs
 from miniray.protocol import (
     common_pb2, object_manager_pb2 as om_pb2, object_manager_pb2_grpc as om_grpc,
@@ -192,9 +191,16 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
                 request.source_address):
             raise NotAllowed(f"source_address {check.show(request.source_address)} is "
                              f"not a raylet of this cluster")
+        if len(request.other_sources) > 64:
+            raise InvalidArgument("at most 64 other_sources")
+        others = []
+        for other in request.other_sources:
+            check.check_address(other, "other_sources")
+            if other != request.source_address and await raylet.is_cluster_raylet(other):
+                others.append(other)            # unknown ones are left out
         try:
             if request.source_address and not raylet.store.contains(object_id):
-                path = await raylet.puller.pull(object_id, request.source_address)
+                path = await raylet.puller.pull(object_id, request.source_address, others)
             else:
                 path = await asyncio.to_thread(raylet.store.ensure_local, object_id)
         except (KeyError, OSError, grpc.RpcError):
@@ -244,7 +250,9 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
             num_workers=stats["num_workers"], num_idle_workers=stats["num_idle"],
             num_leases=stats["num_leases"], num_pending_leases=stats["pending"],
             store_capacity=store.capacity, store_used=store.used,
-            store_num_objects=store.num_objects, store_num_spilled=store.num_spilled)
+            store_num_objects=store.num_objects, store_num_spilled=store.num_spilled,
+            objects_pulled=raylet.puller.objects_pulled,
+            bytes_pulled=raylet.puller.bytes_pulled, pull_streams=raylet.puller.streams)
 
 
     async def ReserveBundle(self, request, context):
@@ -304,22 +312,21 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
 
 
 class ObjectManagerServicer(om_grpc.ObjectManagerServiceServicer):
-    """Serves chunks of this node's objects to raylets pulling them."""
+    """Opens streams of this node's objects for raylets pulling them."""
 
     def __init__(self, raylet):
         self.raylet = raylet
 
-    async def ReadObjectChunk(self, request, context):
-        check.check_id(request.object_id, ObjectID, "object_id")
-        check.check_int(request.offset, "offset", 0, 2**63 - 1)
-        check.check_int(request.length, "length", 0, check.MAX_CHUNK_BYTES)
+    async def OpenObjectStream(self, request, context):
+        object_id = ObjectID(check.check_id(request.object_id, ObjectID, "object_id"))
+        raylet = self.raylet
         try:
-            data, total = await asyncio.to_thread(
-                read_chunk, self.raylet.store, ObjectID(request.object_id),
-                request.offset, request.length)
+            path = await asyncio.to_thread(raylet.store.ensure_local, object_id)
+            ticket, size = raylet.streams.issue(path)
         except (KeyError, OSError):
-            return om_pb2.ReadObjectChunkReply(found=False)
-        return om_pb2.ReadObjectChunkReply(data=data, total_size=total, found=True)
+            return om_pb2.OpenObjectStreamReply(found=False)
+        return om_pb2.OpenObjectStreamReply(found=True, total_size=size,
+                                            port=raylet.streams.port, ticket=ticket)
 
 
 def _spillable(request) -> bool:

@@ -252,3 +252,32 @@ def channel_credentials():
     cert, key, ca = _tls_files()
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
                                         certificate_chain=cert)
+
+
+def server_ssl_context():
+    """The ssl module's mutual TLS for a plain socket server (the object
+    data plane), with the same files (None without TLS)."""
+    if not tls_enabled():
+        return None
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _load_context(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_ssl_context():
+    """Mutual TLS for a plain socket client (None without TLS)."""
+    if not tls_enabled():
+        return None
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _load_context(context)
+    return context
+
+
+def _load_context(context) -> None:
+    _, _, ca = _tls_files()
+    context.load_verify_locations(cadata=ca.decode())
+    # The ssl module reads a key pair from files only: the configured ones.
+    context.load_cert_chain(os.environ[ENV_TLS_CERT], os.environ[ENV_TLS_KEY])
