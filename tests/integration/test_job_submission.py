@@ -421,6 +421,7 @@ def test_jobs_die_with_their_cluster():
     the supervisor's worker dies, and its launcher kills the job's group
     (here a shell running a pipeline of two processes)."""
     from miniray import node as node_module
+    token = auth.current_token()
     head = node_module.start_head(daemon=True, num_cpus=1, dashboard_port=_free_port())
     try:
         client = JobSubmissionClient(f"http://{head.dashboard_url}")
@@ -429,5 +430,69 @@ def test_jobs_die_with_their_cluster():
             MINIRAY_JOB_SUBMISSION_ID=submission_id)) >= 3, timeout=JOB_TIMEOUT_S)
     finally:
         head.stop()
+        auth.set_token(token)             # this module's cluster's, for the other tests
     wait_for_condition(lambda: not _processes_of_jobs(MINIRAY_ADDRESS=head.gcs_address),
                        timeout=30)
+
+
+def test_jobs_outlive_a_dashboard_restart(tmp_path):
+    """Records live in the GCS and supervisors are detached: a new dashboard
+    lists the jobs, follows the one still running and can stop it."""
+    from miniray import node as node_module
+    token = auth.current_token()
+    head = node_module.start_head(daemon=True, num_cpus=1, dashboard_port=_free_port())
+    replacement = None
+    try:
+        client = JobSubmissionClient(f"http://{head.dashboard_url}")
+        done = client.submit_job(entrypoint="echo finished", submission_id="before")
+        _wait_for_end(client, done)
+        running = client.submit_job(entrypoint="echo started; sleep 600",
+                                    submission_id="across")
+        wait_for_condition(lambda: "started" in client.get_job_logs(running),
+                           timeout=JOB_TIMEOUT_S)
+        dashboard = head.processes[-1]
+        assert "miniray.dashboard" in dashboard.args
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+        port = _free_port()
+        replacement = subprocess.Popen(
+            [sys.executable, "-m", "miniray.dashboard", "--gcs-address", head.gcs_address,
+             "--port", str(port), "--session-dir", head.session_dir],
+            env=auth.child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        wait_for_condition(lambda: _http(f"{url}/api/version")[0] == 200
+                           if _port_open(port) else False, timeout=30)
+        client = JobSubmissionClient(url)
+        statuses = {j.submission_id: j.status for j in client.list_jobs()}
+        assert statuses["before"] is JobStatus.SUCCEEDED
+        assert statuses["across"] is JobStatus.RUNNING
+        assert "finished" in client.get_job_logs("before")
+        assert client.stop_job(running) is True
+        assert _wait_for_end(client, running).status is JobStatus.STOPPED
+        wait_for_condition(lambda: not _processes_of_jobs(
+            MINIRAY_JOB_SUBMISSION_ID=running), timeout=30)
+    finally:
+        if replacement is not None:
+            replacement.terminate()
+            replacement.wait(timeout=30)
+        head.stop()
+        auth.set_token(token)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_client_finds_the_job_server(cluster, url, monkeypatch):
+    """From MINIRAY_ADDRESS as a URL, or as the cluster's GCS address (the
+    dashboard's address is read from the GCS); an unreachable one is a
+    ConnectionError."""
+    monkeypatch.setenv("MINIRAY_ADDRESS", url)
+    assert JobSubmissionClient()._address == url
+    monkeypatch.setenv("MINIRAY_ADDRESS", cluster.gcs_address)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert JobSubmissionClient()._address == url
+    with pytest.raises(ConnectionError, match="Failed to connect"):
+        JobSubmissionClient(f"http://127.0.0.1:{_free_port()}")

@@ -62,7 +62,7 @@ class JobSubmissionClient:
         if self._address.startswith("https://"):
             import ssl
             if verify is False:
-                self._context = ssl._create_unverified_context()    # noqa: S323 - asked for
+                self._context = ssl._create_unverified_context()    # verify=False: asked for
             elif isinstance(verify, str):
                 self._context = ssl.create_default_context(
                     cafile=verify if os.path.isfile(verify) else None,
@@ -276,7 +276,7 @@ def _dashboard_of(gcs_address: str) -> str:
     from miniray.rpc.channels import authenticated, sync_channel
     previous = auth.current_token()
     try:
-        auth.load_for_cluster(gcs_address)
+        auth.load_for_cluster(gcs_address)      # this cluster's token, for this call
         with sync_channel(gcs_address) as channel:
             stub = authenticated(gcs_pb2_grpc.GcsServiceStub(channel))
             reply = stub.KVGet(gcs_pb2.KVGetRequest(namespace=KV_NAMESPACE, key=KV_KEY),
@@ -296,6 +296,9 @@ def _dashboard_of(gcs_address: str) -> str:
 
 
 def _find_token(gcs_address: str | None) -> str | None:
+    """The token from the environment, else that of the cluster found by
+    its GCS address (its token file on this machine), else this process's
+    (a driver's), else that of the cluster `miniray start` began here."""
     from miniray.rpc import auth
     token = os.environ.get(auth.ENV_TOKEN)
     if token:
@@ -306,17 +309,22 @@ def _find_token(gcs_address: str | None) -> str | None:
         token = None
     if token:
         return token
+    if gcs_address is not None:
+        token = _token_file_of(gcs_address)
+        if token:
+            return token
     if auth.current_token():
         return auth.current_token()
-    if gcs_address is None:
-        from miniray import node as node_module
-        gcs_address = node_module.read_current_cluster()
-    if gcs_address:
-        from miniray.common import paths
-        try:
-            data = paths.read_private_file(auth.token_file(gcs_address), secret=True)
-        except (OSError, paths.UnsafePathError):
-            data = None
-        if data:
-            return data.decode().strip() or None
-    return None
+    from miniray import node as node_module
+    current = node_module.read_current_cluster()
+    return _token_file_of(current) if current else None
+
+
+def _token_file_of(gcs_address: str) -> str | None:
+    from miniray.common import paths
+    from miniray.rpc import auth
+    try:
+        data = paths.read_private_file(auth.token_file(gcs_address), secret=True)
+    except (OSError, paths.UnsafePathError):
+        return None
+    return (data.decode().strip() or None) if data else None

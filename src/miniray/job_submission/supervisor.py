@@ -30,7 +30,7 @@ from miniray.job_submission.storage import JobInfoStorage
 from miniray.protocol import gcs_pb2
 
 # After SIGTERM, an entrypoint has this long to exit before SIGKILL (Ray: 3 s).
-STOP_WAIT_S = float(os.environ.get("MINIRAY_JOB_STOP_WAIT_S", 3.0))
+STOP_WAIT_S = float(os.environ.get("MINIRAY_JOB_STOP_WAIT_S", "3"))
 POLL_S = 0.2
 RPC_TIMEOUT_S = 10.0
 
