@@ -322,7 +322,9 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.UNAUTHORIZED, "this cluster requires its token: "
                                                      "send 'Authorization: Bearer <token>'")
         reply = self.server.jobs.handle(method, path, self._read_body, self.headers)
-        if reply.stream is None:
+        if reply.stream is None or self.command == "HEAD":
+            if reply.stream is not None:
+                reply.stream.close()
             self._json(reply.status, reply.data)
             return
         self.send_response(reply.status)
