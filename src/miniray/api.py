@@ -243,6 +243,9 @@ def _announce(started: bool, dashboard_url: str | None) -> None:
     if not dashboard_url:
         return
     token = auth.current_token()
+    # A submitted job's driver writes to its job log: no token in there.
+    if os.environ.get("MINIRAY_JOB_SUBMISSION_ID"):
+        token = None
     url = f"http://{dashboard_url}" + (f"/?token={token}" if token else "")
     what = "Started a local miniray instance." if started else \
         "Connected to a miniray cluster."
