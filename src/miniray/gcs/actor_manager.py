@@ -14,6 +14,7 @@ import logging
 from miniray import exceptions
 from miniray.common.ids import ActorID, WorkerID
 from miniray.common.serialization import serialize
+from miniray.gcs.waiters import Waiters
 from miniray.gcs.actor_table import (
     ALIVE, DEAD, PENDING, RESTARTING, ActorEntry, ActorTable)
 from miniray.protocol import (
@@ -34,7 +35,8 @@ class ActorManager:
         self.table = ActorTable(server.storage)
         from miniray.raylet.cluster_policy import ClusterPolicy
         self._policy = ClusterPolicy(local_node_id=b"")   # the GCS has no local node
-        self._changed = asyncio.Condition()
+        # WaitActorChange callers, per actor: only that actor's changes wake them.
+        self._waiters = Waiters()
         self._tasks: set[asyncio.Task] = set()
         # After a restart: workers of alive actors that their node has not
         # yet confirmed alive (ResyncNode), worker id -> node id.
@@ -250,8 +252,10 @@ class ActorManager:
 
     # --- watching -------------------------------------------------------------------
     async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        """Wake the callers waiting on actors that changed since last time."""
+        changed, self.table.changed = self.table.changed, set()
+        for actor_id in changed:
+            self._waiters.wake(actor_id)
 
     async def wait_change(self, actor_id: ActorID, known_state: int,
                           known_restarts: int, timeout: float) -> ActorEntry | None:
@@ -260,9 +264,5 @@ class ActorManager:
             return entry is None or entry.info.state != known_state \
                 or entry.info.num_restarts != known_restarts
 
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(changed), timeout)
-            except asyncio.TimeoutError:
-                pass
+        await self._waiters.wait(actor_id, changed, timeout)
         return self.table.get(actor_id)

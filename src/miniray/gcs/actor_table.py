@@ -45,11 +45,13 @@ class ActorTable:
     there, and ``load`` rebuilds the table from it after a GCS restart."""
 
     def __init__(self, storage=None):
+        self.changed: set[ActorID] = set()     # saved since the manager last looked
         self._actors: dict[ActorID, ActorEntry] = {}
         self._names: dict[tuple[str, str], ActorID] = {}
         self._storage = storage
 
     def save(self, entry: ActorEntry) -> None:
+        self.changed.add(entry.actor_id)          # for WaitActorChange's waiters
         if self._storage is None:
             return
         row = gcs_pb2.ActorTableRow(info=entry.info, spec=entry.spec,

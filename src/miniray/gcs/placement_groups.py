@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from miniray.common.resources import add, fits, subtract
+from miniray.gcs.waiters import Waiters
 from miniray.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
 
 log = logging.getLogger("miniray.gcs")
@@ -78,7 +79,7 @@ class PlacementGroupManager:
     def __init__(self, server):
         self.server = server
         self.groups: dict[bytes, common_pb2.PlacementGroupInfo] = {}
-        self._changed = asyncio.Condition()
+        self._waiters = Waiters()
         self._retry_task: asyncio.Task | None = None
         self._storage = server.storage
 
@@ -245,18 +246,17 @@ class PlacementGroupManager:
                 await self.remove(group.placement_group_id)
 
     async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        """Wake the callers waiting on groups that are no longer pending."""
+        for group_id in self._waiters.keys():
+            group = self.groups.get(group_id)
+            if group is None or group.state != common_pb2.PG_PENDING:
+                self._waiters.wake(group_id)
 
     async def wait_ready(self, placement_group_id: bytes, timeout: float):
         def settled():
             group = self.groups.get(placement_group_id)
             return group is None or group.state != common_pb2.PG_PENDING
 
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(settled),
-                                       None if timeout < 0 else timeout)
-            except asyncio.TimeoutError:
-                pass
+        await self._waiters.wait(placement_group_id, settled,
+                                 None if timeout < 0 else timeout)
         return self.groups.get(placement_group_id)

@@ -119,7 +119,7 @@ class GcsServer:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, lambda: _stop_within(stop, SHUTDOWN_LIMIT_S))
         self.recover()
         server, _ = await start_server(
             lambda s: add_servicer(s, GcsServicer(self),
@@ -155,6 +155,20 @@ class GcsServer:
                 if self.health.record(node.node_id, ok):
                     await self.node_died(node.node_id, f"failed {self.health.threshold} "
                                                        f"health checks in a row")
+
+
+SHUTDOWN_LIMIT_S = 10.0
+
+
+def _stop_within(stop: asyncio.Event, limit: float) -> None:
+    """Start shutting down; exit regardless after ``limit`` seconds (a task
+    that will not finish must not leave the GCS running forever)."""
+    import threading
+    if not stop.is_set():
+        stop.set()
+        timer = threading.Timer(limit, os._exit, (1,))
+        timer.daemon = True
+        timer.start()
 
 
 def run(host: str, port: int, session_dir: str | None) -> None:
