@@ -88,6 +88,49 @@ class ChannelPool:
             await channel.close(grace=None)
 
 
+class BlockingChannelPool:
+    """Blocking channels and stubs, for calls from user threads; thread-safe."""
+
+    def __init__(self):
+        import threading
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[tuple[str, type], object] = {}
+
+    def stub(self, address: str, stub_cls):
+        key = (address, stub_cls)
+        stub = self._stubs.get(key)
+        if stub is None:
+            with self._lock:
+                stub = self._stubs.get(key)
+                if stub is None:
+                    channel = self._channels.get(address)
+                    if channel is None:
+                        channel = self._channels[address] = sync_channel(address)
+                    stub = self._stubs[key] = authenticated(stub_cls(channel))
+        return stub
+
+    def gcs_stub(self, address: str):
+        """The GCS's stub, retrying across GCS restarts (rpc/gcs_client.py)."""
+        from miniray.protocol import gcs_pb2_grpc
+        from miniray.rpc.gcs_client import BlockingReconnectingStub
+        key = (address, BlockingReconnectingStub)
+        stub = self._stubs.get(key)
+        if stub is None:
+            plain = self.stub(address, gcs_pb2_grpc.GcsServiceStub)
+            with self._lock:
+                stub = self._stubs.setdefault(key, BlockingReconnectingStub(plain, address))
+        return stub
+
+    def close(self) -> None:
+        with self._lock:
+            channels = list(self._channels.values())
+            self._channels.clear()
+            self._stubs.clear()
+        for channel in channels:
+            channel.close()
+
+
 def aio_channel(address: str) -> grpc.aio.Channel:
     credentials = auth.channel_credentials()
     if credentials is None:
