@@ -319,11 +319,39 @@ def test_secondary_copies_are_evicted(store):
 
 
 def test_full_store_raises_and_duplicate_raises(store):
+    store.reserve(oid(), 600, OWNER)          # being written: cannot be moved
     with pytest.raises(ObjectStoreFullError):
-        store.reserve(oid(), 1001, OWNER)
+        store.reserve(oid(), 500, OWNER)
     object_id = put(store, b"x")
     with pytest.raises(ValueError):
         store.reserve(object_id, 1, OWNER)
+
+
+def test_an_object_bigger_than_the_store_goes_to_disk(store):
+    data = bytes(range(256)) * 10                  # 2560 bytes, the store has 1000
+    object_id = oid()
+    path = store.reserve(object_id, len(data), OWNER)
+    assert path == store.spill_path(object_id)
+    write_bytes(path, data)
+    store.seal(object_id)
+    assert store.contains(object_id)
+    assert store.ensure_local(object_id) == path        # read in place, not restored
+    assert read(path).to_pybytes() == data
+    stats = store.stats()
+    assert (stats.used, stats.spilled_bytes, stats.num_spilled) == (0, len(data), 1)
+    small = put(store, b"s" * 900)                      # memory is all still free
+    assert store.ensure_local(small) == store.path(small)
+    store._policy.validate()
+    assert store.delete([object_id]) == 1
+    assert not os.path.exists(path) and store.stats().spilled_bytes == 0
+
+
+def test_a_spilled_object_with_no_room_to_restore_is_read_from_disk(store):
+    spilled = put(store, b"a" * 600)
+    store.delete([put(store, b"b" * 600)])             # spilled the first
+    store.reserve(oid(), 500, OWNER)                   # being written: not movable
+    assert store.ensure_local(spilled) == store.spill_path(spilled)
+    assert read(store.spill_path(spilled)).to_pybytes() == b"a" * 600
 
 
 def test_delete_removes_files(store):

@@ -18,3 +18,18 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         return
     if os.getppid() != parent:     # the parent died before prctl took effect
         os._exit(1)
+
+
+def raise_open_files_limit(wanted: int = 65536) -> None:
+    """Raise this process's soft limit on open files towards the hard one,
+    as Ray does: each object a process has mapped holds one descriptor (the
+    lock that keeps the store from recycling it), and ``get`` of 10,000
+    store objects must not run out."""
+    import resource
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        pass

@@ -12,7 +12,6 @@ import fcntl
 import mmap
 import os
 import threading
-import weakref
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -163,7 +162,9 @@ def read(path: str) -> "pyarrow.Buffer":
     # A pyarrow Buffer over a Python mmap: constant time whatever the size
     # (pyarrow's own memory_map().read_buffer() madvises the whole file).
     # The shared flock, held while the mapping lives, stops the store from
-    # recycling the file under us (see recycling.py).
+    # recycling the file under us (see recycling.py). The mmap keeps a
+    # duplicate of the descriptor (sharing the lock) until it is unmapped, so
+    # ours is closed at once: one descriptor per mapped object, not two.
     fd = os.open(path, os.O_RDONLY)               # FileNotFoundError if missing
     try:
         try:
@@ -174,11 +175,8 @@ def read(path: str) -> "pyarrow.Buffer":
         if os.stat(path).st_ino != stat.st_ino:
             raise FileNotFoundError(path)             # replaced since we opened it
         if stat.st_size == 0:
-            os.close(fd)
             return pa.py_buffer(b"")
         mapping = mmap.mmap(fd, stat.st_size, access=mmap.ACCESS_READ)
-    except BaseException:
+    finally:
         os.close(fd)
-        raise
-    weakref.finalize(mapping, os.close, fd)
     return pa.py_buffer(mapping)

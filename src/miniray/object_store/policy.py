@@ -40,10 +40,13 @@ class ObjectRecord:
     state: ObjectState
     primary: bool
     owner: WorkerID
+    # Written straight to disk: bigger than the whole store (Ray's fallback
+    # allocation); counted as spilled from the start.
+    on_disk: bool = False
 
     @property
     def in_memory(self) -> bool:
-        return self.state is not ObjectState.SPILLED
+        return self.state is not ObjectState.SPILLED and not self.on_disk
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,18 @@ class StorePolicy:
         self.used += size
         return actions
 
+    def reserve_on_disk(self, object_id: ObjectID, size: int, owner: WorkerID,
+                        primary: bool = True) -> None:
+        """Admit an object too big for the store's memory, to be written to
+        disk (CREATING; SPILLED once sealed). Costs no memory capacity."""
+        if object_id in self._records:
+            raise ValueError(f"object {object_id.hex()} already exists")
+        if size < 0:
+            raise ValueError(f"object size must be >= 0, got {size}")
+        self._records[object_id] = ObjectRecord(
+            object_id, size, ObjectState.CREATING, primary, owner, on_disk=True)
+        self.spilled_bytes += size
+
     def restore(self, object_id: ObjectID) -> list[Action]:
         """Bring a SPILLED object back into memory, in CREATING state.
 
@@ -158,13 +173,18 @@ class StorePolicy:
         actions = self._make_room(object_id, record.size)
         self.spilled_bytes -= record.size
         self.used += record.size
-        self._records[object_id] = replace(record, state=ObjectState.CREATING)
+        self._records[object_id] = replace(record, state=ObjectState.CREATING,
+                                           on_disk=False)
         self._restored_total += 1
         return actions
 
     def seal(self, object_id: ObjectID) -> None:
-        """CREATING -> SEALED; the object becomes the most recently used."""
+        """CREATING -> SEALED; the object becomes the most recently used.
+        (An object written to disk goes to SPILLED instead.)"""
         record = self._get(object_id, ObjectState.CREATING)
+        if record.on_disk:
+            self._records[object_id] = replace(record, state=ObjectState.SPILLED)
+            return
         self._records[object_id] = replace(record, state=ObjectState.SEALED)
         self._lru[object_id] = None
 

@@ -17,7 +17,7 @@ from typing import Iterable
 
 from miniray.common.ids import ObjectID, WorkerID
 from miniray.common.paths import PRIVATE_FILE_MODE, ensure_private_dir
-from miniray.exceptions import OutOfDiskError
+from miniray.exceptions import ObjectStoreFullError, OutOfDiskError
 from miniray.object_store.policy import (
     Action, Evict, ObjectRecord, ObjectState, Spill, StorePolicy, StoreStats)
 from miniray.object_store.recycling import FilePool
@@ -102,6 +102,13 @@ class PlasmaStore:
         """
         _check_id(object_id)
         with self._lock:
+            if size > self._policy.capacity:
+                # Bigger than the whole store: written straight to the spill
+                # directory and read from there (Ray's fallback allocation).
+                self._policy.reserve_on_disk(object_id, size, owner, primary)
+                if writer is not None:
+                    self._unsealed[object_id] = (bytes(writer), deadline or float("inf"))
+                return self.spill_path(object_id)
             actions = self._policy.reserve(object_id, size, owner, primary)
             try:
                 self._apply(actions)
@@ -132,7 +139,8 @@ class PlasmaStore:
             if record.state is not ObjectState.CREATING:
                 raise ValueError(f"object {object_id.hex()} is "
                                  f"{record.state.value}, cannot seal it")
-            actual = os.stat(self.path(object_id)).st_size
+            path = self.spill_path(object_id) if record.on_disk else self.path(object_id)
+            actual = os.stat(path).st_size
             if actual != record.size:
                 raise ValueError(
                     f"object {object_id.hex()} file has {actual} bytes, "
@@ -149,9 +157,11 @@ class PlasmaStore:
     def ensure_local(self, object_id: ObjectID) -> str:
         """Return the path of a sealed object, restoring it if spilled.
 
-        Raises KeyError if the object is unknown and ValueError if it is
-        not sealed yet.  A spilled object whose restore fails (I/O error) is
-        lost and forgotten; the error propagates.
+        An object bigger than the store, or one the store has no room to
+        restore now, is read from its spilled file in place. Raises KeyError
+        if the object is unknown and ValueError if it is not sealed yet.  A
+        spilled object whose restore fails (I/O error) is lost and
+        forgotten; the error propagates.
         """
         with self._lock:
             record = self._policy.lookup(object_id)
@@ -160,7 +170,12 @@ class PlasmaStore:
             if record.state is ObjectState.SEALED:
                 self._policy.touch(object_id)
             elif record.state is ObjectState.SPILLED:
-                self._restore(object_id)
+                if record.size > self._policy.capacity:
+                    return self.spill_path(object_id)
+                try:
+                    self._restore(object_id)
+                except ObjectStoreFullError:
+                    return self.spill_path(object_id)    # no room now: from disk
             else:
                 raise ValueError(f"object {object_id.hex()} is not sealed yet")
             return self.path(object_id)
@@ -282,7 +297,7 @@ class PlasmaStore:
         """Forget the object and remove all of its files."""
         self._unsealed.pop(object_id, None)
         known = self._policy.delete(object_id)
-        path = self.path(object_id)
-        for p in (path, path + _TMP, self.spill_path(object_id)):
+        path, spilled = self.path(object_id), self.spill_path(object_id)
+        for p in (path, path + _TMP, spilled, spilled + _TMP):
             _unlink(p)
         return known
