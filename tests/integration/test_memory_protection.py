@@ -146,7 +146,24 @@ class Hoarder:
 def test_an_actor_killed_for_memory_dies_saying_so(memory_threshold):
     actor = Hoarder.remote()
     assert ray.get(actor.ping.remote(), timeout=30) == "pong"
-    with pytest.raises(ray.exceptions.ActorDiedError, match="out of memory"):
+    # As in Ray: the call that was running fails with OutOfMemoryError ...
+    with pytest.raises(OutOfMemoryError, match="Hoarder.hoard.*running low on memory"):
         ray.get(actor.hoard.remote(), timeout=60)
+    # ... and later calls find the actor dead, with memory as the cause.
     with pytest.raises(ray.exceptions.ActorDiedError, match="out of memory"):
         ray.get(actor.ping.remote(), timeout=30)
+
+
+@ray.remote(max_restarts=1, max_task_retries=1)
+class RestartingHoarder:
+    def hoard(self):
+        return allocate(CAP)
+
+    def ping(self):
+        return "pong"
+
+
+def test_a_restartable_actor_call_killed_for_memory_twice_fails_with_oom(memory_threshold):
+    actor = RestartingHoarder.remote()
+    with pytest.raises(OutOfMemoryError):
+        ray.get(actor.hoard.remote(), timeout=90)

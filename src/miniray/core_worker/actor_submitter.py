@@ -25,7 +25,7 @@ from miniray.core_worker.actor_queue import (
     ALIVE, DEAD, RESTARTING, ActorCallQueue, AwaitSettled, CancelSent, Fail, Send)
 from miniray.core_worker.submitter import _Task
 from miniray.core_worker.task_stream import TaskStream
-from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
+from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2, raylet_pb2
 
 # How long a rebuild of an actor method's lost output waits for the GCS to
 # notice that the actor's node died (its health checks take a few seconds).
@@ -34,13 +34,15 @@ _REBUILD_SETTLE_S = 30.0
 
 class _Actor:
     """The decisions (ActorCallQueue) and the I/O state for one actor."""
-    __slots__ = ("calls", "stream", "incarnation", "watching")
+    __slots__ = ("calls", "stream", "incarnation", "watching", "addresses")
 
     def __init__(self, actor_id: ActorID):
         self.calls = ActorCallQueue(actor_id)
         self.stream: TaskStream | None = None    # to the current incarnation
         self.incarnation = -1                    # of the stream
         self.watching = False
+        # Where each incarnation ran (calls lost with it ask its raylet why).
+        self.addresses: dict[int, WorkerAddress] = {}
 
 
 class ActorTaskSubmitter:
@@ -186,6 +188,8 @@ class ActorTaskSubmitter:
             self._ensure_watch(actor)
 
         actor.incarnation = incarnation
+        if actor.calls.address is not None:
+            actor.addresses[incarnation] = actor.calls.address
         return TaskStream(self.worker, actor.calls.address, on_reply, on_broken)
 
     def _error(self, actor: _Actor, action: Fail) -> BaseException:
@@ -244,7 +248,34 @@ class ActorTaskSubmitter:
         dead = info is not None and info.state == DEAD
         if info is not None:      # dead, or restarting: new calls see it at once
             self._on_info(actor, info)
+        oom = await self._killed_for_memory(actor.addresses.get(action.incarnation))
+        if oom and self.tasks.is_pending(action.task) and not action.task.cancelled:
+            # As in Ray: a call lost because the memory monitor killed its
+            # actor's worker fails with OutOfMemoryError.
+            spec = action.task.spec
+            self.tasks.fail(action.task, exceptions.OutOfMemoryError(
+                f"Task {spec.function_name} (task ID: {action.task.task_id.hex()}) was "
+                f"killed due to the node running low on memory.\n{oom}"))
+            return
         self._apply(actor, actor.calls.settled(action.task, dead))
+
+    async def _killed_for_memory(self, address: WorkerAddress | None) -> str:
+        """The memory monitor's account, if it killed that worker (else "")."""
+        if address is None or not address.node_id:
+            return ""
+        try:
+            raylet = await asyncio.to_thread(self.worker.raylet_address_of,
+                                             bytes(address.node_id))
+            if raylet is None:
+                return ""
+            reply = await self.worker.raylet_stub(raylet).GetWorkerFailureCause(
+                raylet_pb2.GetWorkerFailureCauseRequest(worker_id=address.worker_id),
+                timeout=5)
+        except Exception:              # noqa: BLE001 - the raylet is gone too
+            return ""
+        if reply.cause == raylet_pb2.GetWorkerFailureCauseReply.OUT_OF_MEMORY:
+            return reply.message
+        return ""
 
     async def _cancel_sent(self, actor: _Actor, task: _Task) -> None:
         address = actor.calls.address
