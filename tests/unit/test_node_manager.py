@@ -153,3 +153,26 @@ def test_silent_since_lists_nodes_not_heard_from():
     nodes.register(common_pb2.NodeInfo(node_id=chatty), now=0.0)
     nodes.heartbeat(chatty, {}, now=8.0)
     assert nodes.silent_since(5.0) == [quiet]
+
+
+def test_heartbeat_views_are_deltas():
+    from miniray.protocol import common_pb2
+    nodes = NodeManager(death_timeout_s=5)
+    ids = [NodeID.from_random() for _ in range(3)]
+    for node_id in ids:
+        nodes.register(common_pb2.NodeInfo(node_id=bytes(node_id),
+                                           resources_total={"CPU": 1}), now=0)
+    start = nodes.version
+    assert nodes.changes_since(start) == []
+    assert len(nodes.changes_since(0)) == 3
+    # A heartbeat that changes nothing costs no delta.
+    nodes.heartbeat(ids[0], {}, now=1)
+    after_first = nodes.version
+    nodes.heartbeat(ids[0], {}, now=2)
+    assert nodes.version == after_first
+    nodes.heartbeat(ids[1], {"CPU": 0.5}, now=2)
+    assert [n.node_id for n in nodes.changes_since(after_first)] == [bytes(ids[1])]
+    nodes.mark_dead(ids[2])
+    changed = nodes.changes_since(after_first)
+    assert {n.node_id for n in changed} == {bytes(ids[1]), bytes(ids[2])}
+    assert [n.alive for n in changed if n.node_id == bytes(ids[2])] == [False]

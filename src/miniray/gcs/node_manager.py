@@ -1,6 +1,14 @@
-"""Node membership and liveness (no I/O: the servicer and a timer drive it)."""
+"""Node membership and liveness (no I/O: the servicer and a timer drive it).
+
+The cluster view raylets get with each heartbeat is a delta: every change
+to a node (joined, resources changed, died) takes the next ``version``, and
+a raylet that has version v gets the nodes changed since, found from the
+most recently changed backwards, so an idle cluster costs the GCS nothing
+per heartbeat whatever its size.
+"""
 from __future__ import annotations
 
+import collections
 import time
 
 from miniray.common.ids import NodeID
@@ -13,6 +21,23 @@ class NodeManager:
         self._nodes: dict[NodeID, common_pb2.NodeInfo] = {}
         self._last_seen: dict[NodeID, float] = {}
         self._storage = storage           # gcs/storage.py: membership survives a restart
+        self.version = 0                  # of the cluster view
+        # Each node's last change, least recent first.
+        self._changed: collections.OrderedDict[NodeID, int] = collections.OrderedDict()
+
+    def _touch(self, node_id: NodeID) -> None:
+        self.version += 1
+        self._changed[node_id] = self.version
+        self._changed.move_to_end(node_id)
+
+    def changes_since(self, version: int) -> list[common_pb2.NodeInfo]:
+        """The nodes changed after ``version`` (dead ones included)."""
+        out = []
+        for node_id in reversed(self._changed):
+            if self._changed[node_id] <= version:
+                break
+            out.append(self._nodes[node_id])
+        return out
 
     def _save(self, node: common_pb2.NodeInfo) -> None:
         if self._storage is not None:
@@ -26,6 +51,7 @@ class NodeManager:
             node = common_pb2.NodeInfo.FromString(value)
             node_id = NodeID(node.node_id)
             self._nodes[node_id] = node
+            self._touch(node_id)
             if node.alive:
                 self._last_seen[node_id] = now
 
@@ -37,6 +63,7 @@ class NodeManager:
         node_id = NodeID(node.node_id)
         self._nodes[node_id] = node
         self._last_seen[node_id] = time.monotonic() if now is None else now
+        self._touch(node_id)
         self._save(node)
 
     def heartbeat(self, node_id: NodeID, available, now: float | None = None,
@@ -46,11 +73,16 @@ class NodeManager:
         if node is None or not node.alive:
             return False
         self._last_seen[node_id] = time.monotonic() if now is None else now
-        node.resources_available.clear()
-        node.resources_available.update(available)
-        if total:
+        changed = dict(node.resources_available) != dict(available)
+        if changed:
+            node.resources_available.clear()
+            node.resources_available.update(available)
+        if total and dict(node.resources_total) != dict(total):
             node.resources_total.clear()
             node.resources_total.update(total)
+            changed = True
+        if changed:
+            self._touch(node_id)
         return True
 
     def mark_dead(self, node_id: NodeID) -> bool:
@@ -61,8 +93,14 @@ class NodeManager:
         node.end_time = time.time()
         node.resources_available.clear()
         self._last_seen.pop(node_id, None)
+        self._touch(node_id)
         self._save(node)
         return True
+
+    def heard_since(self, node_id: NodeID, cutoff: float) -> bool:
+        """Whether a heartbeat of the node arrived after ``cutoff`` (monotonic)."""
+        seen = self._last_seen.get(node_id)
+        return seen is not None and seen >= cutoff
 
     def silent_since(self, cutoff: float) -> list[NodeID]:
         """Alive nodes last heard from before ``cutoff`` (monotonic)."""

@@ -148,7 +148,16 @@ class GcsServer:
         raylet refuses at once, so that takes about threshold x period)."""
         while True:
             await asyncio.sleep(config.HEALTH_CHECK_PERIOD_S)
-            nodes = self.nodes.alive_nodes()
+            # A node whose heartbeat arrived within the period is alive: only
+            # the silent ones are probed (a probe is an RPC: this keeps the
+            # GCS's cost per healthy node to its heartbeats).
+            recent = time.monotonic() - config.HEALTH_CHECK_PERIOD_S
+            nodes = []
+            for node in self.nodes.alive_nodes():
+                if self.nodes.heard_since(NodeID(node.node_id), recent):
+                    self.health.record(node.node_id, True)
+                else:
+                    nodes.append(node)
             answers = await asyncio.gather(*(
                 self.raylet_answers(node, config.HEALTH_CHECK_TIMEOUT_S) for node in nodes))
             for node, ok in zip(nodes, answers):

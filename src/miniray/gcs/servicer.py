@@ -73,12 +73,15 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
                               max_entries=check.MAX_NODE_RESOURCES, signed=True)
         check.check_resources(request.resources_total, "resources_total",
                               max_entries=check.MAX_NODE_RESOURCES, signed=True)
-        alive = self.server.nodes.heartbeat(NodeID(request.node_id),
-                                            request.resources_available,
-                                            total=request.resources_total)
-        return gcs_pb2.HeartbeatReply(node_dead=not alive,
-                                      nodes=self.server.nodes.alive_nodes(),
-                                      gcs_incarnation=self.server.incarnation)
+        nodes = self.server.nodes
+        alive = nodes.heartbeat(NodeID(request.node_id), request.resources_available,
+                                total=request.resources_total)
+        full = request.view_incarnation != self.server.incarnation \
+            or request.view_version > nodes.version or request.view_version == 0
+        return gcs_pb2.HeartbeatReply(
+            node_dead=not alive, gcs_incarnation=self.server.incarnation,
+            nodes=nodes.alive_nodes() if full else nodes.changes_since(request.view_version),
+            view_version=nodes.version, full_view=full)
 
     async def ResyncNode(self, request, context):
         node_id = check.check_id(request.node_id, NodeID, "node_id")

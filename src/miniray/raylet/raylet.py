@@ -68,6 +68,7 @@ class Raylet:
         self.streams = ObjectStreamServer(host)     # object bytes to other nodes
         self.policy = ClusterPolicy(bytes(node_id))
         self.remote_nodes: dict[bytes, NodeView] = {}   # from GCS heartbeats
+        self._view_version, self._view_incarnation = 0, b""   # of remote_nodes
         self._view_time = 0.0
         self.leases: dict[bytes, Lease] = {}
         self.drivers: dict[WorkerID, tuple[int, bytes]] = {}   # id -> (pid, job)
@@ -169,7 +170,8 @@ class Raylet:
             try:
                 reply = await self.gcs.Heartbeat(gcs_pb2.HeartbeatRequest(
                     node_id=self.node_id, resources_available=self.scheduler.available,
-                    resources_total=self.total), timeout=5)
+                    resources_total=self.total, view_version=self._view_version,
+                    view_incarnation=self._view_incarnation), timeout=5)
             except Exception as exc:
                 if time.monotonic() - last_ok > config.GCS_RECONNECT_TIMEOUT_S:
                     log.error("could not reach the GCS at %s for %g s (%s): shutting "
@@ -188,7 +190,12 @@ class Raylet:
                 if not await self._resync():
                     continue                  # try again at the next heartbeat
             incarnation = reply.gcs_incarnation
-            self._set_view(reply.nodes)
+            if reply.full_view:
+                self._set_view(reply.nodes)
+            else:
+                self._update_view(reply.nodes)
+            self._view_version, self._view_incarnation = \
+                reply.view_version, reply.gcs_incarnation
             self._respill()
 
     async def _metrics_loop(self) -> None:
@@ -292,6 +299,19 @@ class Raylet:
             bytes(self.node_id), f"{self.host}:{self.port}", self.total,
             dict(self.scheduler.available))
         return view
+
+    def _update_view(self, changed) -> None:
+        """Apply the nodes changed since our view's version."""
+        self._view_time = time.monotonic()
+        for n in changed:
+            if n.node_id == self.node_id:
+                continue
+            if n.alive:
+                self.remote_nodes[n.node_id] = NodeView(
+                    n.node_id, f"{n.ip}:{n.raylet_port}", dict(n.resources_total),
+                    dict(n.resources_available))
+            else:
+                self.remote_nodes.pop(n.node_id, None)
 
     def _set_view(self, nodes) -> None:
         self._view_time = time.monotonic()
