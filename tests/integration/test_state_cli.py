@@ -335,6 +335,7 @@ def test_logs_lists_files_and_prints_them(cluster):
     listing = cli(env, "logs").stdout
     assert f"Node {node_id}" in listing
     assert "worker_out:" in listing and "worker_err:" in listing
+    assert max(len(line) for line in listing.splitlines()) <= 80     # 80 columns
     actor_worker = [w for w in cli_json(env, "list", "workers")
                     if w["actor_id"] == the_actor(env)["actor_id"]][0]
     name = f"worker-{actor_worker['worker_id']}-{actor_worker['pid']}.out"

@@ -353,12 +353,22 @@ def _list_logs(args, common, glob_filter) -> int:
         sizes = {f.filename: f.size for f in files}
         out.append(f"Node {node.node_id.hex()} ({node.ip}"
                    f"{', head' if node.is_head else ''})")
+        width = _width()
         for group, names in categorize(sizes).items():
-            out.append(f"  {group}:")
+            out.append(f" {group}:")
+            pad = max(len(name) for name in names)
             for name in names:
-                out.append(f"    {human_bytes(sizes[name]):>10}  {name}")
+                # A worker's file name takes 73 columns: its size goes after
+                # it, aligned when the terminal is wide enough, else left out.
+                size = human_bytes(sizes[name])
+                if 2 + pad + 2 + 9 <= width:
+                    out.append(f"  {name:<{pad}}  {size:>9}")
+                elif 2 + len(name) + 2 + len(size) <= width:
+                    out.append(f"  {name}  {size}")
+                else:
+                    out.append(f"  {name}")
         if not files:
-            out.append("  (no log files)")
+            out.append(" (no log files)")
         out.append("")
     out += textwrap.wrap("Print one with `miniray logs FILENAME` (--tail N, --follow), "
                          "or a worker's with --actor-id, --task-id or --pid.",
