@@ -2,14 +2,12 @@
 ``ray status``."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import grpc
 
 from miniray import node as node_module
-from miniray.common import paths
 from miniray.protocol import raylet_pb2, raylet_pb2_grpc
 from miniray.rpc import auth
 from miniray.rpc.channels import authenticated, sync_channel
@@ -25,20 +23,12 @@ class StatusError(Exception):
 
 def resolve_address(address: str | None) -> str:
     """--address, else $MINIRAY_ADDRESS / $RAY_ADDRESS, else the cluster that
-    ``miniray start --head`` recorded on this machine."""
-    if address in (None, "", "auto"):
-        env = None if address == "auto" else (os.environ.get("MINIRAY_ADDRESS")
-                                              or os.environ.get("RAY_ADDRESS"))
-        address = env if env and env not in ("auto", "local") \
-            else node_module.read_current_cluster()
-        if not address:
-            raise StatusError(
-                "No miniray cluster is running on this machine (no "
-                f"{paths.current_cluster_file()}). Start one with "
-                "`miniray start --head`, or pass --address=HOST:PORT.")
-    if ":" not in address:
-        raise StatusError(f"--address must look like HOST:PORT, got {address!r}")
-    return address
+    ``miniray start --head`` recorded on this machine (as the state API)."""
+    from miniray.util.state.client import resolve_address as resolve
+    try:
+        return resolve(address)
+    except ConnectionError as exc:
+        raise StatusError(str(exc)) from None
 
 
 def format_memory(num_bytes: float) -> str:

@@ -22,13 +22,13 @@ import codecs
 import collections
 import io
 import os
-import selectors
 import shutil
 import sys
 import threading
 import time
 
 from miniray.common import config
+from miniray.common.line_pump import LinePump, LineSink
 from miniray.common.progress import MAGIC, BarState, decode_state, format_bar
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
 
 PLAIN_INTERVAL_S = 10.0               # no terminal: a running bar's line at most this often
 _CLOSED_REMEMBERED = 4096             # closed bars whose late states are ignored
-_PARTIAL_LINE_FLUSH_S = 0.1           # a pipe's line without its newline: shown after this
 
 
 def _up(lines: int) -> str:
@@ -389,90 +388,25 @@ class OutputSource:
         return self._done.wait(timeout)
 
 
-class _Pipe:
-    __slots__ = ("decoder", "is_stderr", "partial", "since", "source")
+class _SourcePipe(LineSink):
+    """One pipe of an OutputSource, decoded as UTF-8, written out above the
+    bars a line at a time."""
+    newline = "\n"
 
     def __init__(self, source: OutputSource, is_stderr: bool):
+        super().__init__()
         self.source = source
         self.is_stderr = is_stderr
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.partial = ""
-        self.since = 0.0
 
+    def decode(self, data: bytes, final: bool = False) -> str:
+        return self.decoder.decode(data, final=final)
 
-class _Forwarder(threading.Thread):
-    """Reads the pipes of every OutputSource and writes whole lines out."""
+    def emit(self, text: str) -> None:
+        _write_safely(text, self.is_stderr)
 
-    def __init__(self):
-        super().__init__(name="miniray-driver-output", daemon=True)
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
-        self._added: list[OutputSource] = []
-        self._lock = threading.Lock()
-
-    def add(self, source: OutputSource) -> None:
-        with self._lock:
-            self._added.append(source)
-        os.write(self._wake_w, b"x")
-
-    def run(self) -> None:
-        pipes: dict[int, _Pipe] = {}
-        while True:
-            waiting = [p for p in pipes.values() if p.partial]
-            for key, _ in self._selector.select(_PARTIAL_LINE_FLUSH_S if waiting else None):
-                if key.fd == self._wake_r:
-                    self._take_added(pipes)
-                    continue
-                pipe = pipes[key.fd]
-                try:
-                    data = os.read(key.fd, 65536)
-                except OSError:
-                    data = b""
-                if data:
-                    self._take(pipe, pipe.decoder.decode(data))
-                else:
-                    self._take(pipe, pipe.decoder.decode(b"", final=True))
-                    self._flush_partial(pipe)
-                    self._selector.unregister(key.fd)
-                    os.close(key.fd)
-                    del pipes[key.fd]
-                    pipe.source._closed_one()
-            now = time.monotonic()
-            for pipe in waiting:
-                if pipe.partial and now - pipe.since >= _PARTIAL_LINE_FLUSH_S:
-                    self._flush_partial(pipe)
-
-    def _take_added(self, pipes: dict) -> None:
-        try:
-            os.read(self._wake_r, 4096)
-        except BlockingIOError:
-            pass
-        with self._lock:
-            added, self._added = self._added, []
-        for source in added:
-            for fd, is_stderr in source.fds.items():
-                pipes[fd] = _Pipe(source, is_stderr)
-                self._selector.register(fd, selectors.EVENT_READ)
-
-    @staticmethod
-    def _take(pipe: _Pipe, text: str) -> None:
-        end = text.rfind("\n")
-        if end < 0:
-            if text and not pipe.partial:
-                pipe.since = time.monotonic()
-            pipe.partial += text
-            return
-        _write_safely(pipe.partial + text[:end + 1], pipe.is_stderr)
-        pipe.partial = text[end + 1:]
-        pipe.since = time.monotonic()
-
-    @staticmethod
-    def _flush_partial(pipe: _Pipe) -> None:
-        if pipe.partial:
-            _write_safely(pipe.partial, pipe.is_stderr)
-            pipe.partial = ""
+    def closed(self) -> None:
+        self.source._closed_one()
 
 
 def _write_safely(text: str, is_stderr: bool) -> None:
@@ -482,7 +416,7 @@ def _write_safely(text: str, is_stderr: bool) -> None:
         pass
 
 
-_forwarder: _Forwarder | None = None
+_forwarder: LinePump | None = None
 _forwarder_lock = threading.Lock()
 
 
@@ -493,7 +427,8 @@ def forward_process_output(stdout_fd: int, stderr_fd: int) -> OutputSource:
     source = OutputSource(stdout_fd, stderr_fd)
     with _forwarder_lock:
         if _forwarder is None:
-            _forwarder = _Forwarder()
+            _forwarder = LinePump("miniray-driver-output")
             _forwarder.start()
-        _forwarder.add(source)
+        for fd, is_stderr in source.fds.items():
+            _forwarder.add(fd, _SourcePipe(source, is_stderr))
     return source

@@ -20,11 +20,10 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
-import selectors
 import stat
 import threading
-import time
 
+from miniray.common.line_pump import LinePump, LineSink
 from miniray.common.paths import PRIVATE_FILE_MODE, ensure_private_dir
 from miniray.common.validation import InvalidArgument, show
 
@@ -34,7 +33,6 @@ __all__ = ["WorkerLogs", "OutputFiles", "check_log_name", "list_log_files", "rea
 MAX_READ_BYTES = 4 * 1024 * 1024       # one ReadLog reply
 MAX_NAME_LENGTH = 255
 _BLOCK = 64 * 1024
-_PARTIAL_LINE_FLUSH_S = 0.1            # a line without its newline yet: shown after this
 
 
 def _open_new(path: str) -> int:
@@ -75,7 +73,7 @@ class OutputFiles:
             for (read_end, write_end), file_fd, terminal in zip(
                     self._pipes, self._files, self._logs.terminals):
                 os.close(write_end)
-                self._logs.tee_thread().add(read_end, file_fd, terminal)
+                self._logs.tee_thread().add(read_end, _WorkerStream(file_fd, terminal))
         else:
             for fd in self._files:
                 os.close(fd)
@@ -100,103 +98,39 @@ class WorkerLogs:
         self.directory = ensure_private_dir(directory)
         self.tee = tee
         self.terminals = terminals        # where tee copies stdout and stderr
-        self._tee: _Tee | None = None
+        self._tee: LinePump | None = None
         self._lock = threading.Lock()
 
     def open(self, worker_hex: str) -> OutputFiles:
         return OutputFiles(self, worker_hex)
 
-    def tee_thread(self) -> "_Tee":
+    def tee_thread(self) -> LinePump:
+        """The thread copying workers' pipes to their files and the terminal."""
         with self._lock:
             if self._tee is None:
-                self._tee = _Tee()
+                self._tee = LinePump("miniray-worker-output")
                 self._tee.start()
             return self._tee
 
 
-class _Stream:
-    __slots__ = ("file_fd", "terminal", "partial", "since")
+class _WorkerStream(LineSink):
+    """One worker pipe: every byte to its file at once, whole lines to the
+    raylet's terminal."""
 
     def __init__(self, file_fd: int, terminal: int):
+        super().__init__()
         self.file_fd = file_fd
         self.terminal = terminal
-        self.partial = b""          # the start of a line not ended yet
-        self.since = 0.0
 
+    def feed(self, data: bytes) -> None:
+        _write_all(self.file_fd, data)
+        super().feed(data)
 
-class _Tee(threading.Thread):
-    """Copies workers' pipes to their files and to the raylet's terminal."""
+    def emit(self, text: bytes) -> None:
+        _write_all(self.terminal, text)
 
-    def __init__(self):
-        super().__init__(name="miniray-worker-output", daemon=True)
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._added: list[tuple[int, _Stream]] = []
-        self._lock = threading.Lock()
-
-    def add(self, read_end: int, file_fd: int, terminal: int) -> None:
-        with self._lock:
-            self._added.append((read_end, _Stream(file_fd, terminal)))
-        os.write(self._wake_w, b"x")
-
-    def run(self) -> None:
-        streams: dict[int, _Stream] = {}
-        while True:
-            waiting = [s for s in streams.values() if s.partial]
-            timeout = _PARTIAL_LINE_FLUSH_S if waiting else None
-            for key, _ in self._selector.select(timeout):
-                fd = key.fd
-                if fd == self._wake_r:
-                    self._take_added(streams)
-                    continue
-                stream = streams[fd]
-                try:
-                    data = os.read(fd, _BLOCK)
-                except OSError:
-                    data = b""
-                if data:
-                    self._copy(stream, data)
-                else:                  # the worker exited
-                    self._flush_partial(stream)
-                    self._selector.unregister(fd)
-                    os.close(fd)
-                    os.close(stream.file_fd)
-                    del streams[fd]
-            now = time.monotonic()
-            for stream in waiting:
-                if stream.partial and now - stream.since >= _PARTIAL_LINE_FLUSH_S:
-                    self._flush_partial(stream)
-
-    def _take_added(self, streams: dict) -> None:
-        try:
-            os.read(self._wake_r, 4096)
-        except BlockingIOError:
-            pass
-        with self._lock:
-            added, self._added = self._added, []
-        for fd, stream in added:
-            streams[fd] = stream
-            self._selector.register(fd, selectors.EVENT_READ, None)
-
-    def _copy(self, stream: _Stream, data: bytes) -> None:
-        _write_all(stream.file_fd, data)
-        end = data.rfind(b"\n")
-        if end < 0:
-            if not stream.partial:
-                stream.since = time.monotonic()
-            stream.partial += data
-            return
-        _write_all(stream.terminal, stream.partial + data[:end + 1])
-        stream.partial = data[end + 1:]
-        stream.since = time.monotonic()
-
-    @staticmethod
-    def _flush_partial(stream: _Stream) -> None:
-        if stream.partial:
-            _write_all(stream.terminal, stream.partial)
-            stream.partial = b""
+    def closed(self) -> None:        # the worker exited
+        os.close(self.file_fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
