@@ -185,7 +185,7 @@ def _job_runtime_env(given, job_config) -> dict:
     JobConfig's), merged with the one a submitted job was given
     (MINIRAY_JOB_RUNTIME_ENV, set by the job supervisor). As in Ray, the two
     may not set one field to different values."""
-    from miniray.runtime_env.runtime_env import validate
+    from miniray.runtime_env.runtime_env import merge, validate
     if given is None and job_config is not None:
         given = job_config.runtime_env or None
     env = validate(given)
@@ -203,10 +203,7 @@ def _job_runtime_env(given, job_config) -> dict:
                     f"init(runtime_env=...) sets {key!r} to {value!r} but the submitted "
                     f"job's runtime_env sets it to {job_env.get(key)!r}; set it in "
                     f"one place only")
-        merged = {**job_env, **env}
-        if "env_vars" in env and "env_vars" in job_env:
-            merged["env_vars"] = {**job_env["env_vars"], **env["env_vars"]}
-        env = merged
+        env = merge(job_env, env)
     return env
 
 

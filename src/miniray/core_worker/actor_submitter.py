@@ -23,9 +23,9 @@ from miniray.common.serialization import deserialize
 from miniray.core_worker import task_events
 from miniray.core_worker.actor_queue import (
     ALIVE, DEAD, RESTARTING, ActorCallQueue, AwaitSettled, CancelSent, Fail, Send)
-from miniray.core_worker.submitter import _Task
+from miniray.core_worker.submitter import _Task, killed_for_memory, out_of_memory
 from miniray.core_worker.task_stream import TaskStream
-from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2, raylet_pb2
+from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
 
 # How long a rebuild of an actor method's lost output waits for the GCS to
 # notice that the actor's node died (its health checks take a few seconds).
@@ -252,30 +252,20 @@ class ActorTaskSubmitter:
         if oom and self.tasks.is_pending(action.task) and not action.task.cancelled:
             # As in Ray: a call lost because the memory monitor killed its
             # actor's worker fails with OutOfMemoryError.
-            spec = action.task.spec
-            self.tasks.fail(action.task, exceptions.OutOfMemoryError(
-                f"Task {spec.function_name} (task ID: {action.task.task_id.hex()}) was "
-                f"killed due to the node running low on memory.\n{oom}"))
+            self.tasks.fail(action.task, out_of_memory(action.task, oom))
             return
         self._apply(actor, actor.calls.settled(action.task, dead))
 
     async def _killed_for_memory(self, address: WorkerAddress | None) -> str:
-        """The memory monitor's account, if it killed that worker (else "")."""
+        """Whether the memory monitor killed that incarnation's worker."""
         if address is None or not address.node_id:
             return ""
         try:
             raylet = await asyncio.to_thread(self.worker.raylet_address_of,
                                              bytes(address.node_id))
-            if raylet is None:
-                return ""
-            reply = await self.worker.raylet_stub(raylet).GetWorkerFailureCause(
-                raylet_pb2.GetWorkerFailureCauseRequest(worker_id=address.worker_id),
-                timeout=5)
-        except Exception:              # noqa: BLE001 - the raylet is gone too
+        except Exception:              # noqa: BLE001 - the GCS is gone: no account
             return ""
-        if reply.cause == raylet_pb2.GetWorkerFailureCauseReply.OUT_OF_MEMORY:
-            return reply.message
-        return ""
+        return await killed_for_memory(self.worker, raylet, address.worker_id)
 
     async def _cancel_sent(self, actor: _Actor, task: _Task) -> None:
         address = actor.calls.address

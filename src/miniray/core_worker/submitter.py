@@ -377,23 +377,14 @@ class NormalTaskSubmitter:
     async def _fail_dead_worker(self, task: _Task, lease: _Lease) -> None:
         """Out of retries after its worker died: ask the raylet that granted
         the lease whether it killed the worker (memory), for the error."""
-        cause = ""
-        try:
-            reply = await self.worker.raylet_stub(lease.raylet).GetWorkerFailureCause(
-                raylet_pb2.GetWorkerFailureCauseRequest(worker_id=lease.address.worker_id),
-                timeout=5)
-            if reply.cause == raylet_pb2.GetWorkerFailureCauseReply.OUT_OF_MEMORY:
-                cause = reply.message
-        except Exception:              # noqa: BLE001 - the raylet is gone too
-            pass
+        cause = await killed_for_memory(self.worker, lease.raylet,
+                                        lease.address.worker_id)
         if not self.is_pending(task):
             return
         if task.cancelled:
             self.fail(task, exceptions.TaskCancelledError(task.task_id.hex()))
         elif cause:
-            self.fail(task, exceptions.OutOfMemoryError(
-                f"Task {task.spec.function_name} (task ID: {task.task_id.hex()}) was "
-                f"killed due to the node running low on memory.\n{cause}"))
+            self.fail(task, out_of_memory(task, cause))
         else:
             self.fail(task, exceptions.WorkerCrashedError(
                 f"The worker died unexpectedly while executing task "
@@ -621,6 +612,27 @@ class NormalTaskSubmitter:
         for task in list(self._tasks.values()):
             if task.spec.parent_task_id == parent:
                 await self.cancel(task.task_id, force, recursive=True, child=True)
+
+
+async def killed_for_memory(worker, raylet: str | None, worker_id: bytes) -> str:
+    """The memory monitor's account if the raylet at ``raylet`` killed that
+    worker (GetWorkerFailureCause), else "" (also when the raylet is gone)."""
+    if not raylet:
+        return ""
+    try:
+        reply = await worker.raylet_stub(raylet).GetWorkerFailureCause(
+            raylet_pb2.GetWorkerFailureCauseRequest(worker_id=worker_id), timeout=5)
+    except Exception:              # noqa: BLE001 - the raylet is gone too
+        return ""
+    if reply.cause == raylet_pb2.GetWorkerFailureCauseReply.OUT_OF_MEMORY:
+        return reply.message
+    return ""
+
+
+def out_of_memory(task: _Task, cause: str) -> exceptions.OutOfMemoryError:
+    return exceptions.OutOfMemoryError(
+        f"Task {task.spec.function_name} (task ID: {task.task_id.hex()}) was "
+        f"killed due to the node running low on memory.\n{cause}")
 
 
 def _with_id(payload, object_id: ObjectID):

@@ -109,28 +109,15 @@ class ObjectPuller:
         ranges = split(len(view), len(opened))   # unused tickets expire
 
         async def fetch(index: int, offset: int, length: int) -> None:
-            source, reply = opened[index]
-            host = source.rsplit(":", 1)[0].strip("[]")
-            try:
-                self.streams += 1
-                await data_plane.receive(host, reply.port, reply.ticket, offset,
-                                         view[offset:offset + length])
+            part = view[offset:offset + length]
+            first, reply = opened[index]
+            if await self._stream(first, reply, offset, part):
                 return
-            except (OSError, EOFError):
-                failed = source
             # Again from another source (a fresh ticket: they are single-use).
-            for other in [s for s, _ in opened if s != failed] + [failed]:
+            for other in [s for s, _ in opened if s != first] + [first]:
                 again = await self._open(other, object_id)
-                if again is None:
-                    continue
-                host = other.rsplit(":", 1)[0].strip("[]")
-                try:
-                    self.streams += 1
-                    await data_plane.receive(host, again[1].port, again[1].ticket,
-                                             offset, view[offset:offset + length])
+                if again is not None and await self._stream(other, again[1], offset, part):
                     return
-                except (OSError, EOFError):
-                    continue
             raise OSError(f"no source could send bytes {offset}..{offset + length} "
                           f"of {object_id.hex()}")
 
@@ -139,6 +126,17 @@ class ObjectPuller:
                                    for i, (offset, length) in enumerate(ranges)))
         finally:
             view.release()
+
+
+    async def _stream(self, source: str, reply, offset: int, part: memoryview) -> bool:
+        """Receive ``part`` from ``source``'s stream; False if it failed."""
+        self.streams += 1
+        try:
+            await data_plane.receive(source.rsplit(":", 1)[0].strip("[]"), reply.port,
+                                     reply.ticket, offset, part)
+            return True
+        except (OSError, EOFError):
+            return False
 
 
 def _unmap(mapping) -> None:

@@ -201,51 +201,49 @@ def pack_local(path: str, excludes: Iterable[str] = (), *,
 
 
 def _zip_directory(root: str, excludes: list[str], include_parent_dir: bool) -> bytes:
+    data = _zip_entries(_directory_entries(root, excludes, include_parent_dir))
+    check_size(len(data), root)
+    return data
+
+
+def _directory_entries(root: str, excludes: list[str], include_parent_dir: bool):
+    """(name in the zip, data, mode) of each file under ``root`` not excluded,
+    in a stable order, one file read at a time."""
     import pathspec
 
     base = os.path.basename(root.rstrip(os.sep)) if include_parent_dir else ""
     user_spec = pathspec.GitIgnoreSpec.from_lines(excludes)
     ignores: list[tuple[str, object]] = []        # (dir relative to root, spec)
-    buffer = io.BytesIO()
     total = 0
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            rel_dir = os.path.relpath(dirpath, root)
-            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
-            ignore_file = os.path.join(dirpath, ".gitignore")
-            if os.path.isfile(ignore_file):
-                with open(ignore_file, encoding="utf-8", errors="replace") as f:
-                    ignores.append((rel_dir, pathspec.GitIgnoreSpec.from_lines(f)))
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+        ignore_file = os.path.join(dirpath, ".gitignore")
+        if os.path.isfile(ignore_file):
+            with open(ignore_file, encoding="utf-8", errors="replace") as f:
+                ignores.append((rel_dir, pathspec.GitIgnoreSpec.from_lines(f)))
 
-            def excluded(rel: str, is_dir: bool) -> bool:
-                probe = rel + "/" if is_dir else rel
-                if user_spec.match_file(probe):
-                    return True
-                for scope, spec in ignores:
-                    if scope and not rel.startswith(scope + "/"):
-                        continue
-                    if spec.match_file(probe[len(scope) + 1:] if scope else probe):
-                        return True
-                return False
-
-            dirnames[:] = sorted(d for d in dirnames
-                                 if not excluded(_join(rel_dir, d), True))
-            for name in sorted(filenames):
-                rel = _join(rel_dir, name)
-                full = os.path.join(dirpath, name)
-                if excluded(rel, False) or not os.path.isfile(full):
+        def excluded(rel: str, is_dir: bool) -> bool:
+            probe = rel + "/" if is_dir else rel
+            if user_spec.match_file(probe):
+                return True
+            for scope, spec in ignores:
+                if scope and not rel.startswith(scope + "/"):
                     continue
-                total += os.path.getsize(full)
-                check_size(total, f"the directory {root} (at least)")
-                info = zipfile.ZipInfo(_join(base, rel), _EPOCH)
-                mode = os.stat(full).st_mode
-                info.external_attr = (stat.S_IFREG | (mode & 0o777)) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with open(full, "rb") as f:
-                    archive.writestr(info, f.read(), compresslevel=1)
-    data = buffer.getvalue()
-    check_size(len(data), root)
-    return data
+                if spec.match_file(probe[len(scope) + 1:] if scope else probe):
+                    return True
+            return False
+
+        dirnames[:] = sorted(d for d in dirnames if not excluded(_join(rel_dir, d), True))
+        for name in sorted(filenames):
+            rel = _join(rel_dir, name)
+            full = os.path.join(dirpath, name)
+            if excluded(rel, False) or not os.path.isfile(full):
+                continue
+            total += os.path.getsize(full)
+            check_size(total, f"the directory {root} (at least)")
+            with open(full, "rb") as f:
+                yield _join(base, rel), f.read(), os.stat(full).st_mode & 0o777
 
 
 def _unwrapped(archive: zipfile.ZipFile) -> bytes | None:
