@@ -9,6 +9,12 @@ import os as _os
 
 # gRPC's C core logs connection churn (peers exiting) at INFO; keep quiet.
 _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# gRPC's fork handlers cannot stop the threads of its asyncio stack: with
+# them on, a child forked by the user's code (multiprocessing.Pool after
+# init) intermittently crashes in them. Off, a forked child that never uses
+# gRPC is safe (it is not safe to use miniray from a forked child either way,
+# as with Ray). Read by the C core when it starts, so set before any import.
+_os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 del _os         # only miniray's own modules are reachable as attributes
 
 __version__ = "0.1.0"

@@ -145,3 +145,39 @@ def test_a_driver_leaving_mid_work_leaves_no_workers_behind(tmp_path):
             wait_for_condition(settled, timeout=30)
     finally:
         cluster.shutdown()
+
+
+FORKING_DRIVER = textwrap.dedent("""
+    import multiprocessing as mp
+    import miniray as ray
+
+    def square(x):
+        return x * x
+
+    @ray.remote
+    def f(x):
+        return x + 1
+
+    if __name__ == "__main__":
+        ray.init(num_cpus=2)
+        for round_ in range(10):
+            refs = [f.remote(i) for i in range(32)]    # gRPC busy while forking
+            with mp.get_context("fork").Pool(4) as pool:
+                assert pool.map_async(square, range(64)).get(timeout=30) == [
+                    x * x for x in range(64)]
+            assert ray.get(refs) == list(range(1, 33))
+        ray.shutdown()
+        print("forked fine", flush=True)
+""")
+
+
+def test_a_driver_can_fork_a_multiprocessing_pool_after_init(tmp_path):
+    # Children forked from a driver whose gRPC threads are running must not
+    # crash in gRPC's fork handlers (Ray's test_multiprocessing forks a stdlib
+    # Pool next to ray's own). The child never touches miniray.
+    script = tmp_path / "driver.py"
+    script.write_text(FORKING_DRIVER)
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=150, env=env)
+    assert out.returncode == 0 and "forked fine" in out.stdout, out.stderr[-3000:]
