@@ -113,6 +113,42 @@ def test_ref_returned_inside_a_value():
     assert ray.get(inner) == "inner"
 
 
+def test_an_actor_never_gets_a_worker_that_ran_tasks():
+    # That worker owns the objects its tasks put: they must not die with
+    # the actor (Ray starts actors only in workers that never ran a task).
+    import os
+
+    @ray.remote
+    def put_one():
+        return os.getpid(), ray.put("y" * 200_000)      # a store object it owns
+
+    made = ray.get([put_one.remote() for _ in range(4)])
+    task_pids = {pid for pid, _ in made}
+    # Their leases returned: the task workers are idle in the raylet's pool.
+    wait_for_condition(lambda: ray.available_resources().get("CPU") == 2, timeout=30)
+
+    @ray.remote
+    class Pid:
+        def pid(self):
+            return os.getpid()
+
+    actors = [Pid.remote() for _ in range(2)]
+    actor_pids = set(ray.get([a.pid.remote() for a in actors], timeout=60))
+    assert not actor_pids & task_pids
+    for actor in actors:
+        ray.kill(actor)
+    wait_for_condition(lambda: all(not _alive(pid) for pid in actor_pids), timeout=30)
+    assert ray.get([ref for _, ref in made], timeout=30) == ["y" * 200_000] * 4
+
+
+def _alive(pid):
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_dead_actor_calls_fail_after_kill():
     counter = Counter.remote()
     assert ray.get(counter.inc.remote()) == 1

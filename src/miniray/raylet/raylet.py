@@ -442,7 +442,8 @@ class Raylet:
                 future.set_exception(exc)
             return
         try:
-            worker = await self.pool.pop(lease.job_id, _uses_gpu(lease.resources), env)
+            worker = await self.pool.pop(lease.job_id, _uses_gpu(lease.resources), env,
+                                         for_actor=bool(lease.actor_id))
         except WorkerStartFailed as exc:          # the new worker died while starting
             if self._stop.is_set() or future is None or future.done():
                 self._end_lease(lease.lease_id)

@@ -153,17 +153,21 @@ class WorkerPool:
 
     # --- leasing -----------------------------------------------------------------
     async def pop(self, job_id: bytes, gpu: bool = False,
-                  runtime_env: WorkerEnv = NO_ENV) -> WorkerProcess:
+                  runtime_env: WorkerEnv = NO_ENV, for_actor: bool = False) -> WorkerProcess:
         """An idle worker for this job, else an unbound one, else a new one,
         in the same runtime env. As in Ray, a worker that ran GPU work only
         runs GPU work again, and one that ran CPU-only work never gets a GPU
-        (CUDA state set up in a process stays with it)."""
+        (CUDA state set up in a process stays with it); and an actor never
+        gets a worker that ran tasks: it may own their objects, which must
+        not die with the actor."""
         key = runtime_env.key
+
+        def fits(w: WorkerProcess) -> bool:
+            return w.gpu in (None, gpu) and w.env.key == key and not (for_actor and w.used)
+
         for candidates in (
-                [w for w in self._idle if w.job_id == job_id and w.gpu in (None, gpu)
-                 and w.env.key == key],
-                [w for w in self._idle if not w.job_id and w.gpu in (None, gpu)
-                 and w.env.key == key]):
+                [w for w in self._idle if w.job_id == job_id and fits(w)],
+                [w for w in self._idle if not w.job_id and fits(w)]):
             if candidates:
                 worker = candidates[-1]
                 self._idle.remove(worker)
