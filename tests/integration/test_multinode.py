@@ -151,9 +151,8 @@ def test_actor_on_another_node(cluster):
     assert ray.get(actor.big.remote()).shape == (2_000_000,)
 
 
-def test_node_failure_retries_tasks_and_restarts_actors(cluster):
+def test_node_failure_retries_tasks_and_restarts_actors(cluster, tmp_path):
     head, worker = _head_and_worker(cluster)
-    marker_dir = os.environ.get("TMPDIR", "/tmp")
 
     @ray.remote(max_restarts=1)
     class Survivor:
@@ -171,7 +170,7 @@ def test_node_failure_retries_tasks_and_restarts_actors(cluster):
         time.sleep(1)
         return ray.get_runtime_context().get_node_id()
 
-    marker = os.path.join(marker_dir, f"miniray-started-{os.getpid()}")
+    marker = str(tmp_path / "started")      # made again by the retry: pytest's to clean
     ref = slow_on.options(scheduling_strategy=strategy).remote(marker)
     wait_for_condition(lambda: os.path.exists(marker), timeout=20)
     os.unlink(marker)
@@ -388,3 +387,27 @@ def test_node_killed_under_load_loses_nothing(cluster):
     cluster.kill_node(cluster.worker_nodes[0])
     values = ray.get(refs, timeout=120)
     assert [int(v[0]) for v in values] == list(range(120))
+
+
+def test_actors_created_together_spread_over_the_nodes_that_fit():
+    # The GCS's view of free CPUs lags the raylets': all three may pick the
+    # same node first, and its raylet sends the others on (spillback).
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=0)
+        for _ in range(3):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        cluster.connect()
+
+        @ray.remote(num_cpus=1)
+        class Where:
+            def node(self):
+                return ray.get_runtime_context().get_node_id()
+
+        actors = [Where.remote() for _ in range(3)]
+        nodes = ray.get([a.node.remote() for a in actors], timeout=60)
+        assert sorted(nodes) == sorted(n.node_id.hex() for n in cluster.worker_nodes)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -23,6 +23,10 @@ from miniray.protocol import (
 
 log = logging.getLogger("miniray.gcs")
 
+# Raylets an actor's lease request may be sent on to before the GCS picks
+# a node again (their views of each other lag too).
+MAX_SPILLBACKS = 8
+
 
 def death_cause(message: str) -> bytes:
     """A serialized ActorDiedError, as callers will raise it."""
@@ -95,21 +99,21 @@ class ActorManager:
                 continue
             spec = entry.spec
             options = spec.actor_options
-            raylet = self.server.channels.stub(f"{node.ip}:{node.raylet_port}",
-                                               raylet_pb2_grpc.RayletServiceStub)
             try:
-                lease = await raylet.RequestWorkerLease(raylet_pb2.RequestWorkerLeaseRequest(
-                    resources=spec.resources, job_id=spec.job_id,
-                    function_name=options.class_name, actor_id=spec.actor_id,
-                    placement_resources=options.placement_resources,
-                    # An actor that can restart is what the memory monitor
-                    # kills before one that can't (Ray's rule).
-                    retriable=entry.can_restart(), runtime_env=spec.runtime_env))
+                node, lease = await self._lease(node, entry)
             except Exception as exc:
                 log.warning("leasing a worker for actor %s failed: %s",
                             options.class_name, exc)
                 await asyncio.sleep(0.2)
                 continue
+            if node is None:       # sent to a node that is gone (or away): pick again
+                await asyncio.sleep(0.1)
+                continue
+            if lease.rejected:
+                self.table.mark_dead(entry, death_cause(
+                    f"The actor is not schedulable: {lease.reject_reason}."))
+                await self._notify()
+                return
             if lease.runtime_env_error:
                 # Not retried (Ray's rule): the actor dies, and its callers
                 # raise RuntimeEnvSetupError.
@@ -146,6 +150,33 @@ class ActorManager:
                                       lease.worker_pid)
             await self._notify()
             return
+
+    async def _lease(self, node, entry: ActorEntry):
+        """Lease a worker for the actor, starting at ``node`` and following
+        the raylets' spillbacks (our view of free resources lags theirs:
+        actors created together may all have picked the same node).
+        Returns (the node that granted or rejected, its reply), or
+        (None, None) if a spillback named a node that is gone."""
+        spec = entry.spec
+        options = spec.actor_options
+        request = raylet_pb2.RequestWorkerLeaseRequest(
+            resources=spec.resources, job_id=spec.job_id,
+            function_name=options.class_name, actor_id=spec.actor_id,
+            placement_resources=options.placement_resources,
+            # An actor that can restart is what the memory monitor kills
+            # before one that can't (Ray's rule).
+            retriable=entry.can_restart(), runtime_env=spec.runtime_env)
+        for _ in range(MAX_SPILLBACKS):
+            raylet = self.server.channels.stub(f"{node.ip}:{node.raylet_port}",
+                                               raylet_pb2_grpc.RayletServiceStub)
+            lease = await raylet.RequestWorkerLease(request)
+            if not lease.spillback_address:
+                return node, lease
+            node = next((n for n in self.server.nodes.alive_nodes()
+                         if f"{n.ip}:{n.raylet_port}" == lease.spillback_address), None)
+            if node is None or entry.info.state == DEAD:
+                break
+        return None, None
 
     def _pick_node(self, entry: ActorEntry):
         """Where to place the actor (None: no live node can host it yet)."""
