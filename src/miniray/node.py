@@ -41,6 +41,24 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
     raise OSError("no free port")
 
 
+def reserve_port(preferred: int | None = None, host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound (not listening) to ``preferred`` or a free port, with
+    SO_REUSEADDR: while it is open, the kernel never hands that port to a
+    bind to port 0 (a worker's server), yet a gRPC server (which also sets
+    SO_REUSEADDR) can still listen on it. Whoever keeps it open holds the
+    port for a server that starts, or restarts, later."""
+    for port in ([preferred] if preferred else []) + [0]:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    raise OSError("no free port")
+
+
 def new_session_dir() -> str:
     """A new private (0700) session directory with its ``logs``, under the
     user's temp root."""
@@ -154,12 +172,17 @@ def _spawn(args: list[str], log_path: str | None, pass_fds=(),
     return proc
 
 
-def start_gcs(session_dir: str, port: int, *, daemon: bool) -> subprocess.Popen:
-    args = ["miniray.gcs", "--port", str(port), "--session-dir", session_dir]
+def start_gcs(session_dir: str, reserved: socket.socket, *, daemon: bool) -> subprocess.Popen:
+    """``reserved``: the GCS's port (reserve_port); its supervisor keeps it
+    for the cluster's life, so no other process can take the port between
+    now and the GCS listening, or while a dead GCS restarts."""
+    port = reserved.getsockname()[1]
+    args = ["miniray.gcs", "--port", str(port), "--session-dir", session_dir,
+            "--reserved-fd", str(reserved.fileno())]
     if not daemon:
         args.append("--die-with-parent")
     log = os.path.join(session_dir, "logs", "gcs.log") if daemon else None
-    return _spawn(args, log)
+    return _spawn(args, log, pass_fds=(reserved.fileno(),))
 
 
 def start_raylet(session_dir: str, gcs_address: str, node_id: NodeID,
@@ -246,16 +269,20 @@ def start_head(*, port: int | None = None, daemon: bool = False,
     """Start a GCS and a head raylet, then the dashboard (unless
     ``include_dashboard`` is False); returns once the raylet is registered."""
     resources = default_resources(is_head=True, **resource_args)
-    gcs_port = free_port(port, config.NODE_IP)
-    if port and gcs_port != port:
-        raise OSError(f"port {port} is already in use")
-    session_dir = new_session_dir()
-    gcs_address = f"{config.NODE_IP}:{gcs_port}"
-    auth.create_cluster_token(gcs_address)       # this new cluster's secret
-    node_id = NodeID.from_random()
-    procs = [start_gcs(session_dir, gcs_port, daemon=daemon),
-             start_raylet(session_dir, gcs_address, node_id, resources,
-                          is_head=True, daemon=daemon)]
+    reserved = reserve_port(port, config.NODE_IP)
+    try:
+        gcs_port = reserved.getsockname()[1]
+        if port and gcs_port != port:
+            raise OSError(f"port {port} is already in use")
+        session_dir = new_session_dir()
+        gcs_address = f"{config.NODE_IP}:{gcs_port}"
+        auth.create_cluster_token(gcs_address)       # this new cluster's secret
+        node_id = NodeID.from_random()
+        procs = [start_gcs(session_dir, reserved, daemon=daemon),
+                 start_raylet(session_dir, gcs_address, node_id, resources,
+                              is_head=True, daemon=daemon)]
+    finally:
+        reserved.close()             # the GCS's supervisor holds it now
     node = _started(NodeProcesses(gcs_address, session_dir, node_id, procs, is_head=True,
                                   cluster_dir=paths.cluster_auth_dir(gcs_address,
                                                                      create=False)))

@@ -145,6 +145,34 @@ def test_state_survives_a_gcs_restart_and_work_goes_on(cluster):
     ray.kill(keeper)
 
 
+def test_a_reserved_port_is_never_handed_out_yet_a_grpc_server_can_listen_on_it():
+    # What the GCS's supervisor relies on to keep its port through restarts:
+    # the kernel gives a bind to port 0 (every worker's server) only ports
+    # nobody has bound.
+    import socket
+    from concurrent import futures
+
+    import grpc
+
+    from miniray.node import reserve_port
+    from miniray.rpc.channels import GRPC_OPTIONS
+
+    with reserve_port(None, config.NODE_IP) as reserved:
+        port = reserved.getsockname()[1]
+        handed_out = set()
+        for _ in range(5000):
+            with socket.socket() as other:
+                other.bind((config.NODE_IP, 0))
+                handed_out.add(other.getsockname()[1])
+        assert port not in handed_out
+        server = grpc.server(futures.ThreadPoolExecutor(1), options=GRPC_OPTIONS)
+        try:
+            assert server.add_insecure_port(f"{config.NODE_IP}:{port}") == port
+            server.start()
+        finally:
+            server.stop(0)
+
+
 def test_actor_worker_dying_while_the_gcs_is_down_restarts(cluster):
     actor = Counter.options(max_restarts=1, max_task_retries=-1).remote()
     pid = ray.get(actor.pid.remote())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -37,6 +38,9 @@ def _parse(argv):
     parser.add_argument("--session-dir", default=None,
                         help="keep the tables there and restart the server if it dies")
     parser.add_argument("--die-with-parent", action="store_true")
+    parser.add_argument("--reserved-fd", type=int, default=None,
+                        help="a socket bound to the port (not listening), kept "
+                             "open for life so no other process takes the port")
     return parser.parse_args(argv)
 
 
@@ -114,6 +118,10 @@ class Supervisor:
 
 def main(argv=None) -> None:
     args = _parse(argv)
+    # Inherited, and left open until this process exits (the GCS child,
+    # forked, has a copy: harmless, it is never listened on).
+    reserved = socket.socket(fileno=args.reserved_fd) if args.reserved_fd is not None \
+        else None  # noqa: F841 - held for its side effect
     if args.die_with_parent:
         die_with_parent(signal.SIGTERM)
     if args.session_dir is None:
