@@ -368,3 +368,33 @@ def test_a_node_declared_dead_shuts_down_instead_of_coming_back(monkeypatch):
         assert bytes(frozen.node_id) not in _alive_nodes(cluster.address)
     finally:
         cluster.shutdown()
+
+
+def test_the_gcs_keeps_a_bounded_number_of_dead_actors(monkeypatch, shutdown_only):
+    # Ray's maximum_gcs_destroyed_actor_cached_count: the longest dead go
+    # first. A handle that first asks about a forgotten actor gets
+    # ActorDiedError, not a hang.
+    import cloudpickle
+    monkeypatch.setenv("MINIRAY_MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT", "2")
+    ray.init(num_cpus=2)
+    victim = Counter.remote()
+    ray.get(victim.inc.remote())
+    wrapped = cloudpickle.dumps(victim)
+    ray.kill(victim)
+    others = [Counter.remote() for _ in range(3)]
+    ray.get([a.inc.remote() for a in others])
+    for actor in others:
+        ray.kill(actor)
+    wait_for_condition(lambda: sum(a.state == "DEAD" for a in state.list_actors()) == 2,
+                       timeout=30)
+    assert victim._actor_id.hex() not in {a.actor_id for a in state.list_actors()}
+
+    @ray.remote
+    def call(wrapped):
+        handle = cloudpickle.loads(wrapped)          # never seen by this worker
+        try:
+            ray.get(handle.inc.remote(), timeout=30)
+        except exceptions.ActorDiedError as exc:
+            return str(exc)
+
+    assert "no longer keeps its record" in ray.get(call.remote(wrapped), timeout=60)

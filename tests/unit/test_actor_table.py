@@ -279,3 +279,46 @@ def test_no_actor_is_hosted_by_no_worker(table):
     pending = table.register(creation_spec())
     assert pending.worker_id is None
     assert table.hosted_by(None) == []
+
+
+# --- the cache of dead actors ------------------------------------------------------------
+
+def test_dead_actors_past_the_cap_are_forgotten_longest_dead_first():
+    table = ActorTable(max_dead=2)
+    entries = [table.register(creation_spec()) for _ in range(4)]
+    for entry in entries:
+        bring_up(table, entry)
+    for entry in entries[:3]:
+        table.mark_dead(entry, b"cause")
+    assert table.get(entries[0].actor_id) is None          # died first
+    assert [table.get(e.actor_id) for e in entries[1:]] == entries[1:]
+    assert table.alive_count() == 1
+    table.mark_dead(entries[3], b"cause")
+    assert table.get(entries[1].actor_id) is None
+    assert len(table.all_actors()) == 2
+
+
+class _MemoryStorage:
+    def __init__(self):
+        self.rows: dict = {}
+
+    def put(self, table, key, value):
+        self.rows.setdefault(table, {})[bytes(key)] = value
+
+    def delete(self, table, key):
+        self.rows.get(table, {}).pop(bytes(key), None)
+
+    def load(self, table):
+        return dict(self.rows.get(table, {}))
+
+
+def test_forgotten_dead_actors_leave_the_storage_and_a_reload_keeps_the_cap():
+    storage = _MemoryStorage()
+    table = ActorTable(storage, max_dead=1)
+    first, second, alive = (table.register(creation_spec()) for _ in range(3))
+    table.mark_dead(first, b"cause")
+    table.mark_dead(second, b"cause")
+    assert set(storage.rows["actors"]) == {bytes(second.actor_id), bytes(alive.actor_id)}
+    reloaded = ActorTable(storage, max_dead=0)
+    assert [e.actor_id for e in reloaded.load()] == [alive.actor_id]
+    assert set(storage.rows["actors"]) == {bytes(alive.actor_id)}

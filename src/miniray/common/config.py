@@ -50,6 +50,12 @@ MEMORY_USAGE_THRESHOLD = _env(
     "MEMORY_USAGE_THRESHOLD", float(os.environ.get("RAY_memory_usage_threshold", 0.95)))
 MEMORY_MONITOR_REFRESH_MS = _env(
     "MEMORY_MONITOR_REFRESH_MS", int(os.environ.get("RAY_memory_monitor_refresh_ms", 250)))
+# The GCS keeps this many dead actors (for the state API and handles that
+# ask later), forgetting the longest dead first. Ray's
+# RAY_maximum_gcs_destroyed_actor_cached_count is honoured too.
+MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT = _env(
+    "MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT",
+    int(os.environ.get("RAY_maximum_gcs_destroyed_actor_cached_count", 100_000)))
 # Task events (the state API's list_tasks, the timeline): each process
 # buffers its tasks' state changes and sends them to the GCS every
 # TASK_EVENTS_REPORT_INTERVAL_MS (0: no events); a buffer past

@@ -19,13 +19,13 @@ import threading
 from miniray import exceptions
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ActorID
-from miniray.common.serialization import deserialize
+from miniray.common.serialization import deserialize, serialize
 from miniray.core_worker import task_events
 from miniray.core_worker.actor_queue import (
     ALIVE, DEAD, RESTARTING, ActorCallQueue, AwaitSettled, CancelSent, Fail, Send)
 from miniray.core_worker.submitter import _Task, killed_for_memory, out_of_memory
 from miniray.core_worker.task_stream import TaskStream
-from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
+from miniray.protocol import common_pb2, core_worker_pb2 as cw_pb2, gcs_pb2
 
 # How long a rebuild of an actor method's lost output waits for the GCS to
 # notice that the actor's node died (its health checks take a few seconds).
@@ -303,9 +303,9 @@ class ActorTaskSubmitter:
                 reply = await gcs.WaitActorChange(gcs_pb2.WaitActorChangeRequest(
                     actor_id=calls.actor_id, known_state=calls.state or 0,
                     known_num_restarts=max(calls.incarnation, 0), timeout=30))
-                if not reply.found:
-                    break
-                self._on_info(actor, reply.info)
+                # Not found: registered (a handle exists only then), so dead
+                # long enough ago that the GCS no longer keeps its record.
+                self._on_info(actor, reply.info if reply.found else _forgotten(calls.actor_id))
         except Exception:
             pass            # the GCS is gone: the cluster is shutting down
         finally:
@@ -322,3 +322,11 @@ class ActorTaskSubmitter:
         actor = self._actors.get(task.key[1])
         if actor is not None:
             self._apply(actor, actor.calls.cancel(task))
+
+
+def _forgotten(actor_id) -> common_pb2.ActorInfo:
+    cause = serialize(exceptions.ActorDiedError(
+        "The actor is dead, and died long enough ago that the GCS no longer keeps "
+        "its record (see MINIRAY_MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT).",
+        actor_id=actor_id.hex()), is_error=True).to_bytes()
+    return common_pb2.ActorInfo(actor_id=bytes(actor_id), state=DEAD, death_cause=cause)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from miniray import exceptions
+from miniray.common import config
 from miniray.common.ids import ActorID, WorkerID
 from miniray.common.serialization import serialize
 from miniray.gcs.waiters import Waiters
@@ -36,7 +37,8 @@ def death_cause(message: str) -> bytes:
 class ActorManager:
     def __init__(self, server):
         self.server = server          # GcsServer: nodes, channels
-        self.table = ActorTable(server.storage)
+        self.table = ActorTable(server.storage,
+                                config.MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT)
         from miniray.raylet.cluster_policy import ClusterPolicy
         self._policy = ClusterPolicy(local_node_id=b"")   # the GCS has no local node
         # WaitActorChange callers, per actor: only that actor's changes wake them.

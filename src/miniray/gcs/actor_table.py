@@ -7,6 +7,8 @@ actor manager (actor_manager.py) performs the RPCs these decisions imply.
 """
 from __future__ import annotations
 
+import collections
+
 from miniray.common.ids import ActorID, WorkerID
 from miniray.protocol import common_pb2, gcs_pb2
 
@@ -44,11 +46,14 @@ class ActorTable:
     """``storage`` (gcs/storage.py, optional): every transition is written
     there, and ``load`` rebuilds the table from it after a GCS restart."""
 
-    def __init__(self, storage=None):
+    def __init__(self, storage=None, max_dead: int = 100_000):
         self.changed: set[ActorID] = set()     # saved since the manager last looked
         self._actors: dict[ActorID, ActorEntry] = {}
         self._names: dict[tuple[str, str], ActorID] = {}
         self._storage = storage
+        # Dead actors, longest dead first; past ``max_dead`` the first go.
+        self._dead: collections.OrderedDict[ActorID, None] = collections.OrderedDict()
+        self._max_dead = max(0, max_dead)
 
     def save(self, entry: ActorEntry) -> None:
         self.changed.add(entry.actor_id)          # for WaitActorChange's waiters
@@ -71,8 +76,11 @@ class ActorTable:
             self._actors[entry.actor_id] = entry
             if row.info.name and row.info.state != DEAD:
                 self._names[(row.info.namespace, row.info.name)] = entry.actor_id
+            if row.info.state == DEAD:
+                self._dead[entry.actor_id] = None
             entries.append(entry)
-        return entries
+        self._forget_dead()
+        return [e for e in entries if e.actor_id in self._actors]
 
     def register(self, spec: common_pb2.TaskSpec) -> ActorEntry:
         options = spec.actor_options
@@ -160,6 +168,15 @@ class ActorTable:
         if entry.info.name and self._names.get(key) == entry.actor_id:
             del self._names[key]
         self.save(entry)
+        self._dead[entry.actor_id] = None
+        self._forget_dead()
+
+    def _forget_dead(self) -> None:
+        while len(self._dead) > self._max_dead:
+            actor_id, _ = self._dead.popitem(last=False)
+            self._actors.pop(actor_id, None)
+            if self._storage is not None:
+                self._storage.delete("actors", bytes(actor_id))
 
     def on_node(self, node_id: bytes) -> list[ActorEntry]:
         return [e for e in self._actors.values()
@@ -180,4 +197,4 @@ class ActorTable:
         return list(self._actors.values())
 
     def alive_count(self) -> int:
-        return sum(1 for e in self._actors.values() if e.info.state != DEAD)
+        return len(self._actors) - len(self._dead)
