@@ -389,7 +389,8 @@ def test_kill_and_terminate():
     counter = Counter.remote()
     assert ray.get(counter.incr.remote()) == 1
     ray.kill(counter)
-    with pytest.raises(exceptions.RayActorError):
+    with pytest.raises(exceptions.ActorDiedError,
+                       match="dead because it was killed by `ray.kill`"):
         ray.get(counter.incr.remote(), timeout=20)
 
     other = Counter.remote()
@@ -414,8 +415,38 @@ def test_exit_actor():
     assert ray.get(quitter.ping.remote()) == "pong"
     with pytest.raises(exceptions.RayActorError):
         ray.get(quitter.quit.remote(), timeout=20)
-    with pytest.raises(exceptions.RayActorError):
+    with pytest.raises(exceptions.ActorDiedError, match="exit_actor"):
         ray.get(quitter.ping.remote(), timeout=20)
+
+
+def test_calls_in_flight_when_an_async_actor_exits_fail_with_its_cause():
+    # Ray's test_asyncio regression: every call lost with the actor raises
+    # ActorDiedError naming exit_actor (not "restarting": it can't restart).
+    @ray.remote
+    class Quitter:
+        async def quit_soon(self):
+            await asyncio.sleep(0.5)
+            ray.actor.exit_actor()
+
+        def ping(self):
+            pass
+
+    quitter = Quitter.remote()
+    quitter.quit_soon.remote()
+    refs = [quitter.ping.remote() for _ in range(10_000)]
+    with pytest.raises(exceptions.ActorDiedError, match="exit_actor"):
+        ray.get(refs, timeout=60)
+    for ref in refs[-10:]:
+        with pytest.raises(exceptions.ActorDiedError, match="exit_actor"):
+            ray.get(ref, timeout=60)
+
+
+def test_death_cause_of_a_killed_worker_names_its_exit():
+    counter = Counter.remote()
+    os.kill(ray.get(counter.pid.remote()), signal.SIGKILL)
+    with pytest.raises(exceptions.ActorDiedError,
+                       match="worker process has died. Worker exit type: SYSTEM_ERROR"):
+        ray.get(counter.incr.remote(), timeout=20)
 
 
 def test_restart_after_crash():

@@ -34,7 +34,7 @@ _REBUILD_SETTLE_S = 30.0
 
 class _Actor:
     """The decisions (ActorCallQueue) and the I/O state for one actor."""
-    __slots__ = ("calls", "stream", "incarnation", "watching", "addresses")
+    __slots__ = ("calls", "stream", "incarnation", "watching", "addresses", "settling")
 
     def __init__(self, actor_id: ActorID):
         self.calls = ActorCallQueue(actor_id)
@@ -43,6 +43,8 @@ class _Actor:
         self.watching = False
         # Where each incarnation ran (calls lost with it ask its raylet why).
         self.addresses: dict[int, WorkerAddress] = {}
+        # incarnation -> the GCS lookup of how its failure ended (_settle)
+        self.settling: dict[int, asyncio.Future] = {}
 
 
 class ActorTaskSubmitter:
@@ -221,33 +223,44 @@ class ActorTaskSubmitter:
             return cause
         return exceptions.ActorDiedError(cause, actor_id=actor_id)
 
+    async def _settle(self, actor: _Actor, incarnation: int):
+        """How the failure of ``incarnation`` ended, as the GCS saw it: the
+        actor's info once it is dead or a later incarnation exists (the GCS
+        may be slow to see a death); None if it could not tell in time."""
+        info = None
+        known_state, known_restarts = ALIVE, max(incarnation, 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while loop.time() < deadline:
+            try:
+                reply = await self.worker.gcs.WaitActorChange(gcs_pb2.WaitActorChangeRequest(
+                    actor_id=actor.calls.actor_id, known_state=known_state,
+                    known_num_restarts=known_restarts, timeout=10))
+            except Exception:          # noqa: BLE001 - the GCS restarts, or is gone
+                await asyncio.sleep(0.2)
+                continue
+            info = reply.info if reply.found else _forgotten(actor.calls.actor_id)
+            if info.state == DEAD or info.num_restarts > incarnation:
+                break
+            known_state, known_restarts = info.state, info.num_restarts
+        if info is not None:      # dead, or restarting: new calls see it at once
+            self._on_info(actor, info)
+        return info
+
     def push_failed(self, actor: _Actor, task: _Task, incarnation: int) -> None:
         self._apply(actor, actor.calls.push_failed(task, incarnation))
         self._ensure_watch(actor)
 
     async def _await_settled(self, actor: _Actor, action: AwaitSettled) -> None:
         """Fail a call that was not retried, once the GCS has noticed the
-        failure of its incarnation: with the death cause if the actor died."""
-        info = None
-        known_state, known_restarts = ALIVE, max(action.incarnation, 0)
-        deadline = asyncio.get_running_loop().time() + 60
-        try:
-            # Until the GCS has noticed: the actor is dead or a later
-            # incarnation exists (the GCS may be slow to see a death).
-            while asyncio.get_running_loop().time() < deadline:
-                reply = await self.worker.gcs.WaitActorChange(gcs_pb2.WaitActorChangeRequest(
-                    actor_id=actor.calls.actor_id, known_state=known_state,
-                    known_num_restarts=known_restarts, timeout=10))
-                info = reply.info if reply.found else None
-                if info is None or info.state == DEAD or \
-                        info.num_restarts > action.incarnation:
-                    break
-                known_state, known_restarts = info.state, info.num_restarts
-        except Exception:               # noqa: BLE001 - the GCS is gone
-            pass
+        failure of its incarnation: with the death cause if the actor died.
+        Every call lost with one incarnation shares one lookup."""
+        lookup = actor.settling.get(action.incarnation)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._settle(actor, action.incarnation))
+            actor.settling[action.incarnation] = lookup
+        info = await asyncio.shield(lookup)
         dead = info is not None and info.state == DEAD
-        if info is not None:      # dead, or restarting: new calls see it at once
-            self._on_info(actor, info)
         oom = await self._killed_for_memory(actor.addresses.get(action.incarnation))
         if oom and self.tasks.is_pending(action.task) and not action.task.cancelled:
             # As in Ray: a call lost because the memory monitor killed its

@@ -213,33 +213,45 @@ class ActorManager:
 
     # --- failures and kills -------------------------------------------------------
     async def on_worker_failure(self, worker_id: WorkerID, is_driver: bool = False,
-                                reason: str = "") -> None:
-        """``reason``: why the raylet ended the worker, if it did (e.g. the
-        memory monitor), for the death cause of an actor that cannot restart."""
+                                reason: str = "", dead_node: bytes = b"") -> None:
+        """``reason``: how the worker ended as its raylet saw it ("Worker exit
+        type: ... Worker exit detail: ..."), for the death cause of an actor
+        that cannot restart; ``dead_node``: it went with its node."""
         for entry in self.table.hosted_by(worker_id):
             exiting = entry.exiting
             if self.table.on_failure(entry):
                 log.info("restarting actor %s", entry.info.class_name)
                 self._spawn(self._create(entry))
+            elif dead_node:
+                self.table.mark_dead(entry, death_cause(
+                    f"The actor is dead because its node has died. Node Id: "
+                    f"{dead_node.hex()}"))
             else:
                 self.table.mark_dead(entry, death_cause(
-                    "The actor exited intentionally (exit_actor or __ray_terminate__)."
-                    if exiting else
-                    f"The actor died unexpectedly: {reason}" if reason else
-                    "The actor died unexpectedly: its worker process exited."))
+                    "The actor is dead because its worker process has died. " + (
+                        "Worker exit type: INTENDED_USER_EXIT Worker exit detail: "
+                        "Worker exits by a user request: exit_actor() or "
+                        "__ray_terminate__() was called." if exiting else
+                        reason or "Worker exit type: SYSTEM_ERROR Worker exit "
+                                  "detail: the worker process exited unexpectedly.")))
+        owner = None
         for entry in self.table.owned_by(worker_id):
-            await self.kill(entry, force=True, no_restart=True,
-                            cause="The actor died because its owner has died.")
+            owner = owner or entry.info.owner
+            await self.kill(entry, force=True, no_restart=True, cause=(
+                f"The actor is dead because its owner has died. Owner Id: "
+                f"{worker_id.hex()} Owner Ip address: {owner.ip}"
+                + (f" Owner worker exit detail: {reason}" if reason else "")))
         await self._notify()
 
     async def on_node_failure(self, node_id: bytes) -> None:
         """A node died: its actors restart elsewhere (or die)."""
         workers = {e.worker_id for e in self.table.on_node(node_id) if e.worker_id}
         for worker_id in workers:
-            await self.on_worker_failure(worker_id)
+            await self.on_worker_failure(worker_id, dead_node=node_id)
 
     async def kill(self, entry: ActorEntry, *, force: bool, no_restart: bool,
-                   cause: str = "The actor was killed by miniray.kill().") -> None:
+                   cause: str = "The actor is dead because it was killed by "
+                                "`ray.kill`.") -> None:
         node = self._node_of(entry)
         worker_id = entry.worker_id
         if no_restart:

@@ -225,8 +225,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
             return gcs_pb2.KillActorReply(found=False)
         if request.out_of_scope:
             await actors.kill(entry, force=False, no_restart=True,
-                              cause="The actor died because all references to it "
-                                    "went out of scope.")
+                              cause="The actor is dead because all references to "
+                                    "the actor were removed.")
         else:
             await actors.kill(entry, force=request.force, no_restart=request.no_restart)
         return gcs_pb2.KillActorReply(found=True)

@@ -237,7 +237,8 @@ class Raylet:
         while True:
             await asyncio.sleep(0.1)
             for worker in self.pool.reap_dead():
-                self._on_worker_gone(worker.worker_id, worker.lease_id)
+                self._on_worker_gone(worker.worker_id, worker.lease_id,
+                                     reason=self.pool.exit_reason(worker))
             for driver_id, (pid, _) in list(self.drivers.items()):
                 if not _process_alive(pid):
                     self.disconnect(driver_id)
@@ -289,8 +290,9 @@ class Raylet:
             self.pool.kill(worker, "SYSTEM_ERROR",
                            f"killed because the node ran out of memory. {kill.message}")
             self._on_worker_gone(worker.worker_id, worker.lease_id,
-                                 reason=f"its worker was killed because the node ran "
-                                        f"out of memory. {kill.message}")
+                                 reason=f"Worker exit type: NODE_OUT_OF_MEMORY Worker exit "
+                                        f"detail: killed because the node ran out of "
+                                        f"memory. {kill.message}")
 
     # --- placement across nodes -------------------------------------------------------
     def cluster_view(self) -> dict[bytes, NodeView]:
@@ -569,7 +571,8 @@ class Raylet:
         if worker is not None:
             self.pool.kill(worker, "INTENDED_USER_EXIT", "the worker disconnected")
         self._on_worker_gone(worker_id, worker.lease_id if worker else b"",
-                             is_driver=driver is not None)
+                             is_driver=driver is not None,
+                             reason=self.pool.exit_reason(worker) if worker else "")
 
     def forget_remote_process(self, worker_id: WorkerID) -> None:
         """A process (here or on another node) died: drop its lease requests,

@@ -261,9 +261,16 @@ class WorkerPool:
                 exit_type, detail = "SYSTEM_ERROR", f"killed by signal {-code}"
             else:
                 exit_type, detail = "SYSTEM_ERROR", f"exited with code {code}"
+            worker.exit = (exit_type, detail)
         self.record_exit(ExitedProcess(bytes(worker.worker_id), worker.pid, False,
                                        worker.job_id, worker.start_time_ms,
                                        int(time.time() * 1000), exit_type, detail))
+
+    @staticmethod
+    def exit_reason(worker: WorkerProcess) -> str:
+        """How a worker that is gone ended, in Ray's words (for the GCS)."""
+        exit_type, detail = worker.exit or ("SYSTEM_ERROR", "unknown")
+        return f"Worker exit type: {exit_type} Worker exit detail: {detail}"
 
     def record_exit(self, record: ExitedProcess) -> None:
         self.exited.append(record)
