@@ -2,7 +2,8 @@
 import miniray
 
 EXPECTED = {
-    "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator", "__version__", "available_resources", "cancel",
+    "DynamicObjectRefGenerator", "ObjectID", "ObjectRef", "ObjectRefGenerator", "__version__",
+    "available_resources", "cancel",
     "cluster_resources", "exceptions", "get", "get_actor", "get_gpu_ids",
     "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put",
     "remote", "shutdown", "timeline", "wait",
@@ -51,3 +52,7 @@ def test_job_submission_module_is_pinned():
                                          "FAILED"]
     assert [s for s in status if s.is_terminal()] == [status.STOPPED, status.SUCCEEDED,
                                                       status.FAILED]
+
+
+def test_object_id_is_rays_old_name_for_object_ref():
+    assert miniray.ObjectID is miniray.ObjectRef

@@ -42,14 +42,18 @@ _EXPORTS = {
     "wait": "miniray.api",
 }
 _SUBMODULES = {"exceptions", "util", "testing", "actor", "runtime_context", "job_config"}
+# Older names Ray still answers to.
+_ALIASES = {"ObjectID": "ObjectRef"}
 
-__all__ = sorted([*_EXPORTS, "__version__", "exceptions"])
+__all__ = sorted([*_EXPORTS, *_ALIASES, "__version__", "exceptions"])
 
 
 def __getattr__(name):
     import importlib
     module = _EXPORTS.get(name)
-    if module is not None:
+    if name in _ALIASES:
+        value = __getattr__(_ALIASES[name])
+    elif module is not None:
         value = getattr(importlib.import_module(module), name)
     elif name in _SUBMODULES:
         value = importlib.import_module(f"miniray.{name}")

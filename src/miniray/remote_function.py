@@ -182,6 +182,12 @@ def resource_request(options: dict, default_cpus: float) -> dict:
 class RemoteFunction:
     def __init__(self, function, options: dict):
         validate_options(options, TASK_OPTIONS, "remote functions")
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            # As in Ray: tasks are synchronous; async code belongs in actors.
+            raise ValueError(
+                f"'async def' should not be used for remote tasks ({function.__name__}). "
+                "You can wrap the async function with `asyncio.run(f())`, or make it "
+                "a method of an async actor.")
         self._function = function
         self._options = options
         self._name = function.__name__

@@ -29,9 +29,17 @@ class RuntimeContext:
         return self._worker.worker_id.hex()
 
     def get_task_id(self) -> str | None:
-        """The running task's id (None in the driver)."""
+        """The running task's id (None in the driver). In a thread a task
+        started, as in Ray, the id the worker uses for work done outside
+        tasks (it carries the job's id)."""
         context = task_context.current()
-        return context.task_id.hex() if context is not None else None
+        if context is not None:
+            return context.task_id.hex()
+        return self._worker.current_task_id.hex() if self._in_worker() else None
+
+    def _in_worker(self) -> bool:
+        from miniray.core_worker.core_worker import WORKER
+        return self._worker.mode == WORKER
 
     def get_placement_group_id(self) -> str | None:
         """The placement group of the running task or actor, if any."""
@@ -141,7 +149,9 @@ class RuntimeContext:
     def task_id(self):
         _deprecated("task_id", "get_task_id")
         context = task_context.current()
-        return context.task_id if context is not None else None
+        if context is not None:
+            return context.task_id
+        return self._worker.current_task_id if self._in_worker() else None
 
     @property
     def actor_id(self):

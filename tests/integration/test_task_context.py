@@ -179,3 +179,42 @@ def test_deprecated_id_properties_and_get_dict():
     actor = Actor.remote()
     ref = actor.ids.remote()
     assert ray.get(ref) == (ref.task_id().hex(), actor._actor_id.hex())
+
+
+@ray.remote
+def _pong():
+    return "pong"
+
+
+@ray.remote
+class _Pinger:
+    def ping(self):
+        return "pong"
+
+
+@ray.remote
+def _ids_of_what_a_task_makes(use_a_thread):
+    import warnings
+    found = []
+
+    def collect():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            task_id = ray.get_runtime_context().task_id
+        actor = _Pinger.remote()
+        found.extend([task_id.job_id(), _pong.remote().job_id(), ray.put(1).job_id(),
+                      actor._actor_id.job_id, actor.ping.remote().job_id()])
+
+    if use_a_thread:
+        thread = threading.Thread(target=collect)
+        thread.start()
+        thread.join()
+    else:
+        collect()
+    return [job_id.hex() for job_id in found]
+
+
+@pytest.mark.parametrize("use_a_thread", [False, True])
+def test_everything_a_task_makes_carries_the_job_id(use_a_thread):
+    job = ray.get_runtime_context().get_job_id()
+    assert ray.get(_ids_of_what_a_task_makes.remote(use_a_thread)) == [job] * 5

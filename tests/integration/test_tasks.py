@@ -558,12 +558,14 @@ def test_spill_when_store_is_full_and_restore():
     del refs
 
 
-def test_async_remote_function():
-    import asyncio as aio
+def test_async_remote_function_is_refused_as_in_ray():
+    # Ray: tasks are synchronous; 'async def' belongs in async actors.
+    with pytest.raises(ValueError, match="'async def' should not be used"):
+        @ray.remote
+        async def slow_double(x):
+            return 2 * x
 
-    @ray.remote
-    async def slow_double(x):
-        await aio.sleep(0.01)
-        return 2 * x
-
-    assert ray.get([slow_double.remote(i) for i in range(4)]) == [0, 2, 4, 6]
+    with pytest.raises(ValueError, match="'async def' should not be used"):
+        @ray.remote(num_cpus=1)
+        async def stream():
+            yield 1

@@ -114,7 +114,8 @@ class ActorID(BaseID):
     def of(cls, job_id: JobID) -> "ActorID":
         return cls(os.urandom(12) + job_id)
 
-    def job_id(self) -> JobID:
+    @property
+    def job_id(self) -> JobID:          # a property, as Ray's ActorID.job_id
         return JobID(self[12:])
 
 

@@ -74,6 +74,9 @@ class ObjectRef:
     def task_id(self):
         return self.id.task_id()
 
+    def job_id(self):
+        return self.id.task_id().job_id()
+
     def __hash__(self):
         return hash(self.id)
 
