@@ -14,6 +14,7 @@ import pickle
 
 import cloudpickle
 
+from miniray import option_rules
 from miniray.common.ids import ActorID, ObjectID
 from miniray.common.serialization import note_nested_ref
 from miniray.core_worker.submitter import RefInfo
@@ -231,7 +232,7 @@ class _BoundActorClass:
 
 
 def _validate_actor_options(options: dict) -> None:
-    validate_options(options, ACTOR_OPTIONS, "actors")
+    validate_options(options, ACTOR_OPTIONS, "actors", option_rules.ACTOR)
     if options.get("name") == "":
         raise ValueError("The actor name must not be an empty string")
     namespace = options.get("namespace")
@@ -245,10 +246,6 @@ def _validate_actor_options(options: dict) -> None:
     if lifetime not in (None, "detached", "non_detached"):
         raise ValueError("actor `lifetime` argument must be one of 'detached', "
                          f"'non_detached' and 'None', got {lifetime!r}")
-    for key in ("max_restarts", "max_task_retries"):
-        value = options.get(key)
-        if value is not None and (not isinstance(value, int) or value < -1):
-            raise ValueError(f"The {key} option must be an integer >= -1, got {value!r}")
     concurrency = options.get("max_concurrency")
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
         raise ValueError(f"max_concurrency must be a positive integer, got {concurrency!r}")

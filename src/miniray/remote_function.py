@@ -6,6 +6,7 @@ import inspect
 
 import cloudpickle
 
+from miniray import option_rules
 from miniray.common import config
 from miniray.common.resources import validate_request
 from miniray.common.validation import MAX_NUM_RETURNS, InvalidArgument, check_amount
@@ -26,12 +27,15 @@ TASK_OPTIONS = {
 }
 
 
-def validate_options(options: dict, valid: set, kind: str) -> None:
+def validate_options(options: dict, valid: set, kind: str,
+                     rules: dict = option_rules.TASK) -> None:
     for key in options:
         if key not in valid:
             raise ValueError(
                 f"Invalid option keyword {key} for {kind}. "
                 f"Valid ones are {sorted(valid)}.")
+    option_rules.check(options, rules)          # Ray's types and values, Ray's words
+    option_rules.warn_deprecated(options, for_actor=rules is option_rules.ACTOR)
     for key in ("num_cpus", "num_gpus", "memory", "object_store_memory"):
         value = options.get(key)
         if value is not None:
@@ -51,31 +55,11 @@ def validate_options(options: dict, valid: set, kind: str) -> None:
                     f"'{reserved}' in 'resources'")
         validate_request(resources)
     num_returns = options.get("num_returns")
-    if num_returns is not None and num_returns not in ("streaming", "dynamic") and (
-            isinstance(num_returns, bool) or not isinstance(num_returns, int)
-            or not 0 <= num_returns <= MAX_NUM_RETURNS):
-        raise ValueError(
-            f"The num_returns option must be an integer in [0, {MAX_NUM_RETURNS}], "
-            f"'streaming' or 'dynamic', got {num_returns!r}")
-    max_retries = options.get("max_retries")
-    if max_retries is not None and (isinstance(max_retries, bool)
-                                    or not isinstance(max_retries, int) or max_retries < -1):
-        raise ValueError(f"The max_retries option must be an integer >= -1, "
-                         f"got {max_retries!r}")
-    retry = options.get("retry_exceptions")
-    if retry is not None and not isinstance(retry, bool) and not (
-            isinstance(retry, (list, tuple))
-            and all(isinstance(t, type) and issubclass(t, BaseException) for t in retry)):
-        raise ValueError("The retry_exceptions option must be a bool or a list of "
-                         f"exception classes, got {retry!r}")
-    max_calls = options.get("max_calls")
-    if max_calls is not None and (isinstance(max_calls, bool)
-                                  or not isinstance(max_calls, int) or max_calls < 0):
-        raise ValueError(f"The max_calls option must be a non-negative integer, "
-                         f"got {max_calls!r}")
-    name = options.get("name")
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"The name option must be a string, got {type(name).__name__}")
+    if isinstance(num_returns, int) and num_returns > MAX_NUM_RETURNS:
+        raise ValueError(f"The num_returns option must be at most {MAX_NUM_RETURNS}, "
+                         f"got {num_returns!r}")
+    if isinstance(num_returns, str) and num_returns not in ("streaming", "dynamic"):
+        raise ValueError(option_rules.TASK["num_returns"].value(-1))
     if "scheduling_strategy" in options or "placement_group" in options:
         from miniray.util.scheduling_strategies import to_proto
         to_proto(explicit_strategy(options))        # raises ValueError if bad

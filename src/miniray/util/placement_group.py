@@ -9,6 +9,7 @@ tasks scheduled into the group ask for.
 from __future__ import annotations
 
 import math
+import warnings
 
 from miniray.common.ids import PlacementGroupID
 from miniray.common.resources import RESERVED_NAMES
@@ -90,8 +91,8 @@ class PlacementGroup:
 
 def _validate_bundles(bundles) -> None:
     if not isinstance(bundles, list) or not bundles:
-        raise ValueError("The placement group `bundles` argument must be a list of "
-                         f"one or more resource dictionaries, got {bundles!r}")
+        raise ValueError("The placement group `bundles` argument must be a non-empty "
+                         f"list of resource dictionaries, got {bundles!r}")
     if len(bundles) > MAX_BUNDLES:
         raise ValueError(f"A placement group has at most {MAX_BUNDLES} bundles, "
                          f"got {len(bundles)}")
@@ -110,6 +111,11 @@ def _validate_bundles(bundles) -> None:
         if all(v == 0 for v in bundle.values()):
             raise ValueError("Bundles cannot be an empty dictionary or resources with "
                              f"only 0 values. Bundles: {bundles}")
+    if any("object_store_memory" in bundle for bundle in bundles):
+        warnings.warn("Setting 'object_store_memory' for bundles is deprecated since it "
+                      "doesn't actually reserve the required object store memory; "
+                      "objects that do not fit are spilled to disk instead.",
+                      DeprecationWarning, stacklevel=3)
 
 
 def placement_group(bundles: list[dict], strategy: str = "PACK", name: str = "",
