@@ -663,3 +663,68 @@ def test_actor_generators_and_retried_exceptions():
     assert [ray.get(r) for r in streamer.numbers.remote(3)] == [0, 1, 2]
     assert [ray.get(r) for r in streamer.tick.remote(3)] == [0, 10, 20]
     assert ray.get(streamer.flaky.remote()) == 3
+
+
+@ray.remote
+def _one():
+    return 1
+
+
+def test_a_method_returning_an_object_ref_returns_the_ref_in_async_actors():
+    @ray.remote
+    class Holder:
+        def __init__(self):
+            self.ref = None
+
+        async def make(self):
+            self.ref = _one.remote()
+            return await self.ref
+
+        def ref_of(self):          # a sync method of an async actor
+            return self.ref
+
+    holder = Holder.remote()
+    assert ray.get(holder.make.remote()) == 1
+    ref = ray.get(holder.ref_of.remote())
+    assert isinstance(ref, ray.ObjectRef) and ray.get(ref) == 1
+
+
+def test_non_recursive_cancel_of_an_actor_call_leaves_its_children_running(tmp_path):
+    gate = tmp_path / "gate"
+
+    @ray.remote
+    def child(path):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return "child done"
+
+    @ray.remote
+    class Parent:
+        def __init__(self):
+            self.children = []
+
+        async def run(self, path):
+            ref = child.remote(path)
+            self.children.append(ref)
+            return await ref
+
+        def children_of(self):
+            return self.children
+
+    for recursive in (False, True):
+        parent = Parent.remote()
+        run = parent.run.remote(str(gate))
+        wait_for_condition(lambda: len(ray.get(parent.children_of.remote())) == 1,
+                           timeout=30)
+        ray.cancel(run, recursive=recursive)
+        with pytest.raises(exceptions.TaskCancelledError):
+            ray.get(run, timeout=30)
+        (kid,) = ray.get(parent.children_of.remote())
+        if recursive:
+            with pytest.raises(exceptions.TaskCancelledError):
+                ray.get(kid, timeout=30)
+        else:
+            gate.touch()
+            assert ray.get(kid, timeout=30) == "child done"
+            gate.unlink()

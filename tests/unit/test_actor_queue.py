@@ -216,3 +216,11 @@ def test_calls_wait_after_the_connection_to_the_actor_is_lost(q):
     a = call("a")
     assert q.submit(a) == []              # not sent to a process that is gone
     assert sent(q.on_info(ALIVE, 1, "addr1", 0)) == [("a", 0, 1)]
+
+
+def test_cancel_of_a_sent_call_carries_recursive(q):
+    q.on_info(ALIVE, 0, "addr", 0)
+    a = call("a")
+    q.submit(a)
+    assert q.cancel(a, recursive=False) == [CancelSent(a, False)]
+    assert q.cancel(a) == [CancelSent(a, True)]

@@ -51,8 +51,10 @@ class Fail:
 
 @dataclass(frozen=True)
 class CancelSent:
-    """Ask the actor to cancel ``task``, which it has already received."""
+    """Ask the actor to cancel ``task``, which it has already received (and
+    the tasks it submitted, if ``recursive``)."""
     task: object
+    recursive: bool = True
 
 
 @dataclass(frozen=True)
@@ -151,12 +153,12 @@ class ActorCallQueue:
     def settled(self, task, dead: bool) -> list:
         return [Fail(task, "dead" if dead else "not_retried")]
 
-    def cancel(self, task) -> list:
+    def cancel(self, task, recursive: bool = True) -> list:
         if task in self._queue:
             self._remove(task)
             return [Fail(task, "cancelled")] + self._send_ready()
         if self._inflight.get(task.task_id) is task:
-            return [CancelSent(task)]
+            return [CancelSent(task, recursive)]
         return []
 
     # --- queries -----------------------------------------------------------------

@@ -171,7 +171,7 @@ class ActorTaskSubmitter:
                     error = self._rebuild_failed(action.task, error)
                 self.tasks.fail(action.task, error)
             elif isinstance(action, CancelSent):
-                self.worker.spawn(self._cancel_sent(actor, action.task))
+                self.worker.spawn(self._cancel_sent(actor, action.task, action.recursive))
             elif isinstance(action, AwaitSettled):
                 self.worker.spawn(self._await_settled(actor, action))
 
@@ -280,13 +280,13 @@ class ActorTaskSubmitter:
             return ""
         return await killed_for_memory(self.worker, raylet, address.worker_id)
 
-    async def _cancel_sent(self, actor: _Actor, task: _Task) -> None:
+    async def _cancel_sent(self, actor: _Actor, task: _Task, recursive: bool) -> None:
         address = actor.calls.address
         if address is None:
             return
         try:
             await self.worker.worker_stub(address).CancelTask(cw_pb2.CancelTaskRequest(
-                task_id=task.task_id, force=False, recursive=True))
+                task_id=task.task_id, force=False, recursive=recursive))
         except Exception:
             pass
 
@@ -334,7 +334,7 @@ class ActorTaskSubmitter:
     async def cancel(self, task: _Task, force: bool, recursive: bool) -> None:
         actor = self._actors.get(task.key[1])
         if actor is not None:
-            self._apply(actor, actor.calls.cancel(task))
+            self._apply(actor, actor.calls.cancel(task, recursive))
 
 
 def _forgotten(actor_id) -> common_pb2.ActorInfo:

@@ -136,8 +136,6 @@ class TaskExecutor:
                 function = target()
                 args, kwargs = self._resolve_args(spec)
                 result = function(*args, **kwargs)
-                if inspect.iscoroutine(result):      # an `async def` remote function
-                    result = asyncio.run(result)
                 if spec.streaming:
                     self._stream(spec, reply, caller, result)
                 else:
@@ -199,7 +197,9 @@ class TaskExecutor:
             elif spec.streaming:
                 self._stream(spec, reply, caller, result)
             else:
-                if inspect.isawaitable(result):
+                # An `async def` method's coroutine, never any awaitable: a
+                # method returning an ObjectRef returns the ref (as in Ray).
+                if inspect.iscoroutine(result):
                     result = await result
                 self._store_returns(spec, reply, return_ids, caller, result)
         except asyncio.CancelledError:

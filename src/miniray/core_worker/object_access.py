@@ -466,10 +466,14 @@ class ObjectAccess:
         future: concurrent.futures.Future = concurrent.futures.Future()
 
         def resolve():
+            if not future.set_running_or_notify_cancel():
+                return                  # the waiter gave up (an await cancelled)
             try:
-                future.set_result(self.get([ref])[0])
+                value = self.get([ref])[0]
             except BaseException as exc:       # noqa: BLE001 - handed to the future
                 future.set_exception(exc)
+                return
+            future.set_result(value)
 
         if ref.owner.worker_id == self.worker_id:
             def on_ready(_):
