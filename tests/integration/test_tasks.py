@@ -569,3 +569,56 @@ def test_async_remote_function_is_refused_as_in_ray():
         @ray.remote(num_cpus=1)
         async def stream():
             yield 1
+
+
+SCRIPT_WITH_A_FAILING_TASK = '''
+import os
+import sys
+import time
+import miniray as ray
+from miniray.exceptions import RayTaskError, TaskCancelledError
+
+@ray.remote
+def bad():
+    raise ValueError("boom")
+
+@ray.remote
+def slow(started):
+    open(started, "w").close()
+    time.sleep(60)
+
+ray.init(num_cpus=1)
+try:
+    ray.get(bad.remote())
+except ValueError as exc:
+    print(str(exc))
+started = sys.argv[1]
+ref = slow.remote(started)
+deadline = time.monotonic() + 60
+while not os.path.exists(started) and time.monotonic() < deadline:
+    time.sleep(0.01)
+ray.cancel(ref)
+try:
+    ray.get(ref, timeout=30)
+except TaskCancelledError as exc:
+    print("cancelled as RayTaskError:", isinstance(exc, RayTaskError))
+'''
+
+
+def test_a_task_traceback_starts_in_the_users_file(tmp_path):
+    # A function defined in the driver's script is pickled by value: its
+    # traceback still names the script and shows the line, and none of
+    # miniray's own frames come before it (as in Ray).
+    import subprocess
+    import sys
+    script = tmp_path / "driver.py"
+    script.write_text(SCRIPT_WITH_A_FAILING_TASK)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "started")],
+                         capture_output=True, text=True, timeout=120)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("ray::bad() (pid="), out.stdout + out.stderr
+    assert lines[1] == f'  File "{script}", line 10, in bad'
+    assert lines[2].strip() == 'raise ValueError("boom")'
+    assert "miniray" not in "".join(lines[:3])
+    # A running task interrupted by cancel fails in its own code, as in Ray.
+    assert "cancelled as RayTaskError: True" in out.stdout

@@ -16,9 +16,12 @@ Layout of a serialized value:
 """
 from __future__ import annotations
 
+import collections
+import io
 import pickle
 import struct
 import threading
+import types
 
 import cloudpickle
 
@@ -31,6 +34,34 @@ _ALIGN = 64
 _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None)})
 
 _state = threading.local()
+
+
+def _rebuild_code(make, args, filename: str):
+    return make(*args).replace(co_filename=filename)
+
+
+def _reduce_code(code: types.CodeType):
+    """cloudpickle's reduction of a code object, keeping its file name:
+    cloudpickle >= 3.1 writes "<dynamic-code>" instead, and tracebacks of
+    tasks defined in a script then name no file and show no source line."""
+    make, args = _CODE_REDUCE(code)
+    return _rebuild_code, (make, args, code.co_filename)
+
+
+_CODE_REDUCE = getattr(cloudpickle.cloudpickle, "_code_reduce", None)
+
+
+class _Pickler(cloudpickle.Pickler):
+    if _CODE_REDUCE is not None:
+        dispatch_table = collections.ChainMap({types.CodeType: _reduce_code},
+                                              cloudpickle.Pickler.dispatch_table)
+
+
+def dumps(obj, protocol: int = 5, buffer_callback=None) -> bytes:
+    """cloudpickle.dumps, except that code pickled by value keeps its file name."""
+    with io.BytesIO() as out:
+        _Pickler(out, protocol=protocol, buffer_callback=buffer_callback).dump(obj)
+        return out.getvalue()
 
 
 def _align(n: int) -> int:
@@ -101,9 +132,8 @@ def serialize(value, *, is_error: bool = False) -> SerializedObject:
         if type(value) in _PLAIN_TYPES:
             pickled = pickle.dumps(value, protocol=5)
         else:
-            pickled = cloudpickle.dumps(
-                value, protocol=5,
-                buffer_callback=lambda b: buffers.append(b.raw()))
+            pickled = dumps(value, protocol=5,
+                            buffer_callback=lambda b: buffers.append(b.raw()))
     except Exception as exc:
         raise TypeError(
             f"Could not serialize {_describe(value)}: "

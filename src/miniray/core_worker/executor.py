@@ -26,6 +26,9 @@ from miniray.core_worker.object_ref import ObjectRef
 from miniray.protocol import common_pb2, core_worker_pb2 as cw_pb2, gcs_pb2
 
 
+# Frames of code under here are the runtime's, not the user's.
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 class TaskExecutor:
     def __init__(self, worker):
         self.worker = worker
@@ -141,8 +144,11 @@ class TaskExecutor:
                 else:
                     self._store_returns(spec, reply, return_ids, caller, result)
             except exceptions.TaskCancelledError as exc:
+                # Raised in the task's own code (as in Ray): a RayTaskError
+                # that is also a TaskCancelledError, with the task's traceback.
                 failure = ("TASK_CANCELLED", str(exc))
-                self._store_error(reply, return_ids, caller, exc)
+                self._store_error(reply, return_ids, caller,
+                                  self.task_error(spec.function_name, exc))
             except _ArgumentError as exc:
                 failure = ("DEPENDENCY_RESOLUTION_FAILED", str(exc.error))
                 self._store_error(reply, return_ids, caller, exc.error)
@@ -245,7 +251,14 @@ class TaskExecutor:
 
     @staticmethod
     def task_error(function_name: str, exc: BaseException) -> exceptions.RayTaskError:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        # The traceback starts in the user's code: the runtime's own frames
+        # that called it are left out (as Ray does).
+        frames = exc.__traceback__
+        while frames is not None and \
+                frames.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+            frames = frames.tb_next
+        tb = "".join(traceback.format_exception(type(exc), exc,
+                                                frames or exc.__traceback__))
         if isinstance(exc, exceptions.RayTaskError):
             cause = exc.cause
         else:

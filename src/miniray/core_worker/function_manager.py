@@ -12,14 +12,14 @@ import warnings
 
 import cloudpickle
 
-from miniray.common import config
+from miniray.common import config, serialization
 from miniray.common.ids import FunctionID
 from miniray.protocol import gcs_pb2
 
 
 def pickle_function(function) -> tuple[FunctionID, bytes]:
     try:
-        pickled = cloudpickle.dumps(function)
+        pickled = serialization.dumps(function)
     except Exception as exc:
         raise TypeError(
             f"Could not serialize the remote function or class "

@@ -110,7 +110,10 @@ def main(argv=None) -> int:
     try:
         source.publish_address(f"{host}:{port}")
     except Exception as exc:
-        log.warning("could not record the dashboard's address in the GCS: %s", exc)
+        from miniray.rpc.channels import is_unavailable
+        # Unreachable: the cluster is already going away (a short script).
+        (log.debug if is_unavailable(exc) else log.warning)(
+            "could not record the dashboard's address in the GCS: %s", exc)
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                name="http", daemon=True)
     serving.start()

@@ -91,7 +91,10 @@ class JobManager:
             unfinished = [i for i in self.storage.list().values()
                           if not i.status.is_terminal()]
         except Exception as exc:                 # noqa: BLE001 - the GCS may be starting
-            log.warning("could not list the jobs to resume watching them: %s", exc)
+            from miniray.rpc.channels import is_unavailable
+            # Unreachable: the cluster is already going away (a short script).
+            (log.debug if is_unavailable(exc) else log.warning)(
+                "could not list the jobs to resume watching them: %s", exc)
             return
         if not unfinished:
             return
