@@ -235,9 +235,10 @@ class RayTaskError(RayError):
             dual.__dict__.update(self.__dict__)
         except Exception as e:
             logger.warning(
-                "Cannot raise the task's exception of type %s as a subclass "
-                "of it (%s); raising RayTaskError instead, the original "
-                "exception is available as `.cause`.", cause_cls.__name__, e)
+                "User exception type %s in RayTaskError can't be subclassed (%s). "
+                "This exception is raised as RayTaskError only. You can use "
+                "`ray_task_error.cause` to access the user exception.",
+                cause_cls.__name__, e)
             return self
         return dual
 

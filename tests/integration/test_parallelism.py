@@ -278,3 +278,30 @@ def _alive(pid):
     except ProcessLookupError:
         return False
     return True
+
+
+@ray.remote
+def _leaf():
+    return os.getpid()
+
+
+@ray.remote
+def _middle():
+    return os.getpid(), ray.get(_leaf.remote())
+
+
+@ray.remote
+def _top():
+    return (os.getpid(), *ray.get(_middle.remote()))
+
+
+def test_nested_blocking_tasks_take_turns_instead_of_a_worker_each(cluster):
+    # Ray's fair queueing (test_basic_4::test_fair_queueing): each _top
+    # blocks on a _middle, which blocks on a _leaf. The CPUs a blocked task
+    # lends go to the deeper classes, not to more _top tasks: those are
+    # capped at what the node's CPUs hold, so 200 of them reuse a few
+    # workers instead of starting one per queued task (which FIFO did).
+    results = ray.get([_top.remote() for _ in range(200)], timeout=120)
+    assert len(results) == 200
+    workers = {pid for triple in results for pid in triple}
+    assert len(workers) <= 4 * NUM_CPUS, len(workers)

@@ -41,7 +41,7 @@ class Node:
         for r in granted:
             self.leases[r.request_id] = Lease(
                 r.request_id.to_bytes(8, "big"), dict(r.resources), r.requester,
-                r.job_id, resource_ids=r.resource_ids)
+                r.job_id, resource_ids=r.resource_ids, sched_class=r.sched_class)
         self.validate()
         return granted
 

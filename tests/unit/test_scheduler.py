@@ -23,7 +23,7 @@ def req(resources: dict, requester: bytes = ALICE, name: str = "") -> LeaseReque
 def lease_for(request: LeaseRequest) -> Lease:
     return Lease(request.request_id.to_bytes(8, "big"), dict(request.resources),
                  request.requester, request.job_id,
-                 resource_ids=request.resource_ids)
+                 resource_ids=request.resource_ids, sched_class=request.sched_class)
 
 
 def ids(requests) -> list[int]:
@@ -221,8 +221,8 @@ def test_set_blocked_lends_back_cpu_only():
 
 def test_blocked_cpu_can_be_granted_and_unblock_oversubscribes():
     sched = LeaseScheduler({"CPU": 1.0})
-    first = req({"CPU": 1})
-    second = req({"CPU": 1})
+    first = req({"CPU": 1}, name="outer")
+    second = req({"CPU": 1}, name="inner")     # another class: not held by a cap
     sched.submit(first)
     sched.submit(second)
     assert sched.schedule() == [first]
@@ -272,7 +272,7 @@ def test_blocked_lease_without_cpu():
 
 def test_blocked_fractional_cpu():
     sched = LeaseScheduler({"CPU": 1.0})
-    a, b, c = req({"CPU": 0.5}), req({"CPU": 0.5}), req({"CPU": 0.5})
+    a, b, c = req({"CPU": 0.5}), req({"CPU": 0.5}), req({"CPU": 0.5}, name="inner")
     for r in (a, b, c):
         sched.submit(r)
     assert sched.schedule() == [a, b]
@@ -403,3 +403,69 @@ def test_randomized_conservation(seed):
             sched.release(lease_for(r))
         assert approx_equal(sched.available, total)
     assert all(not sched.feasible(r.resources) for r in sched.queue)
+
+
+# --- the per-class cap (Ray's fair queueing of scheduling classes) ----------------------
+
+def test_a_class_runs_at_most_what_the_cpus_hold_even_when_blocked():
+    s = LeaseScheduler({"CPU": 2.0})
+    first = [req({"CPU": 1}, name="f") for _ in range(2)]
+    more_f, g = req({"CPU": 1}, name="f"), req({"CPU": 1}, name="g")
+    for r in first + [more_f]:
+        s.submit(r)
+    leases = [lease_for(r) for r in s.schedule(now=0.0)]
+    assert ids(leases and first) == ids(first)
+    for lease in leases:
+        s.set_blocked(lease, True)            # both f's wait on deeper work
+    s.submit(g)
+    # The lent CPUs go to g, not to a third f (its class is at its cap).
+    assert ids(s.schedule(now=0.1)) == [g.request_id]
+    assert s.queue == [more_f]
+    s.validate(leases + [lease_for(g)])
+
+
+def test_past_the_cap_one_more_goes_after_a_doubling_delay():
+    s = LeaseScheduler({"CPU": 4.0}, cap_delay_s=1.0, cap_max_delay_s=10.0)
+    r1, r2, r3 = (req({"CPU": 1}, name="f") for _ in range(3))
+    s.submit(r1)
+    lease = lease_for(s.schedule(now=0.0)[0])
+    s.set_blocked(lease, True)
+    s.total["CPU"] = 1.0                     # a 1-CPU node: capacity 1 for f
+    s.submit(r2)
+    s.submit(r3)
+    assert s.schedule(now=0.0) == []
+    assert s.next_admission() == pytest.approx(1.0)
+    assert ids(s.schedule(now=1.0)) == [r2.request_id]      # one, after 1 s
+    assert s.schedule(now=1.5) == []
+    # Asked at 1.0 with two over the cap: the next one waits 2 s.
+    assert s.next_admission() == pytest.approx(3.0)
+    assert ids(s.schedule(now=3.0)) == [r3.request_id]
+
+
+def test_depth_and_shape_make_separate_classes_and_actors_are_not_capped():
+    s = LeaseScheduler({"CPU": 1.0})
+    top = req({"CPU": 1}, name="fib")
+    s.submit(top)
+    lease = lease_for(s.schedule(now=0.0)[0])
+    s.set_blocked(lease, True)
+    deeper = req({"CPU": 1}, name="fib")
+    deeper.depth = 2
+    actor = req({"CPU": 1}, name="fib")
+    actor.actor_id = b"a" * 16
+    s.submit(deeper)
+    assert ids(s.schedule(now=0.0)) == [deeper.request_id]
+    assert actor.sched_class is None and req({"GPU": 1}).sched_class is None
+
+
+def test_releasing_below_the_cap_forgets_the_backoff():
+    s = LeaseScheduler({"CPU": 1.0})
+    a, b = req({"CPU": 1}, name="f"), req({"CPU": 1}, name="f")
+    s.submit(a)
+    s.submit(b)
+    (granted,) = s.schedule(now=0.0)
+    lease = lease_for(granted)
+    s.set_blocked(lease, True)                    # b fits now, but the cap holds it
+    assert s.schedule(now=0.0) == [] and s.next_admission() is not None
+    s.release(lease)
+    assert s.next_admission() is None and not s.running
+    assert ids(s.schedule(now=0.0)) == [b.request_id]     # at once, no delay

@@ -510,7 +510,9 @@ class CoreWorker(ObjectAccess):
         if holds is not None:
             held.append(holds)
         spec.job_id = task_id.job_id()
-        spec.parent_task_id = self.current_task_id
+        context = self.task_context
+        spec.parent_task_id = context.task_id
+        spec.depth = context.depth + 1
         self.address.to_proto(spec.caller)
         spec.num_returns = num_returns
         spec.streaming = streaming

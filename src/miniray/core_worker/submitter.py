@@ -96,6 +96,7 @@ class _KeyInfo(NamedTuple):
     strategy: object
     retriable: bool           # max_retries != 0 (the raylet's memory monitor asks)
     runtime_env: str          # serialized; only workers in that env run the tasks
+    depth: int                # of the tasks: part of the raylet's scheduling class
 
 
 class NormalTaskSubmitter:
@@ -204,10 +205,10 @@ class NormalTaskSubmitter:
         # monitor kills the workers of those first.
         retriable = spec.max_retries != 0
         key = (shape_key(resources), strategy.SerializeToString(), retriable,
-               spec.runtime_env)
+               spec.runtime_env, spec.depth)
         if key not in self._key_info:
             self._key_info[key] = _KeyInfo(resources, spec.function_name, strategy,
-                                           retriable, spec.runtime_env)
+                                           retriable, spec.runtime_env, spec.depth)
             self.worker.spawn(self.worker.warn_if_infeasible(
                 resources, spec.function_name, task.task_id))
         task.key = key
@@ -244,7 +245,7 @@ class NormalTaskSubmitter:
             resources=info.resources, job_id=worker.job_id,
             requester_worker_id=worker.worker_id, function_name=info.function_name,
             strategy=info.strategy, retriable=info.retriable,
-            runtime_env=info.runtime_env)
+            runtime_env=info.runtime_env, depth=info.depth)
         error = None
         try:
             reply, raylet = await self._lease_from_cluster(request)

@@ -17,11 +17,12 @@ from miniray.common.ids import ObjectID, TaskID
 
 class TaskContext:
     __slots__ = ("task_id", "name", "placement_group", "capture_child_tasks",
-                 "_puts")
+                 "depth", "_puts")
 
     def __init__(self, task_id: TaskID, name: str = "", placement_group=None,
-                 capture_child_tasks: bool = False):
+                 capture_child_tasks: bool = False, depth: int = 0):
         self.task_id = task_id
+        self.depth = depth          # 0 outside tasks (the driver); see TaskSpec.depth
         self.name = name
         # The SchedulingStrategy (PLACEMENT_GROUP kind) of the task or of
         # the actor it runs on, or None.
@@ -56,4 +57,5 @@ def for_spec(spec, actor_strategy=None) -> TaskContext:
     if strategy.kind != strategy.PLACEMENT_GROUP:
         strategy = None
     return TaskContext(TaskID(spec.task_id), spec.function_name, strategy,
-                       bool(strategy is not None and strategy.capture_child_tasks))
+                       bool(strategy is not None and strategy.capture_child_tasks),
+                       spec.depth)

@@ -76,6 +76,7 @@ class Raylet:
         self._driver_ports: dict[WorkerID, int] = {}     # their CoreWorkerService
         self.log_directory = os.path.join(session_dir, "logs")
         self._waiting: dict[int, asyncio.Future] = {}
+        self._cap_timer: asyncio.TimerHandle | None = None   # see _schedule
         self._request_ids = itertools.count()
         self._lease_ids = itertools.count(1)
         self._warned_infeasible: set = set()
@@ -351,7 +352,9 @@ class Raylet:
         for request in list(self.scheduler.queue):
             needed = {**request.placement, **request.resources}
             if self.scheduler.feasible(request.resources, request.placement):
-                if not request.spillable or fits(needed, self.scheduler.available):
+                if not request.spillable or (
+                        fits(needed, self.scheduler.available) and
+                        not self.scheduler.at_cap(request, asyncio.get_running_loop().time())):
                     continue
                 decision = self.policy.pick(needed, 0, view)
                 node = view.get(decision.node_id)
@@ -382,7 +385,7 @@ class Raylet:
     async def request_lease(self, resources: dict, job_id: bytes, requester: bytes,
                             name: str, placement: dict | None = None,
                             actor_id: bytes = b"", spillable: bool = False,
-                            runtime_env: str = "") -> Lease | str:
+                            runtime_env: str = "", depth: int = 0) -> Lease | str:
         """A lease granted here, or the address of a raylet to ask instead
         (``spillable``: also when another node has room first)."""
         if requester and requester in self._departed:
@@ -391,7 +394,7 @@ class Raylet:
             self._warn_infeasible({**(placement or {}), **resources}, name)
         request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name,
                                placement or {}, actor_id, spillable=spillable,
-                               runtime_env=runtime_env)
+                               runtime_env=runtime_env, depth=depth)
         future = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
         self.scheduler.submit(request)
@@ -422,16 +425,29 @@ class Raylet:
                  self.total)
 
     def _schedule(self) -> None:
-        for request in self.scheduler.schedule():
+        loop = asyncio.get_running_loop()
+        for request in self.scheduler.schedule(loop.time()):
             future = self._waiting.pop(request.request_id, None)
             # Unique across the cluster: owners hold leases from several raylets.
             lease_id = bytes(self.node_id[:8]) + next(self._lease_ids).to_bytes(8, "big")
             lease = Lease(lease_id, request.resources,
                           request.requester, request.job_id, actor_id=request.actor_id,
                           resource_ids=request.resource_ids,
-                          runtime_env=request.runtime_env)
+                          runtime_env=request.runtime_env,
+                          sched_class=request.sched_class)
             self.leases[lease.lease_id] = lease
-            asyncio.get_running_loop().create_task(self._grant(lease, future))
+            loop.create_task(self._grant(lease, future))
+        # Requests a class's cap holds back: look again when one may go.
+        admit = self.scheduler.next_admission()
+        if admit is not None and (self._cap_timer is None
+                                  or self._cap_timer.when() > admit):
+            if self._cap_timer is not None:
+                self._cap_timer.cancel()
+            self._cap_timer = loop.call_at(admit, self._on_cap_timer)
+
+    def _on_cap_timer(self) -> None:
+        self._cap_timer = None
+        self._schedule()
 
     async def _grant(self, lease: Lease, future: asyncio.Future | None,
                      attempt: int = 1) -> None:

@@ -5,6 +5,14 @@ every request whose resources are free now. Resources of a lease whose
 worker is blocked in ``get`` are lent back (CPU only, as in Ray) and
 re-acquired when it unblocks, even if that oversubscribes the node.
 
+As in Ray, the leases of one scheduling class (function, nesting depth,
+resource shape) running at once are capped at what the node's CPUs hold
+of that shape, blocked ones included: when they block in ``get`` on
+deeper tasks, the lent CPUs go to those rather than to more of the same
+(nested tasks would otherwise start a worker per queued task). Past the
+cap, one more is let through after a delay that doubles with each one
+(so tasks that wait on tasks of their own class still make progress).
+
 A granted request also gets specific accelerator instances (GPU ids, ...;
 see ``resource_instances``), which its lease holds until released. Placement
 group bundles reserved here take their resources (and instances) out of
@@ -12,6 +20,7 @@ the node's and expose them under the bundle's names.
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 
 from miniray.common import resources as res
@@ -30,6 +39,15 @@ class LeaseRequest:
     resource_ids: Assignment = field(default_factory=dict)   # set when granted
     spillable: bool = False   # may move to another node that has room first
     runtime_env: str = ""     # serialized: the worker must run in it
+    depth: int = 0            # of its tasks (TaskSpec.depth)
+
+    @property
+    def sched_class(self) -> tuple | None:
+        """Ray's scheduling class, for the per-class cap (None: not capped:
+        actors, and work that takes no CPU)."""
+        if self.actor_id or not self.resources.get("CPU"):
+            return None
+        return (self.name, self.depth, tuple(sorted(self.resources.items())))
 
 
 @dataclass
@@ -47,6 +65,7 @@ class Lease:
     retriable: bool = False
     granted_at: float = 0.0
     runtime_env: str = ""
+    sched_class: tuple | None = None    # counted against its class's cap while held
 
 
 @dataclass
@@ -64,11 +83,41 @@ class LeaseScheduler:
     available: dict = field(default_factory=dict)
     queue: list = field(default_factory=list)
     bundles: dict = field(default_factory=dict)      # pg id -> [Bundle]
+    # The per-class cap's backoff: the first delay past the cap, and its bound.
+    cap_delay_s: float = 1.0
+    cap_max_delay_s: float = 10.0
 
     def __post_init__(self):
         if not self.available:
             self.available = dict(self.total)
         self.instances = ResourceInstances(self.total)
+        self.running: collections.Counter = collections.Counter()   # class -> leases
+        self._admit_at: dict = {}        # class at its cap -> when one more may go
+
+    def capacity(self, sched_class: tuple) -> int:
+        cpus = dict(sched_class[2]).get("CPU", 0.0)
+        return max(1, int(self.total.get("CPU", 0.0) / cpus)) if cpus else 1 << 30
+
+    def at_cap(self, request: LeaseRequest, now: float) -> bool:
+        """Would the cap hold this request back now? (Records when the
+        next one of its class may go, the first time it is asked.)"""
+        cls = request.sched_class
+        if cls is None:
+            return False
+        over = self.running[cls] - self.capacity(cls)
+        if over < 0:
+            self._admit_at.pop(cls, None)
+            return False
+        if cls not in self._admit_at:
+            delay = min(self.cap_max_delay_s, self.cap_delay_s * (1 << min(over, 30)))
+            self._admit_at[cls] = now + delay
+        return now < self._admit_at[cls]
+
+    def next_admission(self) -> float | None:
+        """When a class held at its cap may next let a request through."""
+        waiting = {r.sched_class for r in self.queue}
+        times = [t for cls, t in self._admit_at.items() if cls in waiting]
+        return min(times) if times else None
 
     def feasible(self, request: dict, placement: dict | None = None) -> bool:
         """Could the node ever grant this, with nothing else running?"""
@@ -78,17 +127,24 @@ class LeaseScheduler:
     def submit(self, request: LeaseRequest) -> None:
         self.queue.append(request)
 
-    def schedule(self) -> list[LeaseRequest]:
-        """Grant every queued request that fits now, in order (first fit)."""
+    def schedule(self, now: float = 0.0) -> list[LeaseRequest]:
+        """Grant every queued request that fits now and that its class's
+        cap lets through, in order (first fit). The raylet calls again at
+        ``next_admission()`` for requests held by a cap."""
         granted, waiting = [], []
         for request in self.queue:
             if res.fits(request.resources, self.available) and \
-                    res.fits(request.placement, self.available):
+                    res.fits(request.placement, self.available) and \
+                    not self.at_cap(request, now):
                 assignment = self.instances.allocate(request.resources)
                 if assignment is not None:
                     res.subtract(self.available, request.resources)
                     request.resource_ids = assignment
                     granted.append(request)
+                    cls = request.sched_class
+                    if cls is not None:
+                        self.running[cls] += 1
+                        self._admit_at.pop(cls, None)   # the next one waits anew
                     continue
             waiting.append(request)
         self.queue = waiting
@@ -97,6 +153,12 @@ class LeaseScheduler:
     def release(self, lease: Lease) -> None:
         res.add(self.available, self._held(lease))
         self.instances.free(lease.resource_ids)
+        cls = lease.sched_class
+        if cls is not None:
+            self.running[cls] -= 1
+            if self.running[cls] <= 0:
+                del self.running[cls]
+                self._admit_at.pop(cls, None)
 
     def set_blocked(self, lease: Lease, blocked: bool) -> bool:
         """Lend a blocked lease's CPUs back, or take them again."""
@@ -158,6 +220,8 @@ class LeaseScheduler:
         held = [lease.resource_ids for lease in leases]
         held += [b.reservation for group in self.bundles.values() for b in group]
         self.instances.validate(self.total, self.available, held)
+        assert collections.Counter(lease.sched_class for lease in leases
+                                   if lease.sched_class is not None) == self.running
 
     def _held(self, lease: Lease) -> dict:
         if not lease.blocked:

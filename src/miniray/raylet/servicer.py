@@ -84,7 +84,8 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
                                                dict(request.placement_resources),
                                                request.actor_id,
                                                spillable=_spillable(request),
-                                               runtime_env=request.runtime_env)
+                                               runtime_env=request.runtime_env,
+                                               depth=request.depth)
         except RuntimeEnvSetupError as exc:
             return raylet_pb2.RequestWorkerLeaseReply(
                 runtime_env_error=exc.error_message or "unknown error")
