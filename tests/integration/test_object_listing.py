@@ -215,3 +215,22 @@ def test_call_sites_when_recorded(tmp_path):
     assert "(task call) | sites.py:<module>:17" in sites, result.stdout
     assert "(deserialize task arg) Holder.hold" in sites, result.stdout
     assert "ENABLED True" in result.stdout
+
+
+def test_a_retried_tasks_return_shows_its_attempt_number(tmp_path):
+    marker = tmp_path / "crashed-once"
+
+    @ray.remote(max_retries=2)
+    def crash_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)              # a system failure: the task is retried
+        return "second try"
+
+    ref = crash_once.remote(str(marker))
+    assert ray.get(ref, timeout=60) == "second try"
+    (record,) = references(ref.hex(), os.getpid())
+    assert record.attempt_number == 1 and record.task_status == "FINISHED"
+    first_try = ray.put("x")
+    (put_record,) = references(first_try.hex(), os.getpid())
+    assert put_record.attempt_number == 0

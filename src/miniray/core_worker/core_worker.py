@@ -651,7 +651,8 @@ class CoreWorker(ObjectAccess):
             snapshot = self.refs.snapshot()
         infos, total = object_references.describe(
             snapshot, self.memory_store.get, self.pinned.snapshot(),
-            self.submitter.task_status, self.worker_id, limit)
+            self.submitter.task_status, self.worker_id, limit,
+            attempt_of=self.submitter.task_attempt)
         return cw_pb2.GetObjectReferencesReply(
             refs=infos, total=total, worker_id=self.worker_id, pid=os.getpid(),
             is_driver=self.mode == DRIVER,

@@ -148,6 +148,11 @@ class Lineage:
         entry = self._entries.get(task_id)
         return entry.function_name if entry is not None else ""
 
+    def attempt(self, task_id: TaskID) -> int:
+        """The attempt that made the task's kept returns (0 if not known)."""
+        entry = self._entries.get(task_id)
+        return entry.spec.attempt if entry is not None and entry.spec is not None else 0
+
     def statistics(self) -> LineageStatistics:
         return LineageStatistics(len(self._entries), len(self._kept), self._kept_bytes,
                                  self._evicted)

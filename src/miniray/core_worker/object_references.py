@@ -97,8 +97,8 @@ class PinnedBuffers:
 
 
 def describe(snapshot: Iterable, payload_of: Callable, pinned: dict,
-             status_of: Callable, self_worker_id: bytes, limit: int = 0
-             ) -> tuple[list, int]:
+             status_of: Callable, self_worker_id: bytes, limit: int = 0,
+             attempt_of: Callable = lambda task_id: 0) -> tuple[list, int]:
     """The ObjectReferenceInfo of every object this process references or
     keeps mapped, largest first, at most ``limit`` (0: DEFAULT_LIMIT), and
     how many there were in all.
@@ -106,7 +106,8 @@ def describe(snapshot: Iterable, payload_of: Callable, pinned: dict,
     ``snapshot``: ReferenceCounter.snapshot(); ``payload_of(id)``: the
     memory store's payload or None; ``pinned``: PinnedBuffers.snapshot();
     ``status_of(task_id)``: the status name of a pending task this process
-    submitted, or "".
+    submitted, or ""; ``attempt_of(task_id)``: the attempt number of a task
+    it submitted.
     """
     rows = []
     seen = set()
@@ -125,7 +126,9 @@ def describe(snapshot: Iterable, payload_of: Callable, pinned: dict,
             if size < 0:
                 size = mapped
         is_put = object_id.is_put()
-        status = ""
+        status, attempt = "", 0
+        if ref.owned and not object_id.is_actor_handle() and not is_put:
+            attempt = attempt_of(object_id.task_id())
         if ref.owned and not object_id.is_actor_handle():
             if payload is not None:
                 status = "FAILED" if payload.is_error else "FINISHED"
@@ -138,7 +141,7 @@ def describe(snapshot: Iterable, payload_of: Callable, pinned: dict,
             owned=ref.owned, num_borrowers=ref.num_borrowers,
             pinned_in_memory=mapped is not None, object_size=size, storage=storage,
             task_status=status, call_site=ref.call_site or "", owner_worker_id=owner,
-            node_id=node_id, is_put=is_put)))
+            node_id=node_id, is_put=is_put, attempt_number=attempt)))
     for object_id, size in pinned.items():        # mapped, no ref left (Ray lists it)
         if object_id not in seen:
             rows.append((size, Info(object_id=object_id, pinned_in_memory=True,

@@ -19,6 +19,7 @@ cannot be rebuilt gets an error saying why.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import NamedTuple
 
@@ -112,6 +113,9 @@ class NormalTaskSubmitter:
         # Lineage: the specs of finished tasks whose returns are in a node's
         # store, so a return lost with its node can be rebuilt.
         self._lineage = Lineage(worker.worker_id, config.MAX_LINEAGE_BYTES)
+        # Finished tasks that needed more than one attempt -> their last
+        # attempt (for the state API's attempt_number); the latest 10,000.
+        self._retried: collections.OrderedDict[TaskID, int] = collections.OrderedDict()
         self._rebuilding: dict[TaskID, set[ObjectID]] = {}   # lost dynamic items
         self._stopped = False
 
@@ -133,6 +137,14 @@ class NormalTaskSubmitter:
 
     def is_pending(self, task: _Task) -> bool:
         return self._tasks.get(task.task_id) is task
+
+    def task_attempt(self, task_id: TaskID) -> int:
+        """The attempt number of a task this process submitted: the one
+        under way if it is pending, else the one that made its returns."""
+        task = self._tasks.get(task_id)
+        if task is not None:
+            return task.spec.attempt
+        return self._retried.get(task_id) or self._lineage.attempt(task_id)
 
     def task_status(self, task_id: TaskID) -> str:
         """The state (Ray's name) of a pending task this process submitted,
@@ -414,6 +426,10 @@ class NormalTaskSubmitter:
         """Store a finished task's return values and drop its argument refs."""
         if self._tasks.pop(task.task_id, None) is not None and task.is_actor_task:
             self.actor_submitter.on_task_done(task)
+        if task.spec.attempt:
+            self._retried[task.task_id] = task.spec.attempt
+            if len(self._retried) > 10_000:
+                self._retried.popitem(last=False)
         if self.events.enabled:
             if any(p.is_error for p in payloads):     # named: it may never have run
                 self.events.record(task.spec, task_events.FAILED,

@@ -140,6 +140,7 @@ class ObjectState(_Record):
     object_id: str
     object_size: int                 # bytes; -1 if this process does not know it
     task_status: str                 # of the task that creates it; NIL if not known
+    attempt_number: int              # of that task (0: first try, or not a return)
     reference_type: str              # LOCAL_REFERENCE, PINNED_IN_MEMORY, ...
     call_site: str                   # "disabled" unless recorded
     type: str                        # WORKER or DRIVER

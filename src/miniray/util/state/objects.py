@@ -90,7 +90,8 @@ def to_records(process: Process, reply, locations: dict | None = None) -> list:
         object_id = ObjectID(info.object_id)
         records.append(ObjectState(
             object_id=object_id.hex(), object_size=info.object_size,
-            task_status=info.task_status or "NIL", reference_type=reference_type(info),
+            task_status=info.task_status or "NIL", attempt_number=info.attempt_number,
+            reference_type=reference_type(info),
             call_site=info.call_site or "disabled",
             type="DRIVER" if process.is_driver else "WORKER",
             pid=process.pid, ip=process.ip, node_id=process.node_id,
