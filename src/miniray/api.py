@@ -389,9 +389,8 @@ def get(object_refs, *, timeout: float | None = None):
             "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
     for ref in refs:
         if not isinstance(ref, ObjectRef):
-            raise ValueError(
-                f"Invalid type of object refs, {type(ref)}, is given. "
-                "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
+            raise TypeError(f"Attempting to call `get` on the value {ref!r}, which is "
+                            "not an ObjectRef.")
         if ref.owner is None:
             raise ValueError(ownerless(ref))
     if timeout is not None and not isinstance(timeout, (int, float)):
@@ -405,26 +404,28 @@ def get(object_refs, *, timeout: float | None = None):
 def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
          fetch_local: bool = True):
     if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
-        raise TypeError("wait() expected a list of ObjectRef, got a single "
-                        f"ObjectRef {object_refs}")
+        raise TypeError("wait() expected a list of ObjectRef or ObjectRefGenerator, "
+                        f"got a single {type(object_refs).__name__} {object_refs}")
     if not isinstance(object_refs, list):
-        raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs)}")
+        raise TypeError("wait() expected a list of ObjectRef or ObjectRefGenerator, "
+                        f"got {type(object_refs)}")
     for ref in object_refs:
         if not isinstance(ref, ObjectRef):
-            raise TypeError(f"wait() expected a list of ObjectRef, got list "
-                            f"containing {type(ref)}")
+            raise TypeError("wait() expected a list of ObjectRef or ObjectRefGenerator, "
+                            f"got list containing {type(ref)}")
         if ref.owner is None:
             raise ValueError(ownerless(ref))
     _check_timeout(timeout)
     if not object_refs:
         return [], []
     if len(object_refs) != len(set(object_refs)):
-        raise ValueError("Wait requires a list of unique object refs.")
+        raise ValueError("Wait requires a list of unique ray_waitables.")
     if num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns}.")
     if num_returns > len(object_refs):
-        raise ValueError("num_returns cannot be greater than the number of objects "
-                         f"provided to wait(): {num_returns} > {len(object_refs)}")
+        raise ValueError("num_returns cannot be greater than the number of "
+                         f"ray_waitables provided to ray.wait. ({num_returns} > "
+                         f"{len(object_refs)})")
     return _worker().wait(object_refs, num_returns, timeout, fetch_local)
 
 
@@ -432,7 +433,8 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     if isinstance(ref, ObjectRefGenerator):
         ref = ObjectRef(_first_return(ref.task_id()), _worker().address)
     if not isinstance(ref, ObjectRef):
-        raise TypeError(f"cancel() expected an ObjectRef, got {type(ref)}")
+        raise TypeError("miniray.cancel() only supported for object refs. For actors, "
+                        f"try miniray.kill(). Got: {type(ref)}.")
     _worker().cancel(ref, force, recursive)
 
 

@@ -252,3 +252,41 @@ def test_driver_with_another_version_is_refused(ray_start):
                           capture_output=True, text=True, timeout=60)
     assert "Version mismatch" in done.stdout and "fake-version" in done.stdout, \
         done.stdout + done.stderr
+
+
+def test_bad_calls_fail_with_rays_exception_types_and_words(ray_start):
+    import threading
+
+    from miniray.exceptions import ActorAlreadyExistsError, GetTimeoutError
+    with pytest.raises(TypeError, match="Could not serialize the argument .*lock.* for "
+                                        "a task or actor keywords: cannot pickle"):
+        keywords.remote(threading.Lock(), c=1)
+    with pytest.raises(TypeError, match="Attempting to call `get` on the value 1, "
+                                        "which is not an ObjectRef"):
+        ray.get([1])
+    with pytest.raises(TypeError, match="expected a list of ObjectRef or ObjectRefGenerator"):
+        ray.wait(1)
+    ref = keywords.remote(1, c=1)
+    with pytest.raises(ValueError, match="Wait requires a list of unique ray_waitables"):
+        ray.wait([ref, ref])
+    with pytest.raises(ValueError, match="num_returns cannot be greater than the number "
+                                         "of ray_waitables provided to ray.wait"):
+        ray.wait([ref], num_returns=2)
+    with pytest.raises(TypeError, match=r"cancel\(\) only supported for object refs"):
+        ray.cancel(1)
+    first = NoInit.options(name="taken").remote()
+    with pytest.raises(ActorAlreadyExistsError, match="already taken") as info:
+        NoInit.options(name="taken").remote()
+    assert isinstance(info.value, ValueError)          # what Ray raised before
+    ray.kill(first)
+
+    @ray.remote
+    def slow(path):
+        import os
+        import time
+        while not os.path.exists(path):
+            time.sleep(0.01)
+
+    with pytest.raises(GetTimeoutError, match=r"^Get timed out: some object\(s\) not "
+                                              r"ready\.$"):
+        ray.get(slow.remote("/nonexistent/never"), timeout=0.1)

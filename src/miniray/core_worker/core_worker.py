@@ -564,7 +564,16 @@ class CoreWorker(ObjectAccess):
                 arg.ref.object_id = value.id
                 held.append(value)
                 continue
-            serialized = serialize(value)
+            try:
+                serialized = serialize(value)
+            except TypeError as exc:
+                text = repr(value)
+                raise TypeError(
+                    f"Could not serialize the argument "
+                    f"{text if len(text) <= 80 else text[:77] + '...'} for a task or "
+                    f"actor {spec.function_name}: {exc.__cause__ or exc}. "
+                    "miniray.util.inspect_serializability(value) shows which part "
+                    "of it cannot be pickled.") from exc
             held.extend(serialized.nested_refs)
             if serialized.size <= config.MAX_INLINE_OBJECT_BYTES:
                 arg.value.data = serialized.to_bytes()
@@ -593,8 +602,8 @@ class CoreWorker(ObjectAccess):
         held = self._build_args(spec, arg_values, kwarg_values)
         reply = self.call("gcs", "RegisterActor",
                           gcs_pb2.RegisterActorRequest(creation_spec=spec))
-        if reply.error:
-            raise ValueError(reply.error)
+        if reply.error:              # the only one: the name is taken (a ValueError too)
+            raise exceptions.ActorAlreadyExistsError(reply.error)
         if reply.found_existing:
             return reply.existing
         needed = dict(spec.resources)

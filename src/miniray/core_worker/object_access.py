@@ -360,7 +360,7 @@ class ObjectAccess:
                     raise exceptions.RaySystemError("miniray was shut down")
             if not event.is_set() and raise_on_timeout:
                 raise exceptions.GetTimeoutError(
-                    "Get timed out: some object(s) not ready after the timeout.")
+                    "Get timed out: some object(s) not ready.")
             return state["ready"]
         finally:
             for object_id in registered:
