@@ -410,6 +410,8 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
         raise TypeError("wait() expected a list of ObjectRef or ObjectRefGenerator, "
                         f"got {type(object_refs)}")
     for ref in object_refs:
+        if isinstance(ref, ObjectRefGenerator):
+            continue
         if not isinstance(ref, ObjectRef):
             raise TypeError("wait() expected a list of ObjectRef or ObjectRefGenerator, "
                             f"got list containing {type(ref)}")
@@ -426,7 +428,35 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
         raise ValueError("num_returns cannot be greater than the number of "
                          f"ray_waitables provided to ray.wait. ({num_returns} > "
                          f"{len(object_refs)})")
+    if any(isinstance(ref, ObjectRefGenerator) for ref in object_refs):
+        return _wait_with_generators(object_refs, num_returns, timeout, fetch_local)
     return _worker().wait(object_refs, num_returns, timeout, fetch_local)
+
+
+# How often a wait that includes generators looks at them again.
+_GENERATOR_POLL_S = 0.02
+
+
+def _wait_with_generators(waitables: list, num_returns: int, timeout, fetch_local):
+    """As Ray: a generator is ready when its next item is (or its end)."""
+    import time
+    worker = _worker()
+    refs = [w for w in waitables if isinstance(w, ObjectRef)]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        ready_refs = set(worker.wait(refs, len(refs), 0, fetch_local)[0]) if refs else set()
+        ready = [w for w in waitables if (w in ready_refs if isinstance(w, ObjectRef)
+                                          else w._has_next_or_end())]
+        left = None if deadline is None else deadline - time.monotonic()
+        if len(ready) >= num_returns or (left is not None and left <= 0):
+            ready = ready[:num_returns]
+            chosen = {id(w) for w in ready}
+            return ready, [w for w in waitables if id(w) not in chosen]
+        pause = _GENERATOR_POLL_S if left is None else min(_GENERATOR_POLL_S, left)
+        if refs and len(ready_refs) < len(refs):
+            worker.wait(refs, len(ready_refs) + 1, pause, fetch_local)
+        else:
+            time.sleep(pause)
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

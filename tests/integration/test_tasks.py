@@ -622,3 +622,36 @@ def test_a_task_traceback_starts_in_the_users_file(tmp_path):
     assert "miniray" not in "".join(lines[:3])
     # A running task interrupted by cancel fails in its own code, as in Ray.
     assert "cancelled as RayTaskError: True" in out.stdout
+
+
+def test_wait_takes_generators_ready_when_their_next_item_is(tmp_path):
+    # Ray 2.x: ray.wait accepts ObjectRefGenerators beside ObjectRefs.
+    gate = tmp_path / "gate"
+
+    @ray.remote
+    def stream(path):
+        yield "first"
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield "second"
+
+    gen = stream.remote(str(gate))
+    ready, _ = ray.wait([gen], timeout=30)
+    assert ready == [gen]
+    assert ray.get(next(gen)) == "first"
+    assert ray.wait([gen], timeout=0.2) == ([], [gen])      # "second" is gated
+    assert gen._next_sync(0.05).is_nil()
+    plain = _double_it.remote(2)
+    ready, not_ready = ray.wait([gen, plain], num_returns=1, timeout=30)
+    assert ready == [plain] and not_ready == [gen]
+    gate.touch()
+    assert ray.wait([gen, plain], num_returns=2, timeout=30)[0] == [gen, plain]
+    assert ray.get(gen._next_sync()) == "second"
+    with pytest.raises(StopIteration):
+        gen._next_sync(30)
+
+
+@ray.remote
+def _double_it(x):
+    return 2 * x

@@ -75,6 +75,18 @@ class ObjectRefGenerator:
             self._next += 1
             return ref
 
+    def _next_sync(self, timeout_s: float | None = None) -> ObjectRef:
+        """Ray's: the next ref if it comes within ``timeout_s``, else a nil
+        ref; StopIteration at the end of the stream."""
+        from miniray.exceptions import GetTimeoutError
+        try:
+            ref = self._next_ref(timeout_s)
+        except GetTimeoutError:
+            return ObjectRef.nil()
+        if ref is None:
+            raise StopIteration
+        return ref
+
     def _has_next_or_end(self) -> bool:
         return self._next < len(self._refs) or self._total is not None
 
