@@ -500,7 +500,7 @@ def test_bad_input():
         echo.options(not_an_option=1)
     with pytest.raises(ValueError):
         ray.get(1)
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):            # as Ray: an element that is no ref
         ray.get([ray.put(1), "x"])
     with pytest.raises(TypeError):
         ray.wait(ray.put(1))
