@@ -191,8 +191,7 @@ b = f.remote(a)
 holder = Holder.remote()
 ray.get(holder.hold.remote([a]))
 for o in list_objects(limit=-1):
-    if o.reference_type != "ACTOR_HANDLE":
-        print("SITE", o.call_site)
+    print("SITE", o.call_site)
 print("ENABLED", summarize_objects()["cluster"]["callsite_enabled"])
 ray.shutdown()
 """
@@ -214,6 +213,7 @@ def test_call_sites_when_recorded(tmp_path):
     assert "(put object) | sites.py:<module>:16" in sites, result.stdout
     assert "(task call) | sites.py:<module>:17" in sites, result.stdout
     assert "(deserialize task arg) Holder.hold" in sites, result.stdout
+    assert "(actor handle) | sites.py:<module>:18" in sites, result.stdout
     assert "ENABLED True" in result.stdout
 
 

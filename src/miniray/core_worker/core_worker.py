@@ -614,6 +614,9 @@ class CoreWorker(ObjectAccess):
         with self._lock:
             self.refs.add_submitted(held)     # kept for restarts
             self.refs.add_owned(handle_id)
+            if object_references.RECORD_CALL_SITES:
+                self.refs.set_call_site(handle_id, object_references.call_site(
+                    "actor handle", spec.actor_options.class_name))
         self._owned_actors[handle_id] = (actor_id, [r.id for r in held],
                                          spec.actor_options.detached)
         return None
