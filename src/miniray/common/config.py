@@ -30,6 +30,10 @@ IDLE_WORKER_TIMEOUT_S = _env("IDLE_WORKER_TIMEOUT_S", 2.0)
 # Raylet -> GCS heartbeat period, and how long until a silent node is dead.
 HEARTBEAT_PERIOD_S = _env("HEARTBEAT_PERIOD_S", 0.5)
 NODE_DEATH_TIMEOUT_S = _env("NODE_DEATH_TIMEOUT_S", 5.0)
+# A raylet whose resources have not changed and that queues nothing sends a
+# heartbeat only this often (a keepalive): an idle node costs the GCS a
+# quarter of a busy one. Always well within NODE_DEATH_TIMEOUT_S.
+IDLE_HEARTBEAT_PERIOD_S = min(_env("IDLE_HEARTBEAT_PERIOD_S", 2.0), NODE_DEATH_TIMEOUT_S / 3)
 # How long raylets, workers and drivers keep retrying a GCS that is down
 # (restarting) before giving up: raylets then shut down, calls fail.
 GCS_RECONNECT_TIMEOUT_S = _env("GCS_RECONNECT_TIMEOUT_S", 60.0)

@@ -148,10 +148,13 @@ class GcsServer:
         raylet refuses at once, so that takes about threshold x period)."""
         while True:
             await asyncio.sleep(config.HEALTH_CHECK_PERIOD_S)
-            # A node whose heartbeat arrived within the period is alive: only
-            # the silent ones are probed (a probe is an RPC: this keeps the
-            # GCS's cost per healthy node to its heartbeats).
-            recent = time.monotonic() - config.HEALTH_CHECK_PERIOD_S
+            # A node whose heartbeat arrived lately (an idle one sends a
+            # keepalive every IDLE_HEARTBEAT_PERIOD_S) is alive: only the
+            # silent ones are probed (a probe is an RPC: this keeps the GCS's
+            # cost per healthy node to its heartbeats).
+            recent = time.monotonic() - max(
+                config.HEALTH_CHECK_PERIOD_S,
+                config.IDLE_HEARTBEAT_PERIOD_S + config.HEARTBEAT_PERIOD_S)
             nodes = []
             for node in self.nodes.alive_nodes():
                 if self.nodes.heard_since(NodeID(node.node_id), recent):

@@ -166,13 +166,23 @@ class Raylet:
         or stays unreachable past GCS_RECONNECT_TIMEOUT_S."""
         incarnation = None
         last_ok = time.monotonic()
+        sent_at, sent_state = 0.0, None
         while True:
             await asyncio.sleep(config.HEARTBEAT_PERIOD_S)
+            # Idle (nothing changed, nothing queued): only a keepalive now and
+            # then. Queued work needs a fresh view of the others to spill to.
+            state = (tuple(sorted(self.scheduler.available.items())),
+                     tuple(sorted(self.total.items())))
+            if state == sent_state and not self.scheduler.queue and incarnation \
+                    and time.monotonic() - sent_at < config.IDLE_HEARTBEAT_PERIOD_S:
+                continue
             try:
+                sent_at = time.monotonic()
                 reply = await self.gcs.Heartbeat(gcs_pb2.HeartbeatRequest(
                     node_id=self.node_id, resources_available=self.scheduler.available,
                     resources_total=self.total, view_version=self._view_version,
                     view_incarnation=self._view_incarnation), timeout=5)
+                sent_state = state
             except Exception as exc:
                 if time.monotonic() - last_ok > config.GCS_RECONNECT_TIMEOUT_S:
                     log.error("could not reach the GCS at %s for %g s (%s): shutting "
