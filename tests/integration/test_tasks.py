@@ -655,3 +655,45 @@ def test_wait_takes_generators_ready_when_their_next_item_is(tmp_path):
 @ray.remote
 def _double_it(x):
     return 2 * x
+
+
+@ray.remote
+def _numbers(n, exit_at=None):
+    import sys
+    for i in range(n):
+        if i == exit_at:
+            sys.exit(9)              # the worker process ends, as in Ray
+        yield i
+
+
+def test_a_task_iterating_a_generator_lends_its_cpus_while_it_waits():
+    # The consumer holds every CPU of the node: the generator's task can
+    # only run on the CPUs the consumer lends while it waits for an item
+    # (as get does). It deadlocked before.
+    @ray.remote(num_cpus=2)
+    def consume(n):
+        return [ray.get(ref) for ref in _numbers.remote(n)]
+
+    assert ray.get(consume.remote(5), timeout=60) == [0, 1, 2, 3, 4]
+
+
+def test_sys_exit_in_a_task_is_a_worker_crash_and_is_retried(tmp_path):
+    # As in Ray: the worker exits, the task is retried within max_retries,
+    # then fails with WorkerCrashedError; a generator's stream ends with it.
+    attempts = tmp_path / "attempts"
+
+    @ray.remote(max_retries=1)
+    def leave(path):
+        import sys
+        with open(path, "a") as f:
+            f.write("x")
+        sys.exit(0)
+
+    with pytest.raises(exceptions.WorkerCrashedError):
+        ray.get(leave.remote(str(attempts)), timeout=60)
+    assert attempts.read_text() == "xx"
+    items = []
+    with pytest.raises(exceptions.WorkerCrashedError):
+        for ref in _numbers.options(max_retries=1).remote(10, 4):
+            items.append(ray.get(ref, timeout=60))
+    assert items == [0, 1, 2, 3]

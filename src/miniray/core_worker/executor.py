@@ -155,7 +155,8 @@ class TaskExecutor:
             except BaseException as exc:     # noqa: BLE001 - user code may raise anything
                 if self.actor is not None and self.actor.exit_requested(exc):
                     self.actor.exit_after_reply(reply, return_ids, caller)
-                elif isinstance(exc, SystemExit) and spec.type == common_pb2.ACTOR_TASK:
+                elif isinstance(exc, SystemExit) and spec.type in (
+                        common_pb2.ACTOR_TASK, common_pb2.NORMAL_TASK):
                     _exit_process(exc)
                 else:
                     failure = ("TASK_EXECUTION_EXCEPTION", f"{type(exc).__name__}: {exc}")
@@ -502,9 +503,11 @@ class _ArgumentError(Exception):
 
 
 def _exit_process(exc: SystemExit) -> None:
-    """sys.exit() in an actor method: as in Ray, the actor's process ends
-    (a failure: the actor restarts within max_restarts, the call is retried
-    within max_task_retries); exit_actor() is the intended exit."""
+    """sys.exit() in a task or an actor method: as in Ray, the process ends,
+    a system failure: a task is retried within max_retries, then fails with
+    WorkerCrashedError (a generator's stream too, after the items it had
+    made); an actor restarts within max_restarts and the call is retried
+    within max_task_retries. exit_actor() is an actor's intended exit."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(exc.code if isinstance(exc.code, int) else 1)

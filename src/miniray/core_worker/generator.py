@@ -63,9 +63,19 @@ class ObjectRefGenerator:
         return ref
 
     def _next_ref(self, timeout: float | None) -> ObjectRef | None:
-        """The next ref, or None at the end of the stream."""
+        """The next ref, or None at the end of the stream. A task that has
+        to wait for it lends its CPU back meanwhile, as in get (on a full
+        node the generator's own task may need it)."""
         with self._cond:
-            if not self._cond.wait_for(self._has_next_or_end, timeout):
+            if not self._has_next_or_end() and timeout != 0:
+                self._cond.release()
+                try:
+                    with self._worker._blocked():
+                        with self._cond:
+                            self._cond.wait_for(self._has_next_or_end, timeout)
+                finally:
+                    self._cond.acquire()
+            if not self._has_next_or_end():
                 from miniray.exceptions import GetTimeoutError
                 raise GetTimeoutError("timed out waiting for the next generator item")
             if self._next >= len(self._refs):
