@@ -234,7 +234,7 @@ class _BoundActorClass:
 def _validate_actor_options(options: dict) -> None:
     validate_options(options, ACTOR_OPTIONS, "actors", option_rules.ACTOR)
     if options.get("name") == "":
-        raise ValueError("The actor name must not be an empty string")
+        raise ValueError("Actor name cannot be an empty string.")
     namespace = options.get("namespace")
     if namespace is not None:
         if not isinstance(namespace, str):

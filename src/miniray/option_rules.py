@@ -30,9 +30,16 @@ def _counting(name: str, infinite: bool) -> OptionRule:
         f"The keyword '{name}' only accepts None, 0 or a positive integer."))
 
 
+# Resource amounts are counted in units of 1/RESOURCE_UNITS (as in Ray).
+RESOURCE_UNITS = 10_000
+
+
 def _quantity_message(name: str, amount) -> str | None:
     if amount < 0:
         return f"The quantity of resource {name} cannot be negative"
+    if isinstance(amount, float) and amount != 0.0 and int(amount * RESOURCE_UNITS) == 0:
+        return (f"The precision of the fractional quantity of resource {name} cannot "
+                "go beyond 0.0001")
     return None
 
 

@@ -112,7 +112,7 @@ def test_name_and_namespace_types(ray_start):
         NoInit.options(name="x", namespace=object()).remote()
     with pytest.raises(ValueError):
         NoInit.options(namespace="").remote()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Actor name cannot be an empty string"):
         NoInit.options(name="").remote()
     with pytest.raises(TypeError):
         keywords.options(name=3)

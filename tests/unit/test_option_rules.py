@@ -80,3 +80,12 @@ def test_object_store_memory_is_refused_for_tasks_and_deprecated_for_actors():
 
 def test_unknown_keys_are_left_to_the_caller():
     check({"no_such_option": object()}, TASK)
+
+
+def test_fractions_finer_than_a_ten_thousandth_are_refused():
+    with pytest.raises(ValueError, match="precision of the fractional quantity of "
+                                         "resource num_gpus cannot go beyond 0.0001"):
+        check({"num_gpus": 0.0000001}, TASK)
+    with pytest.raises(ValueError, match="resource custom cannot go beyond 0.0001"):
+        check({"resources": {"custom": 0.00001}}, ACTOR)
+    check({"num_gpus": 0.0001, "resources": {"custom": 0.5}}, TASK)

@@ -90,9 +90,12 @@ class PlacementGroup:
 
 
 def _validate_bundles(bundles) -> None:
-    if not isinstance(bundles, list) or not bundles:
+    if not isinstance(bundles, list):
+        raise ValueError("The placement group `bundles` argument must be a list of "
+                         f"resource dictionaries, got {type(bundles).__name__}")
+    if not bundles:
         raise ValueError("The placement group `bundles` argument must be a non-empty "
-                         f"list of resource dictionaries, got {bundles!r}")
+                         "list of resource dictionaries, got []")
     if len(bundles) > MAX_BUNDLES:
         raise ValueError(f"A placement group has at most {MAX_BUNDLES} bundles, "
                          f"got {len(bundles)}")
