@@ -101,7 +101,8 @@ def _validate_bundles(bundles) -> None:
                          f"got {len(bundles)}")
     for bundle in bundles:
         if not isinstance(bundle, dict) or not bundle:
-            raise ValueError(f"Bundles must be non-empty dictionaries, got {bundle!r}")
+            raise ValueError("Bundles must be non-empty resource dictionaries, got "
+                             f"{bundle!r}")
         for name, amount in bundle.items():
             if name in RESERVED_NAMES:
                 raise ValueError(f"Invalid bundle {bundle!r}: {name!r} is a reserved "
@@ -109,8 +110,8 @@ def _validate_bundles(bundles) -> None:
             if not isinstance(name, str) or isinstance(amount, bool) or \
                     not isinstance(amount, (int, float)) or amount < 0 \
                     or not math.isfinite(amount) or amount > MAX_RESOURCE_AMOUNT:
-                raise ValueError(f"Invalid bundle {bundle!r}: resource amounts must be "
-                                 "finite, non-negative numbers")
+                raise ValueError(f"Invalid bundle {bundle!r}: bundles must be resource "
+                                 "dictionaries (a name -> a finite, non-negative number)")
         if all(v == 0 for v in bundle.values()):
             raise ValueError("Bundles cannot be an empty dictionary or resources with "
                              f"only 0 values. Bundles: {bundles}")
