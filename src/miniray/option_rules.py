@@ -37,7 +37,7 @@ RESOURCE_UNITS = 10_000
 def _quantity_message(name: str, amount) -> str | None:
     if amount < 0:
         return f"The quantity of resource {name} cannot be negative"
-    if isinstance(amount, float) and amount != 0.0 and int(amount * RESOURCE_UNITS) == 0:
+    if isinstance(amount, float) and 0.0 < amount < 1.0 / RESOURCE_UNITS:
         return (f"The precision of the fractional quantity of resource {name} cannot "
                 "go beyond 0.0001")
     return None

@@ -89,3 +89,9 @@ def test_fractions_finer_than_a_ten_thousandth_are_refused():
     with pytest.raises(ValueError, match="resource custom cannot go beyond 0.0001"):
         check({"resources": {"custom": 0.00001}}, ACTOR)
     check({"num_gpus": 0.0001, "resources": {"custom": 0.5}}, TASK)
+
+
+def test_non_finite_amounts_are_left_to_the_finite_number_check():
+    import math
+    for value in (math.inf, math.nan):        # no OverflowError from the rules
+        check({"num_cpus": value, "resources": {"custom": value}}, TASK)
