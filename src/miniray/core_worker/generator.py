@@ -67,14 +67,11 @@ class ObjectRefGenerator:
         to wait for it lends its CPU back meanwhile, as in get (on a full
         node the generator's own task may need it)."""
         with self._cond:
-            if not self._has_next_or_end() and timeout != 0:
-                self._cond.release()
-                try:
-                    with self._worker._blocked():
-                        with self._cond:
-                            self._cond.wait_for(self._has_next_or_end, timeout)
-                finally:
-                    self._cond.acquire()
+            ready = self._has_next_or_end()
+        if not ready and timeout != 0:
+            with self._worker._blocked(), self._cond:
+                self._cond.wait_for(self._has_next_or_end, timeout)
+        with self._cond:
             if not self._has_next_or_end():
                 from miniray.exceptions import GetTimeoutError
                 raise GetTimeoutError("timed out waiting for the next generator item")

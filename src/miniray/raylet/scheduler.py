@@ -21,6 +21,7 @@ the node's and expose them under the bundle's names.
 from __future__ import annotations
 
 import collections
+import functools
 from dataclasses import dataclass, field
 
 from miniray.common import resources as res
@@ -41,7 +42,7 @@ class LeaseRequest:
     runtime_env: str = ""     # serialized: the worker must run in it
     depth: int = 0            # of its tasks (TaskSpec.depth)
 
-    @property
+    @functools.cached_property
     def sched_class(self) -> tuple | None:
         """Ray's scheduling class, for the per-class cap (None: not capped:
         actors, and work that takes no CPU)."""
@@ -115,6 +116,8 @@ class LeaseScheduler:
 
     def next_admission(self) -> float | None:
         """When a class held at its cap may next let a request through."""
+        if not self._admit_at:
+            return None
         waiting = {r.sched_class for r in self.queue}
         times = [t for cls, t in self._admit_at.items() if cls in waiting]
         return min(times) if times else None
