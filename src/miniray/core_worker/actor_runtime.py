@@ -25,6 +25,7 @@ import threading
 from miniray import exceptions
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ActorID, TaskID
+from miniray.core_worker.executor import ReplySink
 from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
 
 TERMINATE = "__ray_terminate__"
@@ -88,32 +89,38 @@ class ActorRuntime:
         return threading.get_ident() in self._loop_threads
 
     # --- ordering (io thread) ------------------------------------------------------
-    async def submit(self, spec) -> cw_pb2.PushTaskReply:
-        future = asyncio.get_running_loop().create_future()
+    def submit(self, spec, sink) -> None:
+        """Release ``spec`` to run once every earlier call from its caller
+        has been; its reply goes to ``sink`` (executor.ReplySink)."""
         caller = spec.caller.worker_id
         expected = self._expected.get(caller, 0)
         seq = spec.sequence_number
         if seq > expected:
-            self._buffered.setdefault(caller, {})[seq] = (spec, future)
-            return await future
-        self._dispatch(spec, future)
+            self._buffered.setdefault(caller, {})[seq] = (spec, sink)
+            return
+        self._dispatch(spec, sink)
         if seq == expected:
             expected += 1
-            buffered = self._buffered.get(caller, {})
-            while expected in buffered:
+            buffered = self._buffered.get(caller)
+            while buffered and expected in buffered:
                 self._dispatch(*buffered.pop(expected))
                 expected += 1
             self._expected[caller] = expected
-        return await future
 
-    def _dispatch(self, spec, future: asyncio.Future) -> None:
+    def _dispatch(self, spec, sink) -> None:
+        try:
+            self._start(spec, sink)
+        except Exception as exc:      # noqa: BLE001 - this call's error, not the next's
+            sink.fail(exc)
+
+    def _start(self, spec, sink) -> None:
         io_loop = self.worker.loop
         if self._closing:
-            future.set_exception(RuntimeError("the actor is exiting"))
+            sink.fail(RuntimeError("the actor is exiting"))
             return
         if spec.method_name == TERMINATE:
             self._closing = True
-            self._queue_main(lambda: self._terminate(spec), future)
+            self._queue_main(lambda: self._terminate(spec), sink)
             return
         group = spec.concurrency_group or self.meta.get(
             spec.method_name, {}).get("concurrency_group", "")
@@ -124,11 +131,11 @@ class ActorRuntime:
             done = asyncio.run_coroutine_threadsafe(self._run_async(spec, group, limit),
                                                     self._group_loop(group))
             done.add_done_callback(lambda f: io_loop.call_soon_threadsafe(
-                _copy_result, f, future))
+                _copy_result, f, sink))
             return
-        self._not_started[TaskID(spec.task_id)] = (spec, future)
+        self._not_started[TaskID(spec.task_id)] = (spec, sink)
         if limit <= 1 and not group:
-            self._queue_main(lambda: self._run_sync(spec), future)
+            self._queue_main(lambda: self._run_sync(spec), sink)
             return
         pool = self._pools.get(group)
         if pool is None:
@@ -136,10 +143,10 @@ class ActorRuntime:
                 max_workers=limit, thread_name_prefix=f"miniray-actor-{group or 'default'}")
         done = pool.submit(self._run_sync, spec)
         done.add_done_callback(lambda f: io_loop.call_soon_threadsafe(
-            _copy_result, f, future))
+            _copy_result, f, sink))
 
-    def _queue_main(self, job, future) -> None:
-        self.executor._queue.put((job, future))
+    def _queue_main(self, job, sink) -> None:
+        self.executor._queue.put((job, sink))
 
     # --- running calls ---------------------------------------------------------------
     def _method(self, spec):
@@ -186,13 +193,12 @@ class ActorRuntime:
         once; a running one sees is_canceled() (async ones are cancelled)."""
         queued = self._not_started.pop(task_id, None)
         if queued is not None:
-            spec, future = queued
+            spec, sink = queued
             reply = cw_pb2.PushTaskReply()
             self.executor._store_error(reply, self.executor.return_ids(spec),
                                        WorkerAddress.from_proto(spec.caller),
                                        exceptions.TaskCancelledError(task_id.hex()))
-            if not future.done():
-                future.set_result(reply)
+            sink.set(reply)
             return True
         self.canceled.add(task_id)
         task = self._async_tasks.get(task_id)
@@ -224,9 +230,8 @@ class ActorRuntime:
 
     def request_exit(self) -> None:
         """ExitWorker(force=False): exit after the calls queued so far (io thread)."""
-        future = self.worker.loop.create_future()
         self._closing = True
-        self._queue_main(lambda: self._graceful_exit(), future)
+        self._queue_main(lambda: self._graceful_exit(), ReplySink(lambda *_: None))
 
     def _graceful_exit(self) -> cw_pb2.PushTaskReply:
         for pool in self._pools.values():
@@ -255,12 +260,10 @@ class ActorRuntime:
             os._exit(0)
 
 
-def _copy_result(source: concurrent.futures.Future, dest: asyncio.Future) -> None:
-    if dest.done():
-        return
+def _copy_result(source: concurrent.futures.Future, sink: ReplySink) -> None:
     if source.cancelled():
-        dest.set_exception(exceptions.TaskCancelledError())
+        sink.fail(exceptions.TaskCancelledError())
     elif source.exception() is not None:
-        dest.set_exception(source.exception())
+        sink.fail(source.exception())
     else:
-        dest.set_result(source.result())
+        sink.set(source.result())

@@ -41,17 +41,28 @@ class TaskExecutor:
         self._calls: dict[bytes, int] = {}   # function id -> runs (for max_calls)
 
     # --- io thread side ------------------------------------------------------
-    async def push(self, spec) -> cw_pb2.PushTaskReply:
+    def push(self, spec, sink: "ReplySink") -> None:
+        """Start a pushed task; its reply (or the exception that stopped it)
+        goes to ``sink`` on the io thread. No asyncio task per call: a task
+        stream of a busy owner passes through here thousands of times a
+        second."""
         if spec.type == common_pb2.ACTOR_TASK:
             if self.actor is None or self.actor.actor_id != spec.actor_id:
                 raise RuntimeError("this worker does not host the actor")
-            return await self.actor.submit(spec)
-        return await self.run_on_main_thread(lambda: self.execute(spec))
+            self.actor.submit(spec, sink)
+        else:
+            self._queue.put((lambda: self.execute(spec), sink))
 
-    async def run_on_main_thread(self, job):
-        """Queue ``job`` (returning a reply) for the main thread."""
+    async def push_and_wait(self, spec) -> cw_pb2.PushTaskReply:
+        """push, awaiting the reply (a unary PushTask)."""
         future = asyncio.get_running_loop().create_future()
-        self._queue.put((job, future))
+
+        def settle(reply, error):
+            if error is None:
+                future.set_result(reply)
+            else:
+                future.set_exception(error)
+        self.push(spec, ReplySink(settle))
         return await future
 
     async def cancel(self, task_id: TaskID, force: bool, recursive: bool) -> bool:
@@ -78,13 +89,13 @@ class TaskExecutor:
             item = self._queue.get()
             if item is None:
                 break
-            job, future = item
+            job, sink = item
             try:
                 reply = job()
             except Exception as exc:       # noqa: BLE001 - becomes the RPC's error
-                loop.call_soon_threadsafe(_set_exception, future, exc)
+                loop.call_soon_threadsafe(sink.fail, exc)
                 continue
-            loop.call_soon_threadsafe(_set_result, future, reply)
+            loop.call_soon_threadsafe(sink.set, reply)
 
     def _on_sigint(self, signum, frame):
         if self._running is not None and self._running in self._cancelled:
@@ -540,11 +551,22 @@ def _is_retryable(spec, exc: BaseException) -> bool:
     return isinstance(exc, types)
 
 
-def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
+class ReplySink:
+    """Where a pushed task's reply goes: ``callback(reply, error)``, called
+    once, on the io thread (later calls are ignored: a call cancelled while
+    queued is answered at once, and its job then finds nothing to do)."""
+    __slots__ = ("_callback", "done")
 
+    def __init__(self, callback):
+        self._callback = callback
+        self.done = False
 
-def _set_result(future: asyncio.Future, reply) -> None:
-    if not future.done():
-        future.set_result(reply)
+    def set(self, reply) -> None:
+        if not self.done:
+            self.done = True
+            self._callback(reply, None)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done:
+            self.done = True
+            self._callback(None, error)

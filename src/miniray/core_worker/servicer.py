@@ -4,12 +4,15 @@ INVALID_ARGUMENT (a task in a PushTasks stream: a system error reply)."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import math
 import os
 
 from miniray.common import validation as check
 from miniray.common.ids import NodeID, ObjectID, TaskID, WorkerID
 from miniray.core_worker import accelerators, driver_output
+from miniray.core_worker.executor import ReplySink
 from miniray.protocol import common_pb2
 from miniray.protocol import core_worker_pb2 as cw_pb2
 from miniray.protocol import core_worker_pb2_grpc as cw_grpc
@@ -36,60 +39,63 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         if executor is None:
             raise check.InvalidArgument("drivers do not execute tasks")
         accelerators.stage(request)       # the lease's GPU ids etc., for the executor
-        return await executor.push(request.spec)
+        return await executor.push_and_wait(request.spec)
 
     async def PushTasks(self, request_iterator, context):
         """Run an owner's tasks as they arrive; reply as each finishes (the
-        replies ready at once travel in one message)."""
+        replies ready at once travel in one message). Each task is started
+        straight from the read loop and answers through a ReplySink: no
+        asyncio task or future per call on this hot path."""
         executor = self.worker.executor
         if executor is None:
             raise check.InvalidArgument("drivers do not execute tasks")
-        replies: asyncio.Queue = asyncio.Queue()
-        state = {"outstanding": 0, "reading": True}
+        ready: collections.deque = collections.deque()
+        loop = asyncio.get_running_loop()
+        state = {"outstanding": 0, "reading": True, "wake": None}
 
-        async def run(request):
-            spec = request.spec
-            try:
-                _check_push(request)
-                if request.resource_ids:
-                    accelerators.stage(request)
-                reply = await executor.push(spec)
-            except Exception as exc:         # noqa: BLE001 - reported per call
-                reply = cw_pb2.PushTaskReply(system_error=str(exc) or type(exc).__name__)
-            reply.task_id = spec.task_id
-            replies.put_nowait(reply)
+        def deliver(task_id: bytes, reply, error) -> None:
+            if error is not None:
+                reply = cw_pb2.PushTaskReply(system_error=str(error) or type(error).__name__)
+            reply.task_id = task_id
+            ready.append(reply)
+            wake = state["wake"]
+            if wake is not None and not wake.done():
+                wake.set_result(None)
 
         async def read():
             try:
                 async for batch in request_iterator:
                     for request in batch.tasks:
                         state["outstanding"] += 1
-                        task = asyncio.ensure_future(run(request))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
+                        sink = ReplySink(functools.partial(deliver, request.spec.task_id))
+                        try:
+                            _check_push(request)
+                            if request.resource_ids:
+                                accelerators.stage(request)
+                            executor.push(request.spec, sink)
+                        except Exception as exc:     # noqa: BLE001 - reported per call
+                            sink.fail(exc)
             finally:
                 state["reading"] = False
-                replies.put_nowait(None)
+                wake = state["wake"]
+                if wake is not None and not wake.done():
+                    wake.set_result(None)
 
-        tasks: set = set()
         reader = asyncio.ensure_future(read())
         try:
             while state["reading"] or state["outstanding"]:
+                if not ready:
+                    state["wake"] = loop.create_future()
+                    await state["wake"]
+                    state["wake"] = None
+                    continue
                 batch = cw_pb2.PushTaskReplyBatch()
-                reply = await replies.get()
-                while True:
-                    if reply is not None:
-                        batch.replies.append(reply)
-                    if replies.empty():
-                        break
-                    reply = replies.get_nowait()
-                if batch.replies:
-                    state["outstanding"] -= len(batch.replies)
-                    yield batch
+                batch.replies.extend(ready)
+                ready.clear()
+                state["outstanding"] -= len(batch.replies)
+                yield batch
         finally:
             reader.cancel()
-            for task in tasks:
-                task.cancel()
 
     async def GetObject(self, request, context):
         if math.isnan(request.timeout):
