@@ -273,7 +273,7 @@ def _running_cluster() -> str | None:
 
 def _resolve_address(address: str) -> str:
     if address == "auto":
-        found = node_module.read_current_cluster()
+        found = node_module.auto_cluster_address()
         if not found:
             raise ConnectionError(
                 "Could not find any running miniray instance. Please specify the "

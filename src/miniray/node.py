@@ -377,3 +377,36 @@ def read_current_cluster() -> str | None:
     except OSError:
         return None
     return (data or b"").decode(errors="replace").strip() or None
+
+
+def local_clusters() -> list[str]:
+    """GCS addresses of the clusters this user's raylets on this machine
+    belong to, the newest raylet's first (read from their command lines:
+    ``-m miniray.raylet --gcs-address HOST:PORT``). Other users' processes
+    are never considered."""
+    found: dict[str, float] = {}
+    uid = os.getuid()
+    for proc in psutil.process_iter(["uids", "cmdline", "create_time"]):
+        info = proc.info
+        cmdline = info.get("cmdline") or []
+        uids = info.get("uids")
+        if uids is None or uids.real != uid or "miniray.raylet" not in cmdline:
+            continue
+        try:
+            address = cmdline[cmdline.index("--gcs-address") + 1]
+        except (ValueError, IndexError):
+            continue
+        found[address] = max(found.get(address, 0.0), info.get("create_time") or 0.0)
+    return sorted(found, key=found.get, reverse=True)
+
+
+def auto_cluster_address() -> str | None:
+    """What ``address="auto"`` finds, as in Ray: the cluster `miniray start`
+    recorded while a raylet of it runs here, else the newest cluster this
+    user runs on this machine (one a driver's ``init()`` started, say), else
+    the recorded address as it is (it may be a remote head), else None."""
+    recorded = read_current_cluster()
+    running = local_clusters()
+    if recorded and (recorded in running or not running):
+        return recorded
+    return running[0] if running else None

@@ -181,3 +181,27 @@ def test_a_driver_can_fork_a_multiprocessing_pool_after_init(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=150, env=env)
     assert out.returncode == 0 and "forked fine" in out.stdout, out.stderr[-3000:]
+
+
+def test_a_second_drivers_init_auto_finds_a_cluster_init_started(tmp_path, shutdown_only):
+    """As in Ray: init("auto") connects to a running cluster on this machine
+    even when no `miniray start` recorded one (here: the one this test's
+    init() started), and its work runs there as a job of its own."""
+    context = ray.init(num_cpus=1)
+    script = tmp_path / "second.py"
+    script.write_text(
+        "import miniray\n"
+        "ctx = miniray.init('auto')\n"
+        "@miniray.remote\n"
+        "class A:\n"
+        "    def ready(self):\n"
+        "        return miniray.get_runtime_context().get_job_id()\n"
+        "print(ctx.address_info['gcs_address'], miniray.get(A.remote().ready.remote()))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MINIRAY_ADDRESS", "RAY_ADDRESS")}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, timeout=90)
+    assert out.returncode == 0, out.stderr
+    address, job_id = out.stdout.split()
+    assert address == context.address_info["gcs_address"]
+    assert job_id != ray.get_runtime_context().get_job_id()

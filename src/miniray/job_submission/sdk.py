@@ -251,15 +251,18 @@ def _quote(job_id: str) -> str:
 def _resolve_address(address: str | None) -> tuple[str, str | None]:
     """(job server URL, the cluster's GCS address if known)."""
     if address in (None, "", "auto"):
-        address = os.environ.get("MINIRAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
+        address = os.environ.get("MINIRAY_ADDRESS") or os.environ.get("RAY_ADDRESS") \
+            or address or None
     if address and address.startswith(("http://", "https://")):
         return address, None
     if address and address.startswith("ray://"):
         raise ValueError("Ray Client (ray://) addresses are not supported: give the "
                          "dashboard's http://host:port")
     from miniray import node as node_module
-    gcs_address = address if address not in (None, "auto") else \
-        node_module.read_current_cluster()
+    if address == "auto":
+        gcs_address = node_module.auto_cluster_address()
+    else:
+        gcs_address = address or node_module.read_current_cluster()
     if not gcs_address:
         raise ConnectionError(
             "No job server address: pass address='http://<head>:8265', set "

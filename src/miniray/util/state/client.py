@@ -30,8 +30,12 @@ def resolve_address(address: str | None) -> str:
     if address in (None, "", "auto"):
         env = None if address == "auto" else (os.environ.get("MINIRAY_ADDRESS")
                                               or os.environ.get("RAY_ADDRESS"))
-        address = env if env and env not in ("auto", "local") \
-            else node_module.read_current_cluster()
+        if env and env not in ("auto", "local"):
+            address = env
+        elif address == "auto" or env == "auto":
+            address = node_module.auto_cluster_address()
+        else:
+            address = node_module.read_current_cluster()
         if not address:
             raise ConnectionError(
                 "No miniray cluster is running on this machine (no "
