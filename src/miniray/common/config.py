@@ -68,6 +68,20 @@ MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT = _env(
 TASK_EVENTS_REPORT_INTERVAL_MS = _env("TASK_EVENTS_REPORT_INTERVAL_MS", 1000)
 TASK_EVENTS_MAX_BUFFER = _env("TASK_EVENTS_MAX_BUFFER", 100_000)
 TASK_EVENTS_MAX_TASKS_IN_GCS = _env("TASK_EVENTS_MAX_TASKS_IN_GCS", 100_000)
+# Python garbage collection for reference cycles that hold ObjectRefs
+# (raylet/gc_policy.py): above HIGH_PLASMA_STORAGE_USAGE of its store a
+# raylet asks every node for a GC (at most once per GLOBAL_GC_MIN_INTERVAL_S);
+# a node collects in its workers and drivers at most once per
+# LOCAL_GC_MIN_INTERVAL_S, and at least every LOCAL_GC_INTERVAL_S. Ray's
+# names (RAY_high_plasma_storage_usage, ...) and defaults.
+HIGH_PLASMA_STORAGE_USAGE = _env(
+    "HIGH_PLASMA_STORAGE_USAGE", float(os.environ.get("RAY_high_plasma_storage_usage", 0.7)))
+LOCAL_GC_MIN_INTERVAL_S = _env(
+    "LOCAL_GC_MIN_INTERVAL_S", float(os.environ.get("RAY_local_gc_min_interval_s", 10)))
+GLOBAL_GC_MIN_INTERVAL_S = _env(
+    "GLOBAL_GC_MIN_INTERVAL_S", float(os.environ.get("RAY_global_gc_min_interval_s", 30)))
+LOCAL_GC_INTERVAL_S = _env(
+    "LOCAL_GC_INTERVAL_S", float(os.environ.get("RAY_local_gc_interval_s", 90 * 60)))
 # Default number of retries of a task whose worker died.
 DEFAULT_MAX_RETRIES = 3
 # Each owner keeps the specs of finished tasks whose returns it may have to

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import gc
 import math
 import os
 
@@ -96,6 +97,12 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
                 yield batch
         finally:
             reader.cancel()
+
+    async def LocalGC(self, request, context):
+        """Collect reference cycles (they may hold ObjectRefs that keep store
+        objects alive), as Ray's workers do when their raylet asks."""
+        gc.collect()
+        return cw_pb2.LocalGCReply()
 
     async def GetObject(self, request, context):
         if math.isnan(request.timeout):

@@ -47,6 +47,9 @@ class GcsServer:
         self.task_events = TaskEventTable(config.TASK_EVENTS_MAX_TASKS_IN_GCS)
         self.metrics = MetricsTable(config.METRICS_REPORT_TTL_S)
         self.incarnation = os.urandom(8)          # new at each start of the GCS
+        # Global GCs raylets asked for (store pressure), this incarnation:
+        # heartbeat replies carry it, a raylet that sees it grow collects.
+        self.global_gc_epoch = 0
         self.recovered = False
 
     def recover(self) -> None:

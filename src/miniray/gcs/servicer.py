@@ -78,10 +78,13 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
                                 total=request.resources_total)
         full = request.view_incarnation != self.server.incarnation \
             or request.view_version > nodes.version or request.view_version == 0
+        if request.request_global_gc and alive:
+            self.server.global_gc_epoch += 1      # every raylet sees it grow
         return gcs_pb2.HeartbeatReply(
             node_dead=not alive, gcs_incarnation=self.server.incarnation,
             nodes=nodes.alive_nodes() if full else nodes.changes_since(request.view_version),
-            view_version=nodes.version, full_view=full)
+            view_version=nodes.version, full_view=full,
+            global_gc_epoch=self.server.global_gc_epoch)
 
     async def ResyncNode(self, request, context):
         node_id = check.check_id(request.node_id, NodeID, "node_id")

@@ -247,6 +247,11 @@ class PlasmaStore:
         with self._lock:
             return self._policy.snapshot()
 
+    def usage(self) -> tuple[int, int]:
+        """(bytes used, capacity) without the full snapshot's scan."""
+        with self._lock:
+            return self._policy.used, self._policy.capacity
+
     def close(self) -> None:
         """Delete every object and both directories.  Idempotent."""
         with self._lock:

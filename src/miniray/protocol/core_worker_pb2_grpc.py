@@ -75,6 +75,11 @@ class CoreWorkerServiceStub:
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerRequest.SerializeToString,
                 response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerReply.FromString,
                 _registered_method=True)
+        self.LocalGC = channel.unary_unary(
+                '/miniray.protocol.CoreWorkerService/LocalGC',
+                request_serializer=miniray_dot_protocol_dot_core__worker__pb2.LocalGCRequest.SerializeToString,
+                response_deserializer=miniray_dot_protocol_dot_core__worker__pb2.LocalGCReply.FromString,
+                _registered_method=True)
         self.AddObjectLocation = channel.unary_unary(
                 '/miniray.protocol.CoreWorkerService/AddObjectLocation',
                 request_serializer=miniray_dot_protocol_dot_core__worker__pb2.AddObjectLocationRequest.SerializeToString,
@@ -147,6 +152,12 @@ class CoreWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LocalGC(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AddObjectLocation(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -207,6 +218,11 @@ def add_CoreWorkerServiceServicer_to_server(servicer, server):
                     servicer.ExitWorker,
                     request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerRequest.FromString,
                     response_serializer=miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerReply.SerializeToString,
+            ),
+            'LocalGC': grpc.unary_unary_rpc_method_handler(
+                    servicer.LocalGC,
+                    request_deserializer=miniray_dot_protocol_dot_core__worker__pb2.LocalGCRequest.FromString,
+                    response_serializer=miniray_dot_protocol_dot_core__worker__pb2.LocalGCReply.SerializeToString,
             ),
             'AddObjectLocation': grpc.unary_unary_rpc_method_handler(
                     servicer.AddObjectLocation,
@@ -440,6 +456,33 @@ class CoreWorkerService:
             '/miniray.protocol.CoreWorkerService/ExitWorker',
             miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerRequest.SerializeToString,
             miniray_dot_protocol_dot_core__worker__pb2.ExitWorkerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LocalGC(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miniray.protocol.CoreWorkerService/LocalGC',
+            miniray_dot_protocol_dot_core__worker__pb2.LocalGCRequest.SerializeToString,
+            miniray_dot_protocol_dot_core__worker__pb2.LocalGCReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,6 +31,7 @@ from miniray.protocol import (
 from miniray.object_store.data_plane import ObjectStreamServer
 from miniray.object_store.transfer import ObjectPuller
 from miniray.raylet.cluster_policy import ClusterPolicy, Decision, NodeView
+from miniray.raylet.gc_policy import GcPolicy
 from miniray.raylet.memory_monitor import (
     Candidate, MemoryMonitor, process_memory, read_memory_usage)
 from miniray.raylet.scheduler import Lease, LeaseRequest, LeaseScheduler
@@ -87,6 +88,9 @@ class Raylet:
         self.pool: WorkerPool | None = None
         self.memory_monitor = MemoryMonitor(config.MEMORY_USAGE_THRESHOLD,
                                             node_id_hex=node_id.hex(), node_ip=host)
+        self.gc = GcPolicy(config.HIGH_PLASMA_STORAGE_USAGE, config.LOCAL_GC_MIN_INTERVAL_S,
+                           config.GLOBAL_GC_MIN_INTERVAL_S, config.LOCAL_GC_INTERVAL_S)
+        self._gc_timer: asyncio.TimerHandle | None = None
         # Runtime envs set up on this node (packages, virtualenvs): its own
         # directory, removed when the raylet exits.
         self.envs = RuntimeEnvManager(
@@ -165,15 +169,19 @@ class Raylet:
         when the GCS says this node is dead (never come back as a zombie)
         or stays unreachable past GCS_RECONNECT_TIMEOUT_S."""
         incarnation = None
+        gc_epoch = None              # the GCS's count of global GCs asked for
         last_ok = time.monotonic()
         sent_at, sent_state = 0.0, None
         while True:
             await asyncio.sleep(config.HEARTBEAT_PERIOD_S)
+            self.maybe_collect()          # the periodic local GC, when due
+            global_gc = self.gc.take_global_request()
             # Idle (nothing changed, nothing queued): only a keepalive now and
             # then. Queued work needs a fresh view of the others to spill to.
             state = (tuple(sorted(self.scheduler.available.items())),
                      tuple(sorted(self.total.items())))
             if state == sent_state and not self.scheduler.queue and incarnation \
+                    and not global_gc \
                     and time.monotonic() - sent_at < config.IDLE_HEARTBEAT_PERIOD_S:
                 continue
             try:
@@ -181,9 +189,12 @@ class Raylet:
                 reply = await self.gcs.Heartbeat(gcs_pb2.HeartbeatRequest(
                     node_id=self.node_id, resources_available=self.scheduler.available,
                     resources_total=self.total, view_version=self._view_version,
-                    view_incarnation=self._view_incarnation), timeout=5)
+                    view_incarnation=self._view_incarnation,
+                    request_global_gc=global_gc), timeout=5)
                 sent_state = state
             except Exception as exc:
+                if global_gc:
+                    self.gc.store_full_again()     # ask at the next heartbeat
                 if time.monotonic() - last_ok > config.GCS_RECONNECT_TIMEOUT_S:
                     log.error("could not reach the GCS at %s for %g s (%s): shutting "
                               "down", self.gcs_address, config.GCS_RECONNECT_TIMEOUT_S,
@@ -200,6 +211,13 @@ class Raylet:
                 log.warning("the GCS restarted: resyncing this node with it")
                 if not await self._resync():
                     continue                  # try again at the next heartbeat
+            # Another node asked for a global GC (our own request we have
+            # acted on already: the count it raised is no news).
+            if gc_epoch is not None and reply.gcs_incarnation == incarnation \
+                    and reply.global_gc_epoch > gc_epoch and not global_gc:
+                self.gc.global_requested()
+                self.maybe_collect()
+            gc_epoch = reply.global_gc_epoch
             incarnation = reply.gcs_incarnation
             if reply.full_view:
                 self._set_view(reply.nodes)
@@ -567,6 +585,51 @@ class Raylet:
                 self.pool.kill(worker)
         self.scheduler.return_bundles(pg_id)
         self._schedule()
+
+    # --- Python garbage collection (gc_policy.py) --------------------------------
+    def store_pressure(self, full: bool = False) -> None:
+        """After the store grew (``full``: it could not fit an object): past
+        the mark, a local GC now and a global one at the next heartbeat."""
+        now = time.monotonic()
+        if full:
+            self.gc.store_full(now)
+        else:
+            used, capacity = self.store.usage()
+            self.gc.store_usage(used, capacity, now)
+        self.maybe_collect()
+
+    def maybe_collect(self) -> None:
+        """Run a local GC if one is due; one held back by the minimum
+        interval runs when the interval ends."""
+        now = time.monotonic()
+        delay = self.gc.local_gc_due(now)
+        if delay is None:
+            return
+        if delay > 0:
+            if self._gc_timer is None:
+                def later():
+                    self._gc_timer = None
+                    self.maybe_collect()
+                self._gc_timer = asyncio.get_running_loop().call_later(delay, later)
+            return
+        self.gc.local_gc_ran(now)
+        targets = [f"{self.host}:{worker.port}" for worker in self.pool.workers.values()
+                   if worker.port] if self.pool is not None else []
+        targets += [f"{self.host}:{port}" for port in self._driver_ports.values() if port]
+        if targets:
+            log.info("asking %d workers and drivers to collect Python garbage "
+                     "(cycles may hold object references)", len(targets))
+        for target in targets:
+            asyncio.get_running_loop().create_task(self._local_gc(target))
+
+    async def _local_gc(self, target: str) -> None:
+        from miniray.protocol import core_worker_pb2, core_worker_pb2_grpc
+        try:
+            stub = self.channels.stub(target, core_worker_pb2_grpc.CoreWorkerServiceStub)
+            await stub.LocalGC(core_worker_pb2.LocalGCRequest(triggered_by_global_gc=True),
+                               timeout=30)
+        except Exception as exc:          # noqa: BLE001 - gone, or busy: best effort
+            log.debug("LocalGC to %s failed: %s", target, exc)
 
     # --- processes coming and going -------------------------------------------------
     def register_driver(self, worker_id: WorkerID, pid: int, job_id: bytes,

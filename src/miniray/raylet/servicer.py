@@ -150,6 +150,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
                     writer=request.writer_worker_id,
                     deadline=raylet.reservation_deadline(request.size))
             except ObjectStoreFullError as exc:       # also: bigger than the store
+                raylet.store_pressure(full=True)
                 return raylet_pb2.ReserveObjectReply(error=str(exc))
             except ValueError:
                 if raylet.store.contains(object_id):
@@ -182,6 +183,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
             raise InvalidArgument(f"object {object_id.hex()} was not written") from None
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
+        self.raylet.store_pressure()
         return raylet_pb2.SealObjectReply()
 
     async def EnsureLocal(self, request, context):
