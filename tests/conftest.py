@@ -14,10 +14,15 @@ from miniray.common import paths
 
 
 def miniray_children() -> list[psutil.Process]:
+    """This process's descendants that run miniray: by command line, or a
+    worker by its process title (ray::...) and environment."""
+    from miniray.cli.stop import is_titled_worker
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if any("miniray" in part for part in proc.cmdline()):
+            cmdline = proc.cmdline()
+            if any("miniray" in part for part in cmdline) or \
+                    is_titled_worker(proc, cmdline):
                 found.append(proc)
         except psutil.Error:
             pass

@@ -30,6 +30,7 @@ import numpy as np
 import psutil
 
 import miniray as ray
+from miniray.cli.stop import is_titled_worker
 from miniray.testing import Cluster, kill_gcs, wait_for_condition
 
 GCS_KILLS = 2
@@ -94,7 +95,8 @@ class Killer(threading.Thread):
         found = []
         for proc in psutil.Process().children(recursive=True):
             try:
-                if "miniray.core_worker" in proc.cmdline():
+                cmdline = proc.cmdline()
+                if "miniray.core_worker" in cmdline or is_titled_worker(proc, cmdline):
                     found.append(proc)
             except psutil.Error:
                 pass

@@ -75,10 +75,12 @@ def poll(condition, timeout=20.0, interval=0.05, what="condition"):
 def miniray_processes() -> dict[int, tuple[float, str]]:
     """pid -> (create_time, command line) of every process running a miniray
     module on this machine."""
+    from miniray.cli.stop import is_titled_worker
     found = {}
     for proc in psutil.process_iter(["cmdline", "create_time"]):
         cmdline = proc.info["cmdline"] or []
-        if any(module in cmdline for module in MODULES):
+        if any(module in cmdline for module in MODULES) or \
+                is_titled_worker(proc, cmdline):
             found[proc.pid] = (proc.info["create_time"], " ".join(cmdline))
     return found
 

@@ -2,7 +2,9 @@
 
 miniray processes are recognised by their command line: a Python interpreter
 running ``-m miniray.gcs``, ``-m miniray.raylet``, ``-m miniray.core_worker`` or
-``-m miniray.dashboard``.
+``-m miniray.dashboard``. A worker replaces its command line with a process
+title (``ray::IDLE``, ``ray::<task>``; core_worker/proctitle.py): one titled
+so is ours if its environment has MINIRAY_CORE_WORKER (a Ray worker's has not).
 Drivers (user scripts) are never touched, and neither are the calling process
 and its ancestors.
 """
@@ -69,6 +71,17 @@ def process_kind(cmdline: list) -> str | None:
     return None
 
 
+def is_titled_worker(proc: psutil.Process, cmdline: list) -> bool:
+    """A miniray worker whose process title replaced its command line."""
+    from miniray.core_worker.proctitle import MARKER, PREFIX
+    if not cmdline or not cmdline[0].startswith(PREFIX):
+        return False
+    try:
+        return proc.environ().get(MARKER) == "1"
+    except psutil.Error:
+        return False
+
+
 def _protected_pids() -> set[int]:
     me = psutil.Process()
     pids = {me.pid}
@@ -91,6 +104,8 @@ def find_processes() -> list[MinirayProcess]:
         except (psutil.Error, KeyError):
             continue
         kind = process_kind(cmdline)
+        if kind is None and is_titled_worker(proc, cmdline):
+            kind = "core_worker"
         if kind is not None:
             found.append(MinirayProcess(proc, kind, list(cmdline)))
     return found

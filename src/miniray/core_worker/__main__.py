@@ -106,6 +106,8 @@ def main(argv=None) -> None:
               file=sys.__stderr__)
         os._exit(1)
     holder.append(worker)
+    from miniray.core_worker import proctitle
+    proctitle.set_title(proctitle.IDLE)
     worker.executor.run_forever()
     os._exit(0)
 

@@ -21,7 +21,7 @@ from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, ObjectID, TaskID, WorkerID
 from miniray.common.serialization import deserialize, serialize
 from miniray.core_worker import task_events
-from miniray.core_worker import accelerators, task_context
+from miniray.core_worker import accelerators, proctitle, task_context
 from miniray.core_worker.object_ref import ObjectRef
 from miniray.protocol import common_pb2, core_worker_pb2 as cw_pb2, gcs_pb2
 
@@ -144,6 +144,7 @@ class TaskExecutor:
         self._running = task_id
         worker.task_events.record(spec, task_events.RUNNING, worker.event_location,
                                   describe=task_events.FULL)
+        proctitle.set_title(proctitle.task_title(spec.function_name))
         failure = None
         try:
             try:
@@ -179,6 +180,7 @@ class TaskExecutor:
             self._running = None
             self._cancelled.discard(task_id)
             task_context.leave(context)
+            proctitle.set_title(self._idle_title())
         self._record_outcome(spec, failure)
         worker.flush_borrows()
         return reply
@@ -201,6 +203,7 @@ class TaskExecutor:
         context = task_context.enter(self.context_for(spec))
         worker.task_events.record(spec, task_events.RUNNING, worker.event_location,
                                   describe=task_events.FULL)
+        proctitle.set_title(proctitle.task_title(spec.function_name))
         failure = None
         try:
             if task_id in self.actor.canceled:
@@ -244,9 +247,16 @@ class TaskExecutor:
         finally:
             self.actor.canceled.discard(task_id)
             task_context.leave(context)
+            proctitle.set_title(self._idle_title())
         self._record_outcome(spec, failure)
         worker.flush_borrows()
         return reply
+
+    def _idle_title(self) -> str:
+        """The title between tasks: the actor's class once one lives here."""
+        if self.actor is not None:
+            return proctitle.task_title(self.actor.class_name)
+        return proctitle.IDLE
 
     def context_for(self, spec) -> task_context.TaskContext:
         """An actor's calls run in the actor's placement group."""

@@ -97,7 +97,10 @@ class WorkerPool:
     # --- starting and registration ---------------------------------------------
     def start_worker(self, runtime_env: WorkerEnv = NO_ENV) -> WorkerProcess:
         worker_id = WorkerID.from_random()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", MINIRAY_NODE_IP=self.node_ip)
+        # MINIRAY_CORE_WORKER: how `miniray stop` knows it once its process
+        # title (core_worker/proctitle.py) replaced its command line.
+        env = dict(os.environ, PYTHONUNBUFFERED="1", MINIRAY_NODE_IP=self.node_ip,
+                   MINIRAY_CORE_WORKER="1", SPT_NOENV="1")
         env.update(runtime_env.env)
         if self.forward_output:
             env["MINIRAY_FORWARD_OUTPUT"] = "1"

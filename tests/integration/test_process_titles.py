@@ -1,0 +1,54 @@
+"""Workers' process titles, as Ray sets them (what ps, top and py-spy show)."""
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+import setproctitle
+
+import miniray as ray
+from miniray.cli.stop import find_processes
+from miniray.testing import wait_for_condition
+
+pytestmark = [pytest.mark.usefixtures("ray_start"), pytest.mark.timeout(60)]
+
+
+def _title(pid: int) -> str:
+    return " ".join(psutil.Process(pid).cmdline()).strip()
+
+
+@ray.remote
+def running_title():
+    return setproctitle.getproctitle(), os.getpid()
+
+
+@ray.remote
+class Worker:
+    def title(self):
+        return setproctitle.getproctitle(), os.getpid()
+
+
+def test_a_task_runs_under_its_name_and_its_worker_idles_as_ray_idle():
+    title, pid = ray.get(running_title.remote())
+    assert title == "ray::running_title"
+    assert ray.get(running_title.options(name="custom").remote())[0] == "ray::custom"
+    wait_for_condition(lambda: _title(pid) == "ray::IDLE", timeout=10)
+
+
+def test_an_actor_call_runs_as_class_method_and_the_actor_idles_as_its_class():
+    actor = Worker.remote()
+    title, pid = ray.get(actor.title.remote())
+    assert title == "ray::Worker.title"
+    assert ray.get(actor.title.options(name="renamed").remote())[0] == "ray::renamed"
+    wait_for_condition(lambda: _title(pid) == "ray::Worker", timeout=10)
+    ray.kill(actor)
+
+
+def test_titled_workers_are_still_found_as_minirays_own():
+    """`miniray stop` and the leak checks find workers by their environment
+    once the title has replaced the command line."""
+    _, pid = ray.get(running_title.remote())
+    found = {p.pid: p.kind for p in find_processes()}
+    assert found.get(pid) == "core_worker"
+    assert found.get(os.getpid()) is None         # never the driver
