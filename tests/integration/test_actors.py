@@ -728,3 +728,37 @@ def test_non_recursive_cancel_of_an_actor_call_leaves_its_children_running(tmp_p
             gate.touch()
             assert ray.get(kid, timeout=30) == "child done"
             gate.unlink()
+
+
+def test_a_call_lost_with_a_restarting_actor_says_the_connection_broke():
+    """As in Ray: a call in flight when the actor's process dies, with no
+    retries left, fails with ActorUnavailableError carrying the gRPC status
+    of the broken connection; the restarted actor then takes calls again."""
+    import psutil
+
+    @ray.remote(max_restarts=1)
+    class Victim:
+        def pid(self):
+            return os.getpid()
+
+        def hang(self):
+            time.sleep(120)
+
+    actor = Victim.remote()
+    pid = ray.get(actor.pid.remote())
+    lost = actor.hang.remote()
+    # Running once the worker's process title says so (no sleep).
+    wait_for_condition(
+        lambda: psutil.Process(pid).cmdline()[0] == "ray::Victim.hang", timeout=20)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(exceptions.ActorUnavailableError, match="GrpcUnavailable") as info:
+        ray.get(lost, timeout=60)
+    assert "max_task_retries" in str(info.value)
+
+    def restarted():
+        try:
+            return ray.get(actor.pid.remote(), timeout=10) != pid
+        except exceptions.ActorUnavailableError:      # still restarting
+            return False
+    wait_for_condition(restarted, timeout=60)
+    ray.kill(actor)

@@ -186,13 +186,15 @@ class ActorTaskSubmitter:
         def on_broken(tasks):
             actor.calls.connection_lost(incarnation)
             for task in tasks:
+                task.push_error = stream.error
                 self.push_failed(actor, task, incarnation)
             self._ensure_watch(actor)
 
         actor.incarnation = incarnation
         if actor.calls.address is not None:
             actor.addresses[incarnation] = actor.calls.address
-        return TaskStream(self.worker, actor.calls.address, on_reply, on_broken)
+        stream = TaskStream(self.worker, actor.calls.address, on_reply, on_broken)
+        return stream
 
     def _error(self, actor: _Actor, action: Fail) -> BaseException:
         task = action.task
@@ -204,9 +206,12 @@ class ActorTaskSubmitter:
                 "no retries (set max_task_retries to wait for the restart)",
                 actor.calls.actor_id)
         if action.reason == "not_retried":
+            # As Ray: the status of the broken connection, then why.
+            lost = f": {task.push_error}" if task.push_error else ""
             return exceptions.ActorUnavailableError(
-                "it died while running this call and is restarting; the call "
-                "is not retried (its max_task_retries are used up)",
+                f"The actor is temporarily unavailable{lost} (it died while running "
+                "this call and is restarting; the call is not retried: its "
+                "max_task_retries are used up)",
                 actor.calls.actor_id)
         cause = None
         if actor.calls.death_cause:

@@ -55,7 +55,7 @@ def nested_ref_infos(payload) -> list[RefInfo]:
 class _Task:
     __slots__ = ("spec", "task_id", "arg_ids", "retries_left", "cancelled",
                  "lease_id", "key", "generator", "items_seen", "waiting_deps",
-                 "resolved", "order", "stale", "rebuild_of")
+                 "resolved", "order", "stale", "rebuild_of", "push_error")
 
     def __init__(self, spec, arg_ids):
         self.spec = spec
@@ -72,6 +72,7 @@ class _Task:
         self.order = 0            # submission order (actor calls)
         self.stale = None         # stored returns of a failed try: {(id, node)}
         self.rebuild_of = None    # a re-run to rebuild this lost return
+        self.push_error = ""      # why the connection it was sent on broke
 
     @property
     def is_actor_task(self) -> bool:

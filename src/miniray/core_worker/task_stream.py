@@ -25,6 +25,7 @@ class TaskStream:
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._inflight: dict[bytes, object] = {}
         self.closed = False
+        self.error = ""          # why the stream broke, in gRPC's words
         worker.spawn(self._write())
         worker.spawn(self._read())
 
@@ -51,8 +52,8 @@ class TaskStream:
                     task = self._inflight.pop(reply.task_id, None)
                     if task is not None:
                         self._on_reply(task, reply)
-        except Exception:       # noqa: BLE001 - the worker went away
-            pass
+        except Exception as exc:       # noqa: BLE001 - the worker went away
+            self.error = describe_rpc_error(exc)
         closed_by_us = self.closed
         self.closed = True
         failed = sorted(self._inflight.values(), key=lambda t: t.order)
@@ -64,3 +65,16 @@ class TaskStream:
         """Cancel the call: tasks still in flight go to ``on_broken``."""
         self.closed = True
         self.call.cancel()
+
+
+def describe_rpc_error(exc: BaseException) -> str:
+    """A failed call's status as Ray words it (``GrpcUnavailable: RPC Error
+    message: Socket closed``): what a lost actor call's error shows."""
+    code = getattr(exc, "code", None)
+    if callable(code):
+        try:
+            name = "Grpc" + code().name.title().replace("_", "")
+            return f"{name}: RPC Error message: {exc.details()}"
+        except Exception:          # noqa: BLE001 - not a grpc.RpcError after all
+            pass
+    return f"{type(exc).__name__}: {exc}"
