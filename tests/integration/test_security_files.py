@@ -126,11 +126,22 @@ def plant_current_cluster(root, address: str, how: str) -> None:
 
 @pytest.mark.parametrize("how", [pytest.param("other_owner", marks=needs_root),
                                  "symlink", "world_writable"])
-def test_planted_current_cluster_is_ignored(private_root, attacker, how):
+def test_planted_current_cluster_is_ignored(private_root, attacker, how, monkeypatch):
     plant_current_cluster(str(private_root), attacker, how)
     assert node_module.read_current_cluster() is None
+    # "auto" then looks for this user's running clusters; the attacker's
+    # stands in for another user's, which that scan never sees (below).
+    monkeypatch.setattr(node_module, "local_clusters", lambda: [])
     with pytest.raises(ConnectionError, match="Could not find any running"):
         miniray.init(address="auto")
+
+
+def test_auto_never_finds_another_users_cluster(attacker, monkeypatch):
+    """The scan behind address="auto" keeps to the caller's own processes:
+    seen as another user, the (running) attacker cluster is not found."""
+    assert attacker in node_module.local_clusters()
+    monkeypatch.setattr(node_module.os, "getuid", lambda: OTHER_UID)
+    assert attacker not in node_module.local_clusters()
 
 
 def test_init_starts_its_own_cluster_instead_of_a_planted_one(private_root, attacker):
