@@ -263,6 +263,18 @@ class RayTaskError(RayError):
         return type(self), fields
 
 
+def dependency_failed(function_name: str, error: BaseException) -> RayTaskError:
+    """The error of a task one of whose arguments holds ``error``, as Ray
+    words it: a RayTaskError of this task (so also an instance of the
+    original cause's class) saying which argument error stopped it."""
+    shown = ("miniray.exceptions.RayTaskError" if isinstance(error, RayTaskError)
+             else f"{type(error).__module__}.{type(error).__qualname__}")
+    return RayTaskError(
+        function_name,
+        "At least one of the input arguments for this task could not be "
+        f"computed:\n{shown}: {error}", error)
+
+
 def _delegate_to_cause(self: RayTaskError, name: str) -> Any:
     """__getattr__ of dual classes: fall back to the cause's attributes."""
     cause = self.__dict__.get("cause")

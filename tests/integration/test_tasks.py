@@ -697,3 +697,42 @@ def test_sys_exit_in_a_task_is_a_worker_crash_and_is_retried(tmp_path):
         for ref in _numbers.options(max_retries=1).remote(10, 4):
             items.append(ray.get(ref, timeout=60))
     assert items == [0, 1, 2, 3]
+
+
+def test_a_task_whose_argument_failed_fails_as_ray_says():
+    """As in Ray: a task given a failed object fails with a RayTaskError of
+    its own (also an instance of the original cause), saying an input
+    argument could not be computed; the same for an actor call, and for a
+    system error (a crashed worker) upstream."""
+    @ray.remote(max_retries=0)
+    def bad():
+        raise ValueError("boom")
+
+    @ray.remote(max_retries=0)
+    def crash():
+        os._exit(1)
+
+    @ray.remote
+    def use(*args):
+        return len(args)
+
+    @ray.remote
+    class User:
+        def use(self, *args):
+            return len(args)
+
+    failed = bad.remote()
+    for ref in (use.remote(failed), use.remote(use.remote(failed)),
+                User.remote().use.remote(failed)):
+        with pytest.raises(exceptions.RayTaskError) as info:
+            ray.get(ref)
+        assert isinstance(info.value, ValueError)
+        assert "At least one of the input arguments for this task could not be " \
+               "computed" in str(info.value)
+        assert "boom" in str(info.value)
+        assert str(info.value).startswith("ray::use") or \
+            str(info.value).startswith("ray::User.use")
+    with pytest.raises(exceptions.WorkerCrashedError) as crashed:
+        ray.get(use.remote(crash.remote()))
+    assert isinstance(crashed.value, exceptions.RayTaskError)
+    assert "could not be computed" in str(crashed.value)

@@ -163,7 +163,8 @@ class TaskExecutor:
                                   self.task_error(spec.function_name, exc))
             except _ArgumentError as exc:
                 failure = ("DEPENDENCY_RESOLUTION_FAILED", str(exc.error))
-                self._store_error(reply, return_ids, caller, exc.error)
+                self._store_error(reply, return_ids, caller, exceptions.dependency_failed(
+                    spec.function_name, exc.error))
             except BaseException as exc:     # noqa: BLE001 - user code may raise anything
                 if self.actor is not None and self.actor.exit_requested(exc):
                     self.actor.exit_after_reply(reply, return_ids, caller)
@@ -232,7 +233,8 @@ class TaskExecutor:
             self._store_error(reply, return_ids, caller, exc)
         except _ArgumentError as exc:
             failure = ("DEPENDENCY_RESOLUTION_FAILED", str(exc.error))
-            self._store_error(reply, return_ids, caller, exc.error)
+            self._store_error(reply, return_ids, caller, exceptions.dependency_failed(
+                spec.function_name, exc.error))
         except BaseException as exc:     # noqa: BLE001 - user code may raise anything
             if self.actor.exit_requested(exc):
                 self.actor.exit_after_reply(reply, return_ids, caller)

@@ -28,6 +28,7 @@ from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ObjectID, TaskID
 from miniray.common.resources import shape_key
+from miniray.common.serialization import deserialize
 from miniray.core_worker import task_events
 from miniray.core_worker.lineage import CannotRebuild, Lineage, lost_error
 from miniray.core_worker.object_access import WORKER
@@ -199,7 +200,8 @@ class NormalTaskSubmitter:
                     self.fail(task, exceptions.ObjectLostError(arg.ref.object_id.hex()))
                     return
                 if payload.is_error:     # a failed dependency fails this task
-                    self._complete(task, [_with_id(payload, oid)
+                    failed = _dependency_failed(task.spec.function_name, payload)
+                    self._complete(task, [_with_id(failed, oid)
                                           for oid in self._return_ids(task)])
                     if task.is_actor_task:
                         on_ready(task)      # let later calls to the actor go
@@ -573,6 +575,11 @@ class NormalTaskSubmitter:
         missing = lost - {ObjectID(p.object_id) for p in found}
         if not missing:
             return found
+        failure = next((p for p in payloads if p.is_error), None)
+        if failure is not None:
+            # The re-run itself failed (its worker died, its retries ran
+            # out, ...): the items it did not yield again fail with that.
+            return found + [_with_id(failure, oid) for oid in missing]
         name = self._lineage.function_name(task_id) or "the task"
         error = exceptions.RayTaskError(name, "", ValueError(
             f"{name} was re-executed to rebuild lost values, but this time it "
@@ -651,6 +658,22 @@ def out_of_memory(task: _Task, cause: str) -> exceptions.OutOfMemoryError:
     return exceptions.OutOfMemoryError(
         f"Task {task.spec.function_name} (task ID: {task.task_id.hex()}) was "
         f"killed due to the node running low on memory.\n{cause}")
+
+
+def _dependency_failed(function_name: str, payload):
+    """The error payload of a task whose argument holds the error in
+    ``payload``: Ray's RayTaskError of this task (see
+    exceptions.dependency_failed); the argument's own error if that cannot
+    be read back."""
+    from miniray.core_worker.core_worker import error_payload
+    try:
+        error, _ = deserialize(payload.data)
+    except Exception:            # noqa: BLE001 - unreadable here: keep it as it was
+        return payload
+    if not isinstance(error, BaseException):
+        return payload
+    return error_payload(ObjectID(payload.object_id),
+                         exceptions.dependency_failed(function_name, error))
 
 
 def _with_id(payload, object_id: ObjectID):
