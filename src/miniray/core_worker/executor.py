@@ -13,6 +13,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import traceback
 
 from miniray import exceptions
@@ -74,7 +75,10 @@ class TaskExecutor:
             os._exit(1)        # the owner sees the worker die: TaskCancelledError
         self._cancelled.add(task_id)
         if self._running == task_id:
-            os.kill(os.getpid(), signal.SIGINT)   # interrupts sleeps and waits too
+            # At the main thread itself: a signal sent to the process may be
+            # taken by another thread, and then a sleep in the task is not
+            # interrupted (the handler would run only once it returns).
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         return True
 
     def stop(self) -> None:
