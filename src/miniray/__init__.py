@@ -15,7 +15,6 @@ _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 # gRPC is safe (it is not safe to use miniray from a forked child either way,
 # as with Ray). Read by the C core when it starts, so set before any import.
 _os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
-
 del _os         # only miniray's own modules are reachable as attributes
 
 __version__ = "0.1.0"

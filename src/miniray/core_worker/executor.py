@@ -59,6 +59,8 @@ class TaskExecutor:
         future = asyncio.get_running_loop().create_future()
 
         def settle(reply, error):
+            if future.done():            # the caller gave up (the RPC was cancelled)
+                return
             if error is None:
                 future.set_result(reply)
             else:

@@ -54,14 +54,17 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         loop = asyncio.get_running_loop()
         state = {"outstanding": 0, "reading": True, "wake": None}
 
+        def wake() -> None:
+            waiting = state["wake"]
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
+
         def deliver(task_id: bytes, reply, error) -> None:
             if error is not None:
                 reply = cw_pb2.PushTaskReply(system_error=str(error) or type(error).__name__)
             reply.task_id = task_id
             ready.append(reply)
-            wake = state["wake"]
-            if wake is not None and not wake.done():
-                wake.set_result(None)
+            wake()
 
         async def read():
             try:
@@ -78,9 +81,7 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
                             sink.fail(exc)
             finally:
                 state["reading"] = False
-                wake = state["wake"]
-                if wake is not None and not wake.done():
-                    wake.set_result(None)
+                wake()
 
         reader = asyncio.ensure_future(read())
         try:

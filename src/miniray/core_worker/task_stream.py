@@ -15,6 +15,7 @@ import asyncio
 from typing import Callable
 
 from miniray.protocol import core_worker_pb2 as cw_pb2
+from miniray.rpc.channels import describe_rpc_error
 
 
 class TaskStream:
@@ -66,15 +67,3 @@ class TaskStream:
         self.closed = True
         self.call.cancel()
 
-
-def describe_rpc_error(exc: BaseException) -> str:
-    """A failed call's status as Ray words it (``GrpcUnavailable: RPC Error
-    message: Socket closed``): what a lost actor call's error shows."""
-    code = getattr(exc, "code", None)
-    if callable(code):
-        try:
-            name = "Grpc" + code().name.title().replace("_", "")
-            return f"{name}: RPC Error message: {exc.details()}"
-        except Exception:          # noqa: BLE001 - not a grpc.RpcError after all
-            pass
-    return f"{type(exc).__name__}: {exc}"

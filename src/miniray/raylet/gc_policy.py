@@ -33,20 +33,23 @@ class GcPolicy:
         self._started: float | None = None
 
     # --- inputs --------------------------------------------------------------------
-    def store_usage(self, used: int, capacity: int, now: float) -> None:
-        """The store holds ``used`` of ``capacity`` bytes."""
+    def store_usage(self, used: int, capacity: int, now: float) -> bool:
+        """The store holds ``used`` of ``capacity`` bytes. True if that
+        asks for a GC (then see local_gc_due)."""
         if capacity <= 0 or used <= self.high_usage * capacity:
-            return
-        self.store_full(now)
+            return False
+        return self.store_full(now)
 
-    def store_full(self, now: float) -> None:
-        """The store is under pressure (above the mark, or full)."""
+    def store_full(self, now: float) -> bool:
+        """The store is under pressure (above the mark, or full). True if
+        that asks for a GC (not within global_min_interval_s of the last)."""
         if self._last_global is not None and \
                 now - self._last_global < self.global_min_interval_s:
-            return
+            return False
         self._last_global = now
         self._global_wanted = True
         self._local_wanted = True        # the GCS does not echo our own request
+        return True
 
     def store_full_again(self) -> None:
         """The global GC request could not be sent: send it next time."""

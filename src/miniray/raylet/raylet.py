@@ -589,14 +589,15 @@ class Raylet:
     # --- Python garbage collection (gc_policy.py) --------------------------------
     def store_pressure(self, full: bool = False) -> None:
         """After the store grew (``full``: it could not fit an object): past
-        the mark, a local GC now and a global one at the next heartbeat."""
+        the mark, a local GC now and a global one at the next heartbeat.
+        (Every seal passes here: below the mark it is one comparison.)"""
         now = time.monotonic()
         if full:
-            self.gc.store_full(now)
+            asked = self.gc.store_full(now)
         else:
-            used, capacity = self.store.usage()
-            self.gc.store_usage(used, capacity, now)
-        self.maybe_collect()
+            asked = self.gc.store_usage(*self.store.usage(), now)
+        if asked:
+            self.maybe_collect()
 
     def maybe_collect(self) -> None:
         """Run a local GC if one is due; one held back by the minimum

@@ -39,6 +39,15 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, grpc.RpcError) and error.code() in _UNAVAILABLE
 
 
+def describe_rpc_error(exc: BaseException) -> str:
+    """A failed call's status as Ray words it (``GrpcUnavailable: RPC Error
+    message: Socket closed``): what a lost actor call's error shows."""
+    if isinstance(exc, grpc.RpcError):
+        name = "Grpc" + exc.code().name.title().replace("_", "")
+        return f"{name}: RPC Error message: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class ChannelPool:
     """Stubs for aio channels, created lazily and owned by one event loop."""
 
