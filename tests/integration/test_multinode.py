@@ -408,6 +408,16 @@ def test_actors_created_together_spread_over_the_nodes_that_fit():
         actors = [Where.remote() for _ in range(3)]
         nodes = ray.get([a.node.remote() for a in actors], timeout=60)
         assert sorted(nodes) == sorted(n.node_id.hex() for n in cluster.worker_nodes)
+        # One that names no resources holds no CPU, yet needs a node that
+        # has one: never the head's, which has none.
+        @ray.remote
+        class Plain:
+            def node(self):
+                return ray.get_runtime_context().get_node_id()
+
+        plains = [Plain.remote() for _ in range(3)]
+        head = cluster.head_node.node_id.hex()
+        assert head not in ray.get([p.node.remote() for p in plains], timeout=60)
     finally:
         ray.shutdown()
         cluster.shutdown()

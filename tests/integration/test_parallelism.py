@@ -127,6 +127,29 @@ def test_cancel_of_a_queued_task_fails_at_once_and_it_never_runs(cluster, tmp_pa
     assert ray.get(recorder.get.remote()) == ["after"]
 
 
+def test_a_default_actor_starts_while_every_cpu_is_busy(cluster, tmp_path):
+    # Ray's rule: an actor that names no resources needs a CPU on its node
+    # to be placed there but holds none while it lives, so it starts now;
+    # one that asks for a CPU waits for a task to give one back.
+    gate = str(tmp_path / "gate")
+    hogs = [spinning.remote(gate) for _ in range(NUM_CPUS)]
+    wait_for_condition(lambda: len(list(tmp_path.glob("gate.*"))) == NUM_CPUS,
+                       timeout=30)
+
+    @ray.remote
+    class Plain:
+        def ping(self):
+            return "pong"
+
+    assert ray.get(Plain.remote().ping.remote(), timeout=30) == "pong"
+    waiting = Plain.options(num_cpus=1).remote().ping.remote()
+    ready, _ = ray.wait([waiting], timeout=1.0)
+    assert not ready                     # every CPU is still taken
+    open(gate, "w").close()
+    ray.get(hogs, timeout=30)
+    assert ray.get(waiting, timeout=30) == "pong"
+
+
 def test_cancel_of_a_task_waiting_for_its_arguments(cluster):
     signal = SignalActor.remote()
     recorder = Recorder.remote()

@@ -141,6 +141,27 @@ def test_zero_resource_request_is_always_granted():
     assert sched.available == {"CPU": 0.0}
 
 
+def test_placement_resources_must_exist_but_are_neither_held_nor_waited_for():
+    # An actor's default "1 CPU for scheduling, 0 for running" (Ray): it
+    # starts on a node whose CPUs are all busy, and takes none of them.
+    sched = LeaseScheduler({"CPU": 2.0})
+    sched.submit(req({"CPU": 2}))
+    actor = LeaseRequest(next(_ids), {}, JOB, b"", "A", placement={"CPU": 1.0},
+                         actor_id=b"actor")
+    sched.submit(actor)
+    assert actor.request_id in ids(sched.schedule())
+    assert sched.available == {"CPU": 0.0}
+
+
+def test_placement_resources_the_node_lacks_keep_the_request_queued():
+    sched = LeaseScheduler({"CPU": 0.0, "memory": 1.0})
+    actor = LeaseRequest(next(_ids), {}, JOB, b"", "A", placement={"CPU": 1.0},
+                         actor_id=b"actor")
+    sched.submit(actor)
+    assert sched.schedule() == []
+    assert not sched.feasible(actor.resources, actor.placement)
+
+
 # --- custom / fractional resources ------------------------------------------------------
 
 def test_custom_resources():

@@ -35,7 +35,10 @@ class LeaseRequest:
     job_id: bytes
     requester: bytes          # WorkerID of the owner asking (empty: the GCS)
     name: str = ""
-    placement: dict = field(default_factory=dict)   # must fit, not held
+    # An actor's placement resources (1 CPU by default): the node must have
+    # them in total, and free nodes are preferred, but they are never held
+    # nor waited for (Ray: "1 CPU for scheduling, 0 for running").
+    placement: dict = field(default_factory=dict)
     actor_id: bytes = b""
     resource_ids: Assignment = field(default_factory=dict)   # set when granted
     spillable: bool = False   # may move to another node that has room first
@@ -137,7 +140,7 @@ class LeaseScheduler:
         granted, waiting = [], []
         for request in self.queue:
             if res.fits(request.resources, self.available) and \
-                    res.fits(request.placement, self.available) and \
+                    res.fits(request.placement, self.total) and \
                     not self.at_cap(request, now):
                 assignment = self.instances.allocate(request.resources)
                 if assignment is not None:
