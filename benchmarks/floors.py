@@ -12,9 +12,9 @@ Rows (median of --repeat runs, microseconds per round trip of 100 bytes):
   call to the loop thread (miniray's driver: user thread -> io thread);
 - ``grpc sync unary``: a blocking unary call (miniray's calls to the GCS).
 
-Each gRPC row runs with gRPC's default EventEngine (what miniray uses) and
-with the EventEngine client and listener off (faster, but tried and
-reverted; see docs/performance.md): the C core reads GRPC_EXPERIMENTS when
+Each gRPC row runs with gRPC's default EventEngine and with the EventEngine
+client and listener off (what ``import miniray`` selects; see
+docs/performance.md): the C core reads GRPC_EXPERIMENTS when
 it starts, so each configuration runs in fresh processes.
 """
 from __future__ import annotations

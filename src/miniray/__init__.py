@@ -15,7 +15,32 @@ _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 # gRPC is safe (it is not safe to use miniray from a forked child either way,
 # as with Ray). Read by the C core when it starts, so set before any import.
 _os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
-del _os         # only miniray's own modules are reachable as attributes
+
+
+def _grpc_experiments() -> None:
+    """gRPC's EventEngine client and listener hand each message through two
+    more threads (an I/O thread, then the completion-queue poller) than the
+    older poller does: a round trip on a stream costs about 320 us instead
+    of 225 us here (docs/performance.md). Turned off for the grpcio versions
+    where those experiments exist (an unknown name is logged as an error),
+    unless the user set GRPC_EXPERIMENTS. Read without importing grpc."""
+    if "GRPC_EXPERIMENTS" in _os.environ:
+        return
+    import importlib.util
+    import re
+    spec = importlib.util.find_spec("grpc")
+    try:
+        path = _os.path.join(spec.submodule_search_locations[0], "_grpcio_metadata.py")
+        with open(path) as file:
+            found = re.search(r"(\d+)\.(\d+)\.", file.read())
+    except (AttributeError, OSError, TypeError, IndexError):
+        return
+    if found and (1, 85) <= (int(found[1]), int(found[2])) <= (1, 89):
+        _os.environ["GRPC_EXPERIMENTS"] = "-event_engine_client,-event_engine_listener"
+
+
+_grpc_experiments()
+del _os, _grpc_experiments   # only miniray's own modules are reachable as attributes
 
 __version__ = "0.1.0"
 

@@ -145,6 +145,36 @@ def test_state_survives_a_gcs_restart_and_work_goes_on(cluster):
     ray.kill(keeper)
 
 
+@ray.remote
+def hold_cpu(gate: str):
+    """Hold a CPU until ``gate`` exists (no ``get``: that would lend it back)."""
+    with open(f"{gate}.{os.getpid()}", "w"):
+        pass
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def test_a_task_queued_for_a_busy_cpu_runs_while_the_gcs_is_down(cluster, tmp_path):
+    # The raylet asked the GCS for a fresh view of the cluster before
+    # queueing a lease it could not grant at once, and that ask waited for
+    # the GCS to come back: queued work stalled through the whole outage.
+    assert ray.get(square.remote(2)) == 4        # the function is known to the GCS
+    gate = str(tmp_path / "gate")
+    # (Not retriable, unlike square: the driver cannot reuse their leases for
+    # it and must ask the raylet for another.)
+    hogs = [hold_cpu.options(max_retries=0).remote(gate) for _ in range(2)]
+    wait_for_condition(lambda: len(list(tmp_path.glob("gate.*"))) == 2, timeout=30)
+    with gcs_down() as old_pid:
+        queued = square.remote(6)
+        ready, _ = ray.wait([queued], timeout=0.5)
+        assert not ready                         # both CPUs are taken
+        open(gate, "w").close()
+        assert ray.get(queued, timeout=20) == 36
+        ray.get(hogs, timeout=20)
+    wait_gcs_back(old_pid)
+
+
 def test_a_reserved_port_is_never_handed_out_yet_a_grpc_server_can_listen_on_it():
     # What the GCS's supervisor relies on to keep its port through restarts:
     # the kernel gives a bind to port 0 (every worker's server) only ports

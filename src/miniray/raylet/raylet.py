@@ -366,8 +366,12 @@ class Raylet:
         return decision
 
     async def _refresh_view(self) -> None:
+        """A fresher view of the other nodes, if the GCS answers at once.
+        One try, not the reconnecting stub: scheduling must go on with the
+        view it has while the GCS is down (restarting), not wait for it."""
+        gcs = self.channels.stub(self.gcs_address, gcs_pb2_grpc.GcsServiceStub)
         try:
-            reply = await self.gcs.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=5)
+            reply = await gcs.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=2)
         except Exception:
             return
         self._set_view(reply.nodes)
