@@ -479,3 +479,41 @@ def test_ids_of_the_wrong_length_never_become_paths(store):
             store.path(bad)
         with pytest.raises(ValueError):
             store.reserve(bad, 1, OWNER)
+
+
+def test_wait_local_waits_for_a_copy_being_written_to_be_sealed(store):
+    import threading
+    object_id = oid()
+    assert pytest.raises(KeyError, store.wait_local, object_id, 0.1)
+    writer = WorkerID.from_random()
+    path = store.reserve(object_id, 3, OWNER, writer=writer, deadline=1e9)
+    with pytest.raises(ValueError):
+        store.ensure_local(object_id)         # being written: not readable yet
+    with pytest.raises(TimeoutError):
+        store.wait_local(object_id, 0.05)
+    found = []
+    waiter = threading.Thread(target=lambda: found.append(store.wait_local(object_id, 30)))
+    waiter.start()
+    write_bytes(path, b"abc")
+    store.seal(object_id)
+    waiter.join(30)
+    assert found == [path]
+    assert read(path).to_pybytes() == b"abc"
+
+
+def test_wait_local_gives_up_when_the_writer_does(store):
+    import threading
+    object_id, writer = oid(), WorkerID.from_random()
+    store.reserve(object_id, 3, OWNER, writer=writer, deadline=1e9)
+    errors = []
+
+    def wait():
+        try:
+            store.wait_local(object_id, 30)
+        except KeyError as exc:
+            errors.append(exc)
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert store.release_unsealed(writer=writer) == [object_id]   # it died
+    waiter.join(30)
+    assert len(errors) == 1

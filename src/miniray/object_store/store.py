@@ -13,6 +13,7 @@ import errno
 import os
 import shutil
 import threading
+import time
 from typing import Iterable
 
 from miniray.common.ids import ObjectID, WorkerID
@@ -75,6 +76,7 @@ class PlasmaStore:
         self._policy = StorePolicy(capacity)
         self._pool = FilePool(directory)
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)   # a seal or a drop
         self._closed = False
         # Reservations a process is writing: object -> (writer, deadline).
         self._unsealed: dict[ObjectID, tuple[bytes, float]] = {}
@@ -147,6 +149,7 @@ class PlasmaStore:
                     f"{record.size} were reserved")
             self._policy.seal(object_id)
             self._unsealed.pop(object_id, None)
+            self._changed.notify_all()
 
     def contains(self, object_id: ObjectID) -> bool:
         """Whether the object is sealed here (in memory or spilled)."""
@@ -179,6 +182,23 @@ class PlasmaStore:
             else:
                 raise ValueError(f"object {object_id.hex()} is not sealed yet")
             return self.path(object_id)
+
+    def wait_local(self, object_id: ObjectID, timeout: float) -> str:
+        """:meth:`ensure_local`, but a copy still being written here (by a
+        local task, or another pull) is waited for until it is sealed.
+        Raises KeyError if the object is unknown or its writer gives up,
+        TimeoutError if it is not sealed within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                try:
+                    return self.ensure_local(object_id)
+                except ValueError:                     # not sealed yet
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"object {object_id.hex()} was not "
+                                           f"sealed within {timeout:g} s") from None
+                    self._changed.wait(remaining)
 
     def delete(self, object_ids: Iterable[ObjectID]) -> int:
         """Free objects; their memory is kept for reuse when nobody maps it.
@@ -301,6 +321,7 @@ class PlasmaStore:
     def _drop(self, object_id: ObjectID) -> bool:
         """Forget the object and remove all of its files."""
         self._unsealed.pop(object_id, None)
+        self._changed.notify_all()
         known = self._policy.delete(object_id)
         path, spilled = self.path(object_id), self.spill_path(object_id)
         for p in (path, path + _TMP, spilled, spilled + _TMP):

@@ -23,6 +23,9 @@ from miniray.protocol import object_manager_pb2_grpc as om_grpc
 # from one source (the first that answers), big ones from all of them.
 MIN_RANGE_BYTES = 16 * 1024 * 1024
 MAX_SOURCES = 4
+# How long a pull waits for a copy being written on this node by someone
+# else (its writer's own deadline usually ends the wait sooner).
+LOCAL_WRITE_WAIT_S = 60.0
 
 
 def split(total: int, sources: int) -> list[tuple[int, int]]:
@@ -84,8 +87,14 @@ class ObjectPuller:
         total = opened[0][1].total_size
         if total < 0 or any(reply.total_size != total for _, reply in opened):
             raise OSError(f"the sources of {object_id.hex()} disagree on its size")
-        path = await asyncio.to_thread(self.store.reserve, object_id, total,
-                                       WorkerID.nil(), False)
+        try:
+            path = await asyncio.to_thread(self.store.reserve, object_id, total,
+                                           WorkerID.nil(), False)
+        except ValueError:
+            # A copy appeared here meanwhile (a task re-run on this node to
+            # rebuild the object, or a local put): that one will do.
+            return await asyncio.to_thread(self.store.wait_local, object_id,
+                                           LOCAL_WRITE_WAIT_S)
         tmp = path + ".tmp"
         fd = open_sized(tmp, total)
         mapping = mmap.mmap(fd, total) if total else None

@@ -14,6 +14,7 @@ from miniray.common.ids import (
 from miniray.common.validation import InvalidArgument, NotAllowed
 from miniray.exceptions import ObjectStoreFullError, RuntimeEnvSetupError
 from miniray.object_store.policy import ObjectState
+from miniray.object_store.transfer import LOCAL_WRITE_WAIT_S
 from miniray.raylet import worker_logs
 from miniray.protocol import (
     common_pb2, object_manager_pb2 as om_pb2, object_manager_pb2_grpc as om_grpc,
@@ -204,9 +205,10 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         try:
             if request.source_address and not raylet.store.contains(object_id):
                 path = await raylet.puller.pull(object_id, request.source_address, others)
-            else:
-                path = await asyncio.to_thread(raylet.store.ensure_local, object_id)
-        except (KeyError, OSError, grpc.RpcError):
+            else:       # here, or being written here: wait for its seal
+                path = await asyncio.to_thread(raylet.store.wait_local, object_id,
+                                               LOCAL_WRITE_WAIT_S)
+        except (KeyError, OSError, grpc.RpcError):       # (TimeoutError is an OSError)
             return raylet_pb2.EnsureLocalReply(found=False)
         return raylet_pb2.EnsureLocalReply(path=path, found=True)
 
