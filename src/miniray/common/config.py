@@ -60,6 +60,10 @@ MEMORY_MONITOR_REFRESH_MS = _env(
 MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT = _env(
     "MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT",
     int(os.environ.get("RAY_maximum_gcs_destroyed_actor_cached_count", 100_000)))
+# The GCS keeps this many removed placement groups (for the state API),
+# forgetting the longest removed first.
+MAXIMUM_GCS_REMOVED_PLACEMENT_GROUP_COUNT = _env(
+    "MAXIMUM_GCS_REMOVED_PLACEMENT_GROUP_COUNT", 10_000)
 # Task events (the state API's list_tasks, the timeline): each process
 # buffers its tasks' state changes and sends them to the GCS every
 # TASK_EVENTS_REPORT_INTERVAL_MS (0: no events); a buffer past

@@ -9,8 +9,10 @@ job ends. Groups that can't be placed yet stay pending and are retried.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 
+from miniray.common import config
 from miniray.common.resources import add, fits, subtract
 from miniray.gcs.waiters import Waiters
 from miniray.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
@@ -79,6 +81,10 @@ class PlacementGroupManager:
     def __init__(self, server):
         self.server = server
         self.groups: dict[bytes, common_pb2.PlacementGroupInfo] = {}
+        # Removed groups, oldest removal first: kept for the state API up
+        # to a bound, so a program that makes and removes groups all day
+        # leaves the tables (and every scan of them) no bigger.
+        self._removed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._waiters = Waiters()
         self._retry_task: asyncio.Task | None = None
         self._storage = server.storage
@@ -95,8 +101,19 @@ class PlacementGroupManager:
         for value in self._storage.load("placement_groups").values():
             group = common_pb2.PlacementGroupInfo.FromString(value)
             self.groups[group.placement_group_id] = group
+            if group.state == common_pb2.PG_REMOVED:
+                self._removed[group.placement_group_id] = None
             if group.state == common_pb2.PG_PENDING:
                 asyncio.get_running_loop().create_task(self._replace(group))
+        self._forget_removed()
+
+    def _forget_removed(self) -> None:
+        """Forget the longest-removed groups past the bound."""
+        while len(self._removed) > config.MAXIMUM_GCS_REMOVED_PLACEMENT_GROUP_COUNT:
+            group_id, _ = self._removed.popitem(last=False)
+            self.groups.pop(group_id, None)
+            if self._storage is not None:
+                self._storage.delete("placement_groups", group_id)
 
     async def _replace(self, group) -> None:
         await self._return(group, {n.node_id for n in self.server.nodes.alive_nodes()})
@@ -215,6 +232,14 @@ class PlacementGroupManager:
         return self.server.channels.stub(f"{node.ip}:{node.raylet_port}",
                                          raylet_pb2_grpc.RayletServiceStub)
 
+    async def _return_later(self, group, node_ids: set) -> None:
+        """_return, once the removal's reply is on its way: the raylets' RPCs
+        need not delay the caller (two loop turns: the storage flush, then
+        the handler's reply)."""
+        for _ in range(2):
+            await asyncio.sleep(0)
+        await self._return(group, node_ids)
+
     async def _return(self, group, node_ids: set) -> None:
         for node in self.server.nodes.alive_nodes():
             if node.node_id in node_ids:
@@ -231,12 +256,14 @@ class PlacementGroupManager:
         was_created = group.state == common_pb2.PG_CREATED
         group.state = common_pb2.PG_REMOVED
         self._save(group)
+        self._removed[placement_group_id] = None
+        self._forget_removed()
         if was_created:
             # As in Ray, the bundles go back in the background; a GCS that
             # dies meanwhile has the raylets return them at resync
             # (held_elsewhere: bundles of a removed group).
             asyncio.get_running_loop().create_task(
-                self._return(group, {b.node_id for b in group.bundles}))
+                self._return_later(group, {b.node_id for b in group.bundles}))
         await self._notify()
         return True
 
