@@ -115,3 +115,17 @@ def test_jobs_functions_kv_and_nodes_reload(tmp_path):
     assert [n.node_id for n in nodes2.alive_nodes()] == [node_id]
     assert nodes2.check_timeouts(now=4.0) == []          # a fresh grace period
     assert nodes2.check_timeouts(now=6.0) == [node_id]
+
+
+def test_rows_load_in_the_order_they_were_last_written(tmp_path):
+    # What keeps "the longest removed first" true across a GCS restart.
+    path = str(tmp_path / "tables.sqlite3")
+    storage = GcsStorage(path)
+    for key in (b"c", b"b", b"a"):
+        storage.put("placement_groups", key, b"1")
+        storage.flush()
+    storage.put("placement_groups", b"b", b"2")      # rewritten last
+    storage.close()
+    reloaded = GcsStorage(path)
+    assert list(reloaded.load("placement_groups")) == [b"c", b"a", b"b"]
+    reloaded.close()

@@ -81,9 +81,10 @@ class PlacementGroupManager:
     def __init__(self, server):
         self.server = server
         self.groups: dict[bytes, common_pb2.PlacementGroupInfo] = {}
-        # Removed groups, oldest removal first: kept for the state API up
-        # to a bound, so a program that makes and removes groups all day
-        # leaves the tables (and every scan of them) no bigger.
+        # Removed groups, oldest removal first (after a restart too: the
+        # storage loads rows in the order they were last written): kept for
+        # the state API up to a bound, so a program that makes and removes
+        # groups all day leaves the tables (and every scan of them) no bigger.
         self._removed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._waiters = Waiters()
         self._retry_task: asyncio.Task | None = None

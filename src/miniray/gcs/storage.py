@@ -96,10 +96,11 @@ class GcsStorage:
 
     # --- reading ------------------------------------------------------------------------
     def load(self, table: str) -> dict[bytes, bytes]:
-        """Every row of ``table`` as committed (call before serving)."""
+        """Every row of ``table`` as committed (call before serving), in the
+        order they were last written (a replaced row gets a new rowid)."""
         self.flush()
         return {bytes(k): bytes(v) for k, v in self._db.execute(
-            "SELECT key, value FROM rows WHERE tbl = ?", (table,))}
+            "SELECT key, value FROM rows WHERE tbl = ? ORDER BY rowid", (table,))}
 
     def close(self) -> None:
         self.flush()
