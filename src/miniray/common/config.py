@@ -27,6 +27,18 @@ LEASE_REUSE_S = _env("LEASE_REUSE_S", 0.5)
 IDLE_LEASE_TIMEOUT_S = _env("IDLE_LEASE_TIMEOUT_S", 0.2)
 # Idle workers above the node's CPU count are reaped after this long.
 IDLE_WORKER_TIMEOUT_S = _env("IDLE_WORKER_TIMEOUT_S", 2.0)
+# A raylet starts at most this many worker processes at once (0: the
+# smaller of its CPUs and the machine's cores, Ray's default). Ray's
+# RAY_worker_maximum_startup_concurrency is honoured too.
+WORKER_MAXIMUM_STARTUP_CONCURRENCY = _env(
+    "WORKER_MAXIMUM_STARTUP_CONCURRENCY",
+    int(os.environ.get("RAY_worker_maximum_startup_concurrency", 0)))
+# A worker process that has not registered with its raylet this long after
+# it started is killed (its start slot is needed). Ray's
+# RAY_worker_register_timeout_seconds is honoured too.
+WORKER_REGISTER_TIMEOUT_S = _env(
+    "WORKER_REGISTER_TIMEOUT_S",
+    float(os.environ.get("RAY_worker_register_timeout_seconds", 60)))
 # Raylet -> GCS heartbeat period, and how long until a silent node is dead.
 HEARTBEAT_PERIOD_S = _env("HEARTBEAT_PERIOD_S", 0.5)
 NODE_DEATH_TIMEOUT_S = _env("NODE_DEATH_TIMEOUT_S", 5.0)

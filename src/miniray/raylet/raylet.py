@@ -123,7 +123,8 @@ class Raylet:
                                forward_output=not self.owns_session_dir,
                                logs=WorkerLogs(self.log_directory,
                                                tee=self.owns_session_dir),
-                               envs=self.envs)
+                               envs=self.envs,
+                               startup_concurrency=config.WORKER_MAXIMUM_STARTUP_CONCURRENCY)
         self.pool.prestart(int(min(self.total.get("CPU", 0), os.cpu_count() or 1)))
         await self._register_node()
         tasks = [asyncio.create_task(self._heartbeat_loop()),
@@ -506,7 +507,7 @@ class Raylet:
                 return
             self._end_lease(lease.lease_id)
             future.set_exception(RuntimeError(
-                "worker processes keep dying at startup; see their worker-*.err "
+                "worker processes keep dying (or hanging) at startup; see their worker-*.err "
                 f"files in {self.log_directory}"))
             return
         if lease.lease_id not in self.leases:

@@ -7,6 +7,13 @@ worker started for a runtime env (runtime_env/manager.py: its python, cwd
 and variables) only ever serves tasks of that same env.
 Its output goes to files of its own (worker_logs.py). The pool remembers
 the last workers that exited, for the state API (``list_workers``).
+
+As in Ray (``maximum_startup_concurrency``), at most ``startup_concurrency``
+processes start at once (by default the smaller of the node's CPUs and the
+machine's cores). A pop that finds no idle worker and no free start slot
+waits in line; it takes whichever comes first, a worker that goes idle or a
+slot. Starting twenty processes at once on two cores would bring all of them
+up late together; in line, the first ones are ready after one start time.
 """
 from __future__ import annotations
 
@@ -42,7 +49,8 @@ class ExitedProcess:
 
 class WorkerProcess:
     __slots__ = ("worker_id", "process", "port", "job_id", "ready", "idle_since",
-                 "lease_id", "dead", "used", "gpu", "start_time_ms", "exit", "env")
+                 "lease_id", "dead", "used", "gpu", "start_time_ms", "exit", "env",
+                 "timed_out")
 
     def __init__(self, worker_id: WorkerID, process: subprocess.Popen | None,
                  ready: asyncio.Future, env: WorkerEnv = NO_ENV):
@@ -59,6 +67,7 @@ class WorkerProcess:
         self.start_time_ms = int(time.time() * 1000)
         self.exit: tuple[str, str] | None = None    # (exit type, detail) if killed
         self.env = env              # the runtime env it was started in
+        self.timed_out = False      # killed for not registering in time
 
     @property
     def pid(self) -> int:
@@ -67,7 +76,8 @@ class WorkerProcess:
 
 class WorkerStartFailed(RuntimeError):
     """A new worker process died before it was ready. ``killed``: by a
-    signal (something killed it), not by exiting on its own (it crashed)."""
+    signal (something killed it), not by exiting on its own (it crashed) or
+    hanging until the register timeout."""
 
     def __init__(self, killed: bool):
         super().__init__("worker process " + ("was killed" if killed else "exited")
@@ -78,7 +88,8 @@ class WorkerStartFailed(RuntimeError):
 class WorkerPool:
     def __init__(self, raylet_address: str, gcs_address: str, soft_limit: int,
                  node_ip: str = "127.0.0.1", forward_output: bool = False,
-                 logs: WorkerLogs | None = None, envs=None):
+                 logs: WorkerLogs | None = None, envs=None,
+                 startup_concurrency: int = 0):
         self.node_ip = node_ip
         # Daemon nodes log workers' output to files only: send it to drivers too.
         self.forward_output = forward_output
@@ -89,6 +100,10 @@ class WorkerPool:
         self.raylet_address = raylet_address
         self.gcs_address = gcs_address
         self.soft_limit = max(1, soft_limit)
+        self.startup_concurrency = max(1, startup_concurrency or min(
+            soft_limit, os.cpu_count() or 1))
+        self._registering = 0       # processes started, not yet registered
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self.workers: dict[WorkerID, WorkerProcess] = {}
         self._idle: list[WorkerProcess] = []
         self._starting: list[WorkerProcess] = []   # started, not yet handed out
@@ -97,6 +112,38 @@ class WorkerPool:
     # --- starting and registration ---------------------------------------------
     def start_worker(self, runtime_env: WorkerEnv = NO_ENV) -> WorkerProcess:
         worker_id = WorkerID.from_random()
+        process = self._spawn(worker_id, runtime_env)
+        worker = WorkerProcess(worker_id, process,
+                               asyncio.get_running_loop().create_future(), runtime_env)
+        self.workers[worker_id] = worker
+        self._registering += 1
+        worker.ready.add_done_callback(self._registered)
+        timer = asyncio.get_running_loop().call_later(
+            config.WORKER_REGISTER_TIMEOUT_S, self._register_timeout, worker)
+        worker.ready.add_done_callback(lambda _: timer.cancel())
+        if self.envs is not None:
+            self.envs.acquire(runtime_env)
+        return worker
+
+    def _registered(self, _future: asyncio.Future) -> None:
+        """A start slot is free (the worker registered or died starting)."""
+        self._registering -= 1
+        self._wake()
+
+    def _register_timeout(self, worker: WorkerProcess) -> None:
+        if not worker.ready.done():
+            worker.timed_out = True
+            self.kill(worker, "SYSTEM_ERROR", "did not register with the raylet within "
+                      f"{config.WORKER_REGISTER_TIMEOUT_S:g} s of starting")
+
+    def _wake(self) -> None:
+        """Let the pops waiting in line look again, oldest first."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _spawn(self, worker_id: WorkerID, runtime_env: WorkerEnv) -> subprocess.Popen:
         # MINIRAY_CORE_WORKER: how `miniray stop` knows it once its process
         # title (core_worker/proctitle.py) replaced its command line.
         env = dict(os.environ, PYTHONUNBUFFERED="1", MINIRAY_NODE_IP=self.node_ip,
@@ -119,12 +166,7 @@ class WorkerPool:
             raise
         if output is not None:
             output.started(process.pid)
-        worker = WorkerProcess(worker_id, process,
-                               asyncio.get_running_loop().create_future(), runtime_env)
-        self.workers[worker_id] = worker
-        if self.envs is not None:
-            self.envs.acquire(runtime_env)
-        return worker
+        return process
 
     def prestart(self, count: int) -> None:
         for _ in range(count):
@@ -168,24 +210,41 @@ class WorkerPool:
         def fits(w: WorkerProcess) -> bool:
             return w.gpu in (None, gpu) and w.env.key == key and not (for_actor and w.used)
 
-        for candidates in (
-                [w for w in self._idle if w.job_id == job_id and fits(w)],
-                [w for w in self._idle if not w.job_id and fits(w)]):
-            if candidates:
-                worker = candidates[-1]
-                self._idle.remove(worker)
-                worker.job_id = job_id
-                worker.gpu = gpu
-                worker.idle_since = None
-                return worker
-        worker = (self._take_starting() if not key else None) \
-            or self.start_worker(runtime_env)
+        while True:
+            for candidates in (
+                    [w for w in self._idle if w.job_id == job_id and fits(w)],
+                    [w for w in self._idle if not w.job_id and fits(w)]):
+                if candidates:
+                    worker = candidates[-1]
+                    self._idle.remove(worker)
+                    worker.job_id = job_id
+                    worker.gpu = gpu
+                    worker.idle_since = None
+                    return worker
+            worker = self._take_starting() if not key else None
+            if worker is not None:
+                break
+            # Woken pops look again in the order they came; a newcomer
+            # never starts a process ahead of pops waiting in line.
+            if self._registering < self.startup_concurrency and not self._waiters:
+                worker = self.start_worker(runtime_env)
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                self._wake()        # pass its turn on
+                raise
         worker.job_id = job_id
         worker.gpu = gpu
         await worker.ready
         if worker.dead:
             code = worker.process.poll() if worker.process else None
-            raise WorkerStartFailed(killed=code is not None and code < 0)
+            raise WorkerStartFailed(killed=code is not None and code < 0
+                                    and not worker.timed_out)
         return worker
 
     def _take_starting(self) -> WorkerProcess | None:
@@ -199,6 +258,7 @@ class WorkerPool:
         worker.lease_id = b""
         worker.idle_since = time.monotonic()
         self._idle.append(worker)
+        self._wake()
 
     # --- ending -------------------------------------------------------------------
     def retire(self, worker: WorkerProcess) -> None:
