@@ -56,3 +56,21 @@ def test_job_submission_module_is_pinned():
 
 def test_object_id_is_rays_old_name_for_object_ref():
     assert miniray.ObjectID is miniray.ObjectRef
+
+
+def test_dag_module_is_pinned():
+    """``miniray.dag`` has Ray's ``ray.dag`` names for the DAG API, and is
+    reachable as an attribute without being one of ``miniray.__all__``."""
+    from miniray import dag
+    assert miniray.dag is dag
+    assert set(dag.__all__) == {
+        "DAGNode", "FunctionNode", "ClassNode", "ClassMethodNode", "InputNode",
+        "InputAttributeNode", "MultiOutputNode", "DAGInputData",
+        "PARENT_CLASS_NODE_KEY", "PREV_CLASS_METHOD_CALL_KEY"}
+    for name in dag.__all__:
+        assert hasattr(dag, name), name
+    for name in ("FunctionNode", "ClassNode", "ClassMethodNode", "InputNode",
+                 "InputAttributeNode", "MultiOutputNode"):
+        assert issubclass(getattr(dag, name), dag.DAGNode), name
+    assert dag.PARENT_CLASS_NODE_KEY == "parent_class_node"
+    assert dag.PREV_CLASS_METHOD_CALL_KEY == "prev_class_method_call"

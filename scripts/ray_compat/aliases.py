@@ -45,7 +45,7 @@ COMPAT_MODULES = {
 
 # ray.<top>[.*] -> miniray.<top>[.*]: the public modules both have.
 PUBLIC_ROOTS = ("util", "exceptions", "actor", "runtime_context", "remote_function",
-                "job_config")
+                "job_config", "dag")
 
 # Prefixes of Ray internals, with why a test using them is out of scope.
 INTERNAL_PREFIXES = {

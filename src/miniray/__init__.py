@@ -66,7 +66,8 @@ _EXPORTS = {
     "timeline": "miniray.util.state",
     "wait": "miniray.api",
 }
-_SUBMODULES = {"exceptions", "util", "testing", "actor", "runtime_context", "job_config"}
+_SUBMODULES = {"exceptions", "util", "testing", "actor", "runtime_context", "job_config",
+               "dag"}
 # Older names Ray still answers to.
 _ALIASES = {"ObjectID": "ObjectRef"}
 

@@ -42,13 +42,17 @@ class ActorClassInheritanceException(TypeError):
 handle_object_id = ObjectID.for_actor_handle
 
 
+def check_method_options(options: dict) -> None:
+    for key in options:
+        if key not in METHOD_OPTIONS:
+            raise ValueError(f"Invalid option keyword {key} for actor methods. "
+                             f"Valid ones are {sorted(METHOD_OPTIONS)}.")
+
+
 def method(*args, **options):
     """Per-method options: ``@miniray.method(num_returns=2)``."""
     def decorate(function):
-        for key in options:
-            if key not in METHOD_OPTIONS:
-                raise ValueError(f"Invalid option keyword {key} for actor methods. "
-                                 f"Valid ones are {sorted(METHOD_OPTIONS)}.")
+        check_method_options(options)
         function.__miniray_method_options__ = options
         return function
 
@@ -162,6 +166,20 @@ class ActorClass:
     def remote(self, *args, **kwargs) -> "ActorHandle":
         return self._create(args, kwargs, self._options)
 
+    def bind(self, *args, **kwargs):
+        """A ClassNode of a lazy task graph (``miniray.dag``): the actor is
+        created each time the graph is executed, not now."""
+        return self._bind(args, kwargs, self._options)
+
+    def _bind(self, args, kwargs, options: dict):
+        from miniray.dag.class_node import ClassNode
+        _check_call(self._init_shape, args, kwargs, f"{self._cls.__name__}.__init__")
+        return ClassNode(self, args, kwargs, options)
+
+    def _check_method_call(self, name: str, args, kwargs) -> None:
+        _check_call(self._meta[name].get("signature"), args, kwargs,
+                    f"{self._cls.__name__}.{name}")
+
     def _remote(self, args=None, kwargs=None, **options) -> "ActorHandle":
         """Ray's spelling of ``.options(**options).remote(*args, **kwargs)``."""
         bound = self.options(**options) if options else self
@@ -229,6 +247,9 @@ class _BoundActorClass:
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         return self._actor_class._create(args, kwargs, self._options)
+
+    def bind(self, *args, **kwargs):
+        return self._actor_class._bind(args, kwargs, self._options)
 
 
 def _validate_actor_options(options: dict) -> None:
@@ -341,10 +362,7 @@ class ActorMethod:
                         f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
 
     def options(self, **options) -> "ActorMethod":
-        for key in options:
-            if key not in METHOD_OPTIONS:
-                raise ValueError(f"Invalid option keyword {key} for actor methods. "
-                                 f"Valid ones are {sorted(METHOD_OPTIONS)}.")
+        check_method_options(options)
         return ActorMethod(self._handle, self._name, self._meta,
                            {**self._options, **options})
 
@@ -352,6 +370,15 @@ class ActorMethod:
         """Ray's spelling of ``.options(**options).remote(*args, **kwargs)``."""
         bound = self.options(**options) if options else self
         return bound.remote(*(args or ()), **(kwargs or {}))
+
+    def bind(self, *args, **kwargs):
+        """A ClassMethodNode of a lazy task graph (``miniray.dag``): this
+        actor's method is called each time the graph is executed."""
+        from miniray.dag.class_node import PARENT_CLASS_NODE_KEY, ClassMethodNode
+        _check_call(self._meta.get("signature"), args, kwargs,
+                    f"{self._handle._class_name}.{self._name}")
+        return ClassMethodNode(self._name, args, kwargs, dict(self._options),
+                               {PARENT_CLASS_NODE_KEY: self._handle})
 
     def remote(self, *args, **kwargs):
         from miniray import api

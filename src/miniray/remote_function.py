@@ -172,6 +172,10 @@ class RemoteFunction:
                 f"'async def' should not be used for remote tasks ({function.__name__}). "
                 "You can wrap the async function with `asyncio.run(f())`, or make it "
                 "a method of an async actor.")
+        if (options.get("num_gpus") or 0) > 0 and options.get("max_calls") is None:
+            # As in Ray: a GPU function's worker exits after each call, so
+            # the GPU memory it may hold goes back (Ray's issue 29624).
+            options = {**options, "max_calls": 1}
         self._function = function
         self._options = options
         self._name = function.__name__
@@ -195,7 +199,11 @@ class RemoteFunction:
         validate_options(options, TASK_OPTIONS, "remote functions")
         if "max_calls" in options:
             raise ValueError("Setting 'max_calls' is not supported in '.options()'.")
-        return _BoundOptions(self, {**self._options, **options})
+        # max_calls belongs to the function (every call honours the
+        # decorator's); as in Ray, the merged options do not list it.
+        merged = {**self._options, **options}
+        merged.pop("max_calls", None)
+        return _BoundOptions(self, merged)
 
     def remote(self, *args, **kwargs):
         return self._submit(args, kwargs, self._options, self)
@@ -204,6 +212,16 @@ class RemoteFunction:
         """Ray's spelling of ``.options(**options).remote(*args, **kwargs)``."""
         bound = self.options(**options) if options else self
         return bound.remote(*(args or ()), **(kwargs or {}))
+
+    def bind(self, *args, **kwargs):
+        """A FunctionNode of a lazy task graph (``miniray.dag``): the call
+        runs each time the graph is executed, not now."""
+        return self._bind(args, kwargs, self._options)
+
+    def _bind(self, args, kwargs, options: dict):
+        from miniray.dag.function_node import FunctionNode
+        check_arguments(self._function, args, kwargs, self._qualified)
+        return FunctionNode(self, args, kwargs, options)
 
     def _submit(self, args, kwargs, options: dict, holder):
         """Submit a call. ``holder`` (this function, or the object .options()
@@ -250,7 +268,7 @@ class RemoteFunction:
             retry_exception_types=cloudpickle.dumps(tuple(retry))
             if isinstance(retry, (list, tuple)) else b"",
             name=options.get("name") or "",
-            scheduling_strategy=strategy, max_calls=options.get("max_calls") or 0,
+            scheduling_strategy=strategy, max_calls=self._options.get("max_calls") or 0,
             runtime_env=worker.task_runtime_env(options.get("runtime_env")))
 
 
@@ -267,3 +285,6 @@ class _BoundOptions:
 
     def remote(self, *args, **kwargs):
         return self._function._submit(args, kwargs, self._options, self)
+
+    def bind(self, *args, **kwargs):
+        return self._function._bind(args, kwargs, self._options)

@@ -273,3 +273,25 @@ def test_gpu_and_cpu_work_never_share_a_worker_process():
     assert not cpu_pids & gpu_pids
     cpu_again = {r["pid"] for r in ray.get([report.remote() for _ in range(8)])}
     assert not cpu_again & gpu_pids
+
+
+@ray.remote(num_gpus=1)
+def gpu_pid() -> int:
+    return os.getpid()
+
+
+@ray.remote(num_gpus=1, max_calls=0)
+def gpu_pid_reused() -> int:
+    return os.getpid()
+
+
+def test_a_gpu_function_runs_each_call_in_a_fresh_worker():
+    """As in Ray: ``@remote(num_gpus>0)`` means ``max_calls=1`` unless given,
+    so GPU memory a call leaves behind goes with its process."""
+    pids = [ray.get(gpu_pid.remote()) for _ in range(3)]
+    assert len(set(pids)) == 3
+    kept = [ray.get(gpu_pid_reused.remote()) for _ in range(3)]
+    assert len(set(kept)) == 1                 # max_calls=0: no limit
+    # The decorator's max_calls holds for calls through .options() too.
+    again = [ray.get(gpu_pid.options(num_cpus=0.5).remote()) for _ in range(3)]
+    assert len(set(again)) == 3

@@ -10,7 +10,7 @@ import miniray
 SRC = pathlib.Path(miniray.__file__).parent
 RUNTIME = ("core_worker", "raylet", "gcs", "object_store", "common", "rpc")
 API = {"miniray.api", "miniray.actor", "miniray.remote_function", "miniray.decorators",
-       "miniray.runtime_context", "miniray.util"}
+       "miniray.runtime_context", "miniray.util", "miniray.dag"}
 
 
 def _imports(path: pathlib.Path):
