@@ -6,6 +6,7 @@ processes (``run.py --backend NAME ...``) that print one JSON result line per
 workload; the parent merges them and prints medians.  See benchmarks/README.md.
 """
 import argparse
+import asyncio
 import contextlib
 import importlib
 import json
@@ -245,8 +246,33 @@ def _nap(seconds):
     time.sleep(seconds)
 
 
+def _meet_barrier(barrier, backend_name):
+    importlib.import_module(backend_name).get(barrier.wait.remote())
+
+
+class _Barrier:
+    """Holds callers until ``parties`` have arrived."""
+
+    def __init__(self, parties):
+        self.parties = parties
+        self.arrived = 0
+        self.event = asyncio.Event()
+
+    async def wait(self):
+        self.arrived += 1
+        if self.arrived >= self.parties:
+            self.event.set()
+        await self.event.wait()
+
+
 def _warm_workers(backend, nap, n):
-    """Run n concurrent naps twice so that n workers exist before timing."""
+    """Have n workers before timing: n tasks that wait for each other run
+    at the same time, each on a worker of its own (a runtime that starts
+    workers on demand and reuses leases would otherwise still be growing
+    its pool during the timed rounds). Then two plain rounds."""
+    barrier = backend.remote(num_cpus=0)(_Barrier).remote(n)
+    meet = backend.remote(_meet_barrier)
+    backend.get([meet.remote(barrier, backend.__name__) for _ in range(n)])
     for _ in range(2):
         backend.get([nap.remote(0.05) for _ in range(n)])
 

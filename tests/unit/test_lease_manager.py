@@ -39,6 +39,18 @@ def test_lease_requests_are_bounded_per_key(lm):
     assert lm.statistics()["pending_requests"] == 10
 
 
+def test_the_backlog_is_the_queue_beyond_the_pending_requests(lm):
+    assert lm.backlog(K) == 0
+    for i in range(16):
+        lm.enqueue(K, f"t{i}", now=0)
+    assert lm.backlog(K) == 6                  # 16 queued, 10 requests out
+    lm.lease_granted(K, "L1", now=0)            # t0 runs; one more request
+    assert lm.backlog(K) == 5
+    for i in range(2, 12):
+        lm.lease_granted(K, f"L{i}", now=0)
+    assert lm.backlog(K) == 0                  # every queued task has a request
+
+
 def test_one_task_at_a_time_per_lease(lm):
     for i in range(3):
         lm.enqueue(K, f"t{i}", now=0)

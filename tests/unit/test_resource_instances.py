@@ -361,3 +361,26 @@ def test_bundle_names_round_trip():
     assert parse_bundle_name(f"neuron_cores_group_0_{SUFFIX}") == ("neuron_cores", 0)
     assert parse_bundle_name("GPU") == ("GPU", None)
     assert parse_bundle_name("my_resource") == ("my_resource", None)
+
+
+def test_returning_some_of_a_groups_bundles_keeps_the_others():
+    """A placement attempt rolled back returns only the bundles it reserved:
+    a bundle kept from before (the group is placed again after a node died)
+    stays reserved, with its resources and ids."""
+    node = Node({"CPU": 4.0, "GPU": 2.0})
+    assert node.sched.reserve_bundle(PG, 0, {"CPU": 1.0, "GPU": 1.0})   # kept
+    assert node.sched.reserve_bundle(PG, 2, {"CPU": 2.0, "GPU": 1.0})   # this attempt
+    node.validate()
+    assert node.sched.return_bundles(PG, {2})
+    node.validate()
+    assert [b.index for b in node.sched.bundles[PG]] == [0]
+    assert node.sched.available["CPU"] == 3.0 and node.sched.available["GPU"] == 1.0
+    assert node.sched.total[f"CPU_group_{SUFFIX}"] == 1.0
+    assert f"CPU_group_2_{SUFFIX}" not in node.sched.total
+    assert node.sched.total[f"GPU_group_0_{SUFFIX}"] == 1.0
+    kept, = node.grant({f"GPU_group_0_{SUFFIX}": 1})
+    assert gpu_ids(kept, f"GPU_group_0_{SUFFIX}") == [0]
+    node.release(next(iter(node.leases)))
+    assert node.sched.return_bundles(PG)
+    node.validate()
+    assert PG not in node.sched.bundles and node.sched.available["GPU"] == 2.0

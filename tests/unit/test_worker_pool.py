@@ -24,8 +24,8 @@ class _Process:
 
 
 class LinePool(WorkerPool):
-    def __init__(self, concurrency: int, prestart: int = 0):
-        super().__init__("127.0.0.1:1", "127.0.0.1:2", soft_limit=16,
+    def __init__(self, concurrency: int, soft_limit: int = 16):
+        super().__init__("127.0.0.1:1", "127.0.0.1:2", soft_limit=soft_limit,
                          startup_concurrency=concurrency)
         self.spawned: list[WorkerID] = []
 
@@ -64,7 +64,7 @@ def test_at_most_the_concurrency_start_at_once_and_the_rest_wait_in_line():
     asyncio.run(main())
 
 
-def test_a_waiting_pop_takes_a_worker_that_goes_idle_instead_of_a_new_process():
+def test_a_waiting_pop_takes_a_worker_that_goes_idle_and_its_process_still_starts():
     async def main():
         pool = LinePool(concurrency=1)
         first = asyncio.create_task(pool.pop(b"job"))
@@ -80,6 +80,13 @@ def test_a_waiting_pop_takes_a_worker_that_goes_idle_instead_of_a_new_process():
         assert len(pool.spawned) == 2
         pool.register(1)
         assert (await second).worker_id == pool.spawned[1]
+        # The process third waited to start starts anyway, into the pool:
+        # the pool grows with demand, as without the line.
+        await _settle()
+        assert len(pool.spawned) == 3
+        pool.register(2)
+        await _settle()
+        assert pool.num_idle() == 1
     asyncio.run(main())
 
 
@@ -153,4 +160,50 @@ def test_a_worker_that_never_registers_is_killed_and_frees_its_slot(monkeypatch)
         assert pool.exited[-1].exit_detail.startswith("did not register")
         pool.register(1)
         assert (await waiting).worker_id == pool.spawned[1]
+    asyncio.run(main())
+
+
+def test_backlog_prestarts_use_free_slots_after_the_pops_in_line():
+    async def main():
+        pool = LinePool(concurrency=2)
+        pops = [asyncio.create_task(pool.pop(b"job")) for _ in range(3)]
+        await _settle()
+        pool.prestart_for_backlog(4)            # 4 more wanted, nothing usable yet
+        assert len(pool.spawned) == 2           # the slots are busy
+        pool.register(0)
+        await _settle()
+        assert len(pool.spawned) == 3           # the third pop went first
+        for i in (1, 2):
+            pool.register(i)
+        await _settle()
+        assert len(pool.spawned) == 5           # then two prestarts
+        for i in (3, 4):
+            pool.register(i)
+        await _settle()
+        assert len(pool.spawned) == 7
+        for i in (5, 6):
+            pool.register(i)
+        await _settle()
+        assert len(pool.spawned) == 7           # four prestarted, no more
+        assert pool.num_idle() == 4
+        for p in pops:
+            await p
+        pool.prestart_for_backlog(3)            # idle workers cover it
+        assert len(pool.spawned) == 7
+    asyncio.run(main())
+
+
+def test_prestarts_never_take_the_pool_past_its_soft_limit():
+    async def main():
+        pool = LinePool(concurrency=2, soft_limit=3)
+        pool.prestart_for_backlog(10)
+        await _settle()
+        assert len(pool.spawned) == 2
+        pool.register(0)
+        pool.register(1)
+        await _settle()
+        assert len(pool.spawned) == 3           # the soft limit
+        pool.register(2)
+        await _settle()
+        assert len(pool.spawned) == 3 and pool.num_idle() == 3
     asyncio.run(main())

@@ -168,6 +168,12 @@ class LeaseManager:
     def is_queued(self, task_id) -> bool:
         return task_id in self._queued
 
+    def backlog(self, key) -> int:
+        """Tasks of ``key`` queued beyond the lease requests already sent
+        (Ray's backlog size, sent with each request)."""
+        state = self._keys.get(key)
+        return 0 if state is None else max(0, len(state.queue) - state.pending)
+
     def statistics(self) -> dict:
         return {"keys": len(self._keys), "queued": len(self._queued),
                 "leases": len(self._leases),

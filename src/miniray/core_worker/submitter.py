@@ -260,7 +260,8 @@ class NormalTaskSubmitter:
             resources=info.resources, job_id=worker.job_id,
             requester_worker_id=worker.worker_id, function_name=info.function_name,
             strategy=info.strategy, retriable=info.retriable,
-            runtime_env=info.runtime_env, depth=info.depth)
+            runtime_env=info.runtime_env, depth=info.depth,
+            backlog_size=self._policy.backlog(key))
         error = None
         try:
             reply, raylet = await self._lease_from_cluster(request)

@@ -181,23 +181,31 @@ class PlacementGroupManager:
         if placement is None:
             self._schedule_retry()
             return False
-        reserved = []
-        for index, node_id in zip(todo, placement):
+        # All bundles at once (one round trip for the group, not one per
+        # bundle); if any reservation fails, those that held are returned.
+        async def reserve(index: int, node_id: bytes) -> bool:
             try:
                 reply = await self._raylet(nodes[node_id]).ReserveBundle(
                     raylet_pb2.ReserveBundleRequest(
                         placement_group_id=group.placement_group_id, bundle_index=index,
                         resources=group.bundles[index].resources))
-                ok = reply.reserved
+                return reply.reserved
             except Exception:
-                ok = False
-            if not ok:
-                await self._return(group, set(reserved))
-                self._schedule_retry()
                 return False
-            reserved.append(node_id)
+
+        held = await asyncio.gather(*(reserve(i, n) for i, n in zip(todo, placement)))
+        # Rolled back: only the bundles this attempt reserved (bundles kept
+        # from before, on a node this attempt also used, stay).
+        reserved: dict[bytes, list[int]] = {}
+        for index, node_id, ok in zip(todo, placement, held):
+            if ok:
+                reserved.setdefault(node_id, []).append(index)
+        if not all(held):
+            await self._return(group, reserved)
+            self._schedule_retry()
+            return False
         if group.state != common_pb2.PG_PENDING:      # removed meanwhile
-            await self._return(group, set(reserved))
+            await self._return(group, reserved)
             return True
         for index, node_id in zip(todo, placement):
             group.bundles[index].node_id = node_id
@@ -241,12 +249,16 @@ class PlacementGroupManager:
             await asyncio.sleep(0)
         await self._return(group, node_ids)
 
-    async def _return(self, group, node_ids: set) -> None:
+    async def _return(self, group, node_ids) -> None:
+        """Return the group's bundles on ``node_ids`` (a set: all of them
+        there; a dict node -> bundle indexes: only those)."""
         for node in self.server.nodes.alive_nodes():
             if node.node_id in node_ids:
+                indexes = node_ids[node.node_id] if isinstance(node_ids, dict) else ()
                 try:
                     await self._raylet(node).ReturnBundles(raylet_pb2.ReturnBundlesRequest(
-                        placement_group_id=group.placement_group_id))
+                        placement_group_id=group.placement_group_id,
+                        bundle_indexes=indexes))
                 except Exception:
                     pass
 
@@ -254,17 +266,19 @@ class PlacementGroupManager:
         group = self.groups.get(placement_group_id)
         if group is None or group.state == common_pb2.PG_REMOVED:
             return False
-        was_created = group.state == common_pb2.PG_CREATED
+        # The nodes holding its bundles: all of them once created; those
+        # kept from before while it is placed again after a node died (an
+        # attempt in flight returns its own when it sees the removal).
+        holders = {b.node_id for b in group.bundles if b.node_id}
         group.state = common_pb2.PG_REMOVED
         self._save(group)
         self._removed[placement_group_id] = None
         self._forget_removed()
-        if was_created:
+        if holders:
             # As in Ray, the bundles go back in the background; a GCS that
             # dies meanwhile has the raylets return them at resync
             # (held_elsewhere: bundles of a removed group).
-            asyncio.get_running_loop().create_task(
-                self._return_later(group, {b.node_id for b in group.bundles}))
+            asyncio.get_running_loop().create_task(self._return_later(group, holders))
         await self._notify()
         return True
 

@@ -418,11 +418,17 @@ class Raylet:
     async def request_lease(self, resources: dict, job_id: bytes, requester: bytes,
                             name: str, placement: dict | None = None,
                             actor_id: bytes = b"", spillable: bool = False,
-                            runtime_env: str = "", depth: int = 0) -> Lease | str:
+                            runtime_env: str = "", depth: int = 0,
+                            backlog: int = 0) -> Lease | str:
         """A lease granted here, or the address of a raylet to ask instead
-        (``spillable``: also when another node has room first)."""
+        (``spillable``: also when another node has room first). ``backlog``:
+        the owner's tasks of this shape queued beyond its requests, for
+        which plain workers are started ahead (as in Ray)."""
         if requester and requester in self._departed:
             raise RuntimeError("the requesting process has exited")
+        if backlog and not actor_id and not runtime_env and not _uses_gpu(resources):
+            self.pool.prestart_for_backlog(
+                min(backlog, int(self.scheduler.available.get("CPU", 0.0))))
         if not self.scheduler.feasible(resources, placement):
             self._warn_infeasible({**(placement or {}), **resources}, name)
         request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name,
@@ -574,21 +580,29 @@ class Raylet:
         self._schedule()
         return True
 
-    def return_bundles(self, pg_id: bytes) -> None:
+    def return_bundles(self, pg_id: bytes, indexes=None) -> None:
+        """Give back the group's bundles on this node (``indexes``: only
+        those, which no lease can use yet: a placement attempt rolled back)."""
         if pg_id not in self.scheduler.bundles:
             return
         suffix = pg_id.hex()
+        if indexes is not None:
+            names = {f"_group_{i}_{suffix}" for i in indexes}
+            in_use = [l for l in self.leases.values()
+                      if any(any(k.endswith(n) for n in names) for k in l.resources)]
+        else:
+            in_use = [l for l in self.leases.values()
+                      if any(k.endswith(suffix) for k in l.resources)]
         # End the leases in the group's bundles (their workers go), with no
         # scheduling pass until the bundles are gone: nothing may be granted
         # out of them meanwhile.
-        for lease in [l for l in self.leases.values()
-                      if any(k.endswith(suffix) for k in l.resources)]:
+        for lease in in_use:
             self._end_lease(lease.lease_id)
             worker = self.pool.workers.get(WorkerID(lease.worker_id)) \
                 if lease.worker_id else None
             if worker is not None:
                 self.pool.kill(worker)
-        self.scheduler.return_bundles(pg_id)
+        self.scheduler.return_bundles(pg_id, indexes)
         self._schedule()
 
     # --- Python garbage collection (gc_policy.py) --------------------------------

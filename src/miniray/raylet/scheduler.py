@@ -202,10 +202,17 @@ class LeaseScheduler:
             Bundle(index, dict(resources), exposed, reservation))
         return True
 
-    def return_bundles(self, pg_id: bytes) -> bool:
-        """Give a group's bundles back to the node. Leases in them must have
-        been released first."""
-        bundles = self.bundles.pop(pg_id, [])
+    def return_bundles(self, pg_id: bytes, indexes=None) -> bool:
+        """Give a group's bundles (``indexes``: only those) back to the
+        node. Leases in them must have been released first."""
+        held = self.bundles.pop(pg_id, [])
+        if indexes is None:
+            bundles = held
+        else:
+            bundles = [b for b in held if b.index in indexes]
+            kept = [b for b in held if b.index not in indexes]
+            if kept:
+                self.bundles[pg_id] = kept
         suffix = pg_id.hex()
         for bundle in bundles:
             res.subtract(self.total, bundle.exposed)

@@ -86,7 +86,8 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
                                                request.actor_id,
                                                spillable=_spillable(request),
                                                runtime_env=request.runtime_env,
-                                               depth=request.depth)
+                                               depth=request.depth,
+                                               backlog=request.backlog_size)
         except RuntimeEnvSetupError as exc:
             return raylet_pb2.RequestWorkerLeaseReply(
                 runtime_env_error=exc.error_message or "unknown error")
@@ -272,7 +273,10 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
 
     async def ReturnBundles(self, request, context):
         check.check_id(request.placement_group_id, PlacementGroupID, "placement_group_id")
-        self.raylet.return_bundles(request.placement_group_id)
+        for index in request.bundle_indexes:
+            check.check_int(index, "bundle_indexes", 0, check.MAX_BUNDLES - 1)
+        self.raylet.return_bundles(request.placement_group_id,
+                                   set(request.bundle_indexes) or None)
         return raylet_pb2.ReturnBundlesReply()
 
     # --- the state API -------------------------------------------------------------

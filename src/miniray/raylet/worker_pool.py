@@ -103,6 +103,7 @@ class WorkerPool:
         self.startup_concurrency = max(1, startup_concurrency or min(
             soft_limit, os.cpu_count() or 1))
         self._registering = 0       # processes started, not yet registered
+        self._prestart_wanted = 0   # backlog prestarts waiting for a start slot
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self.workers: dict[WorkerID, WorkerProcess] = {}
         self._idle: list[WorkerProcess] = []
@@ -126,9 +127,34 @@ class WorkerPool:
         return worker
 
     def _registered(self, _future: asyncio.Future) -> None:
-        """A start slot is free (the worker registered or died starting)."""
+        """A start slot is free (the worker registered or died starting):
+        pops in line come first, then backlog prestarts."""
         self._registering -= 1
         self._wake()
+
+    def prestart_for_backlog(self, wanted: int) -> None:
+        """Ray's PrestartWorkers: an owner has ``backlog`` more tasks queued
+        than it asked leases for, so have up to ``wanted`` (the backlog, at
+        most the free CPUs) plain workers idle or starting. They start
+        through the same slots, after the pops in line, and join the idle
+        pool; otherwise the tasks run one after another on the leases the
+        owner already holds, and the pool never grows to the CPUs."""
+        usable = len(self._starting) + sum(
+            1 for w in self._idle if not w.env.key and w.gpu is not True)
+        self._prestart_wanted = max(self._prestart_wanted, wanted - usable)
+        self._start_prestarts()
+
+    def _start_prestarts(self) -> None:
+        """Start wanted prestarts in free slots; they never take the pool
+        past ``soft_limit`` processes (the CPUs), where idle reaping would
+        only kill them again."""
+        if len(self.workers) >= self.soft_limit:
+            self._prestart_wanted = 0
+        while self._prestart_wanted > 0 and not self._waiters \
+                and self._registering < self.startup_concurrency \
+                and len(self.workers) < self.soft_limit:
+            self._prestart_wanted -= 1
+            self.prestart(1)
 
     def _register_timeout(self, worker: WorkerProcess) -> None:
         if not worker.ready.done():
@@ -137,11 +163,19 @@ class WorkerPool:
                       f"{config.WORKER_REGISTER_TIMEOUT_S:g} s of starting")
 
     def _wake(self) -> None:
-        """Let the pops waiting in line look again, oldest first."""
+        """Let the pops waiting in line look again, oldest first; backlog
+        prestarts get the slots they leave (an idle worker may serve them)."""
+        woke = False
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                woke = True
+        if self._prestart_wanted:
+            if woke:        # after the woken pops have looked (FIFO callbacks)
+                asyncio.get_running_loop().call_soon(self._start_prestarts)
+            else:
+                self._start_prestarts()
 
     def _spawn(self, worker_id: WorkerID, runtime_env: WorkerEnv) -> subprocess.Popen:
         # MINIRAY_CORE_WORKER: how `miniray stop` knows it once its process
@@ -210,6 +244,7 @@ class WorkerPool:
         def fits(w: WorkerProcess) -> bool:
             return w.gpu in (None, gpu) and w.env.key == key and not (for_actor and w.used)
 
+        waited = False
         while True:
             for candidates in (
                     [w for w in self._idle if w.job_id == job_id and fits(w)],
@@ -220,6 +255,13 @@ class WorkerPool:
                     worker.job_id = job_id
                     worker.gpu = gpu
                     worker.idle_since = None
+                    if waited and not key:
+                        # It found no worker and waited for a slot to start
+                        # one; the process still starts (as a prestart), so
+                        # the pool grows with demand as it would without the
+                        # line.
+                        self._prestart_wanted += 1
+                        asyncio.get_running_loop().call_soon(self._start_prestarts)
                     return worker
             worker = self._take_starting() if not key else None
             if worker is not None:
@@ -231,6 +273,7 @@ class WorkerPool:
                 break
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
+            waited = True
             try:
                 await waiter
             except BaseException:
