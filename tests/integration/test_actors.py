@@ -385,6 +385,27 @@ def test_constructor_failure():
     assert "bad init" in str(info.value)
 
 
+def test_a_constructor_argument_that_failed_kills_the_actor():
+    """As in Ray: the constructor never runs, the actor dies of the
+    argument's error, and its calls fail instead of waiting forever."""
+    @ray.remote
+    def bad():
+        raise ValueError("bad argument")
+
+    @ray.remote
+    class Holder:
+        def __init__(self, value):
+            self.value = value
+
+        def get(self):
+            return self.value
+
+    holder = Holder.remote(bad.remote())
+    with pytest.raises(exceptions.ActorDiedError) as info:
+        ray.get(holder.get.remote(), timeout=20)
+    assert "bad argument" in str(info.value)
+
+
 def test_kill_and_terminate():
     counter = Counter.remote()
     assert ray.get(counter.incr.remote()) == 1

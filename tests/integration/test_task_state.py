@@ -106,3 +106,54 @@ def test_timeline_has_one_slice_per_task_run():
         assert piece["dur"] >= 0
         assert names[(piece["pid"], 0, "process_name")].startswith("Node ")
         assert names[(piece["pid"], piece["tid"], "thread_name")].startswith("Worker ")
+
+
+@ray.remote
+def sleeper():
+    import time
+    time.sleep(60)
+
+
+@ray.remote
+class Napper:
+    async def nap(self, signal):
+        await signal.wait.remote()
+
+
+def _state(name: str):
+    tasks = tasks_named(name)
+    return [(t.state, t.error_type) for t in tasks]
+
+
+def test_cancelled_tasks_show_ray_s_states():
+    """As Ray 2.60 shows them: a running task that the cancel interrupted
+    ran to its end (FINISHED; the caller gets a RayTaskError that is a
+    TaskCancelledError); a task cancelled while waiting for its arguments
+    failed (TASK_CANCELLED); a running async actor call that was cancelled
+    failed with an execution exception."""
+    signal = SignalActor.remote()
+    running = sleeper.remote()
+    wait_for_condition(lambda: _state("sleeper") == [("RUNNING", None)], timeout=20)
+    ray.cancel(running)
+    with pytest.raises(ray.exceptions.TaskCancelledError) as info:
+        ray.get(running, timeout=20)
+    assert isinstance(info.value, ray.exceptions.RayTaskError)
+    wait_for_condition(lambda: _state("sleeper") == [("FINISHED", None)], timeout=20)
+
+    waiting = square.options(name="square_waiting").remote(signal.wait.remote())
+    ray.cancel(waiting)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(waiting, timeout=20)
+    wait_for_condition(lambda: _state("square_waiting") == [("FAILED", "TASK_CANCELLED")],
+                       timeout=20)
+
+    napper = Napper.remote()
+    call = napper.nap.remote(signal)
+    wait_for_condition(lambda: _state("Napper.nap") == [("RUNNING", None)], timeout=20)
+    ray.cancel(call)
+    with pytest.raises(ray.exceptions.TaskCancelledError) as info:
+        ray.get(call, timeout=20)
+    assert isinstance(info.value, ray.exceptions.RayTaskError)
+    wait_for_condition(
+        lambda: _state("Napper.nap") == [("FAILED", "TASK_EXECUTION_EXCEPTION")], timeout=20)
+    ray.get(signal.send.remote())

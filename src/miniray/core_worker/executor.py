@@ -164,11 +164,16 @@ class TaskExecutor:
             except exceptions.TaskCancelledError as exc:
                 # Raised in the task's own code (as in Ray): a RayTaskError
                 # that is also a TaskCancelledError, with the task's traceback.
-                failure = ("TASK_CANCELLED", str(exc))
+                # The state API shows the task FINISHED, as Ray 2.60 does:
+                # it ran to its end, which was the error (the owner shows a
+                # task it cancelled before it ran as FAILED, TASK_CANCELLED).
                 self._store_error(reply, return_ids, caller,
                                   self.task_error(spec.function_name, exc))
             except _ArgumentError as exc:
+                # A failure of the call (not retried: the argument stays
+                # failed); for an actor's constructor, the actor dies of it.
                 failure = ("DEPENDENCY_RESOLUTION_FAILED", str(exc.error))
+                reply.is_application_error = True
                 self._store_error(reply, return_ids, caller, exceptions.dependency_failed(
                     spec.function_name, exc.error))
             except BaseException as exc:     # noqa: BLE001 - user code may raise anything
@@ -231,14 +236,20 @@ class TaskExecutor:
                     result = await result
                 self._store_returns(spec, reply, return_ids, caller, result)
         except asyncio.CancelledError:
-            failure = ("TASK_CANCELLED", task_id.hex())
+            # As in Ray 2.60: the cancelled coroutine raised it, so the
+            # caller gets a RayTaskError that is also a TaskCancelledError,
+            # and the state API shows an execution failure.
+            cancelled = exceptions.TaskCancelledError(task_id.hex())
+            failure = ("TASK_EXECUTION_EXCEPTION", f"TaskCancelledError: {cancelled}")
+            reply.is_application_error = True
             self._store_error(reply, return_ids, caller,
-                              exceptions.TaskCancelledError(task_id.hex()))
+                              self.task_error(spec.function_name, cancelled))
         except exceptions.TaskCancelledError as exc:
             failure = ("TASK_CANCELLED", str(exc))
             self._store_error(reply, return_ids, caller, exc)
         except _ArgumentError as exc:
             failure = ("DEPENDENCY_RESOLUTION_FAILED", str(exc.error))
+            reply.is_application_error = True
             self._store_error(reply, return_ids, caller, exceptions.dependency_failed(
                 spec.function_name, exc.error))
         except BaseException as exc:     # noqa: BLE001 - user code may raise anything

@@ -202,7 +202,8 @@ class NormalTaskSubmitter:
                 if payload.is_error:     # a failed dependency fails this task
                     failed = _dependency_failed(task.spec.function_name, payload)
                     self._complete(task, [_with_id(failed, oid)
-                                          for oid in self._return_ids(task)])
+                                          for oid in self._return_ids(task)],
+                                   (task_events.FAILED, "DEPENDENCY_RESOLUTION_FAILED"))
                     if task.is_actor_task:
                         on_ready(task)      # let later calls to the actor go
                     return
@@ -366,14 +367,19 @@ class NormalTaskSubmitter:
             else:
                 self._retry(task)
             return
+        # As in Ray 2.60: a task whose own code raised failed; one that its
+        # worker ran to the end, which was a cancellation interrupting it,
+        # FINISHED (the caller still gets the TaskCancelledError).
+        outcome = (task_events.FAILED, "") if reply.is_application_error \
+            else (task_events.FINISHED, "")
         if task.generator is not None:
             for payload in reply.returns:     # the error that was not retried
                 self.on_generator_item(task.task_id, reply.num_dynamic_returns - 1,
                                        payload)
             task.generator.finish(reply.num_dynamic_returns)
-            self._complete(task, [])
+            self._complete(task, [], outcome)
             return
-        self._complete(task, reply.returns)
+        self._complete(task, reply.returns, outcome)
 
     def _on_system_failure(self, task: _Task, error: str,
                            lease: _Lease | None = None) -> None:
@@ -420,14 +426,18 @@ class NormalTaskSubmitter:
 
     def fail(self, task: _Task, error: BaseException) -> None:
         from miniray.core_worker.core_worker import error_payload
+        outcome = (task_events.FAILED, _error_type(error))
         if task.generator is not None:
             task.generator.fail(error)
-            self._complete(task, [])
+            self._complete(task, [], outcome)
             return
-        self._complete(task, [error_payload(oid, error) for oid in self._return_ids(task)])
+        self._complete(task, [error_payload(oid, error) for oid in self._return_ids(task)],
+                       outcome)
 
-    def _complete(self, task: _Task, payloads) -> None:
-        """Store a finished task's return values and drop its argument refs."""
+    def _complete(self, task: _Task, payloads, outcome=None) -> None:
+        """Store a finished task's return values and drop its argument refs.
+        ``outcome``: the (state, error type) the state API shows; by default
+        FAILED if a return is an error, else FINISHED."""
         if self._tasks.pop(task.task_id, None) is not None and task.is_actor_task:
             self.actor_submitter.on_task_done(task)
         if task.spec.attempt:
@@ -435,8 +445,13 @@ class NormalTaskSubmitter:
             if len(self._retried) > 10_000:
                 self._retried.popitem(last=False)
         if self.events.enabled:
-            if any(p.is_error for p in payloads):     # named: it may never have run
+            if outcome is None:
+                outcome = (task_events.FAILED if any(p.is_error for p in payloads)
+                           else task_events.FINISHED, "")
+            state, error_type = outcome
+            if state == task_events.FAILED:     # named: it may never have run
                 self.events.record(task.spec, task_events.FAILED,
+                                   {"error_type": error_type} if error_type else None,
                                    describe=task_events.NAME)
             else:
                 self.events.record(task.spec, task_events.FINISHED)
@@ -682,3 +697,24 @@ def _with_id(payload, object_id: ObjectID):
     copy.CopyFrom(payload)
     copy.object_id = object_id
     return copy
+
+
+# Ray's ErrorType names, for the state API, of failures the owner decides.
+_ERROR_TYPES = (
+    (exceptions.TaskCancelledError, "TASK_CANCELLED"),
+    (exceptions.OutOfMemoryError, "OUT_OF_MEMORY"),
+    (exceptions.WorkerCrashedError, "WORKER_DIED"),
+    (exceptions.ActorDiedError, "ACTOR_DIED"),
+    (exceptions.ActorUnavailableError, "ACTOR_UNAVAILABLE"),
+    (exceptions.TaskUnschedulableError, "TASK_UNSCHEDULABLE_ERROR"),
+    (exceptions.RuntimeEnvSetupError, "RUNTIME_ENV_SETUP_FAILED"),
+    (exceptions.ObjectLostError, "OBJECT_LOST"),
+    (exceptions.RayTaskError, "TASK_EXECUTION_EXCEPTION"),
+)
+
+
+def _error_type(error: BaseException) -> str:
+    for kind, name in _ERROR_TYPES:
+        if isinstance(error, kind):
+            return name
+    return "WORKER_DIED" if isinstance(error, exceptions.RaySystemError) else ""
