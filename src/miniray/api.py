@@ -138,10 +138,13 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             address = None
         node = None
         if address is None:
+            from miniray.common import system_config
+            settings = system_config.to_settings(kwargs.get("_system_config"))
+            _apply_driver_settings(settings)
             node = node_module.start_head(
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                 object_store_memory=object_store_memory,
-                **_dashboard_options(kwargs))
+                env=system_config.to_env(settings), **_dashboard_options(kwargs))
             gcs_address = node.gcs_address
         else:
             if num_cpus is not None or num_gpus is not None or resources \
@@ -326,9 +329,29 @@ def _code_search_path(job_config=None) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
+# config constants init(_system_config=...) changed in this process, with
+# their values before: shutdown() puts them back.
+_driver_overrides: dict = {}
+
+
+def _apply_driver_settings(settings: dict) -> None:
+    from miniray.common import config
+    for name, value in settings.items():
+        _driver_overrides.setdefault(name, getattr(config, name))
+        setattr(config, name, value)
+
+
+def _restore_driver_settings() -> None:
+    from miniray.common import config
+    for name, value in _driver_overrides.items():
+        setattr(config, name, value)
+    _driver_overrides.clear()
+
+
 def shutdown() -> None:
     global _session
     with _lock:
+        _restore_driver_settings()
         session, _session = _session, None
         if session is None:
             return

@@ -142,7 +142,7 @@ _forwarded_output: weakref.WeakKeyDictionary[subprocess.Popen, object] = \
 
 
 def _spawn(args: list[str], log_path: str | None, pass_fds=(),
-           forward_output: bool = False) -> subprocess.Popen:
+           forward_output: bool = False, env: dict | None = None) -> subprocess.Popen:
     """Start ``python -m args``: output to ``log_path`` (a daemon), else to
     the driver's terminal; ``forward_output``: through pipes this process
     reads (core_worker/driver_output.py), so its workers' lines are written
@@ -155,7 +155,7 @@ def _spawn(args: list[str], log_path: str | None, pass_fds=(),
         proc = subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL,
                                 stdout=stdout, stderr=stderr, close_fds=True,
                                 pass_fds=pass_fds, start_new_session=log_path is not None,
-                                env=auth.child_env())
+                                env={**auth.child_env(), **(env or {})})
     except BaseException:
         for read_end, _ in pipes:
             os.close(read_end)
@@ -172,7 +172,8 @@ def _spawn(args: list[str], log_path: str | None, pass_fds=(),
     return proc
 
 
-def start_gcs(session_dir: str, reserved: socket.socket, *, daemon: bool) -> subprocess.Popen:
+def start_gcs(session_dir: str, reserved: socket.socket, *, daemon: bool,
+              env: dict | None = None) -> subprocess.Popen:
     """``reserved``: the GCS's port (reserve_port); its supervisor keeps it
     for the cluster's life, so no other process can take the port between
     now and the GCS listening, or while a dead GCS restarts."""
@@ -182,12 +183,13 @@ def start_gcs(session_dir: str, reserved: socket.socket, *, daemon: bool) -> sub
     if not daemon:
         args.append("--die-with-parent")
     log = os.path.join(session_dir, "logs", "gcs.log") if daemon else None
-    return _spawn(args, log, pass_fds=(reserved.fileno(),))
+    return _spawn(args, log, pass_fds=(reserved.fileno(),), env=env)
 
 
 def start_raylet(session_dir: str, gcs_address: str, node_id: NodeID,
                  resources: dict, *, is_head: bool, daemon: bool,
-                 port: int = 0, host: str | None = None) -> subprocess.Popen:
+                 port: int = 0, host: str | None = None,
+                 env: dict | None = None) -> subprocess.Popen:
     store = int(resources.get("object_store_memory", 0))
     args = ["miniray.raylet", "--gcs-address", gcs_address, "--node-id", node_id.hex(),
             "--session-dir", session_dir, "--port", str(port),
@@ -199,7 +201,7 @@ def start_raylet(session_dir: str, gcs_address: str, node_id: NodeID,
         args.append("--die-with-parent")
     log = os.path.join(session_dir, "logs", f"raylet-{node_id.hex()[:8]}.log") \
         if daemon else None
-    return _spawn(args, log, forward_output=not daemon)
+    return _spawn(args, log, forward_output=not daemon, env=env)
 
 
 def start_dashboard(session_dir: str, gcs_address: str, host: str, port: int, *,
@@ -265,9 +267,12 @@ def _started(node: NodeProcesses) -> NodeProcesses:
 
 def start_head(*, port: int | None = None, daemon: bool = False,
                include_dashboard: bool | None = None, dashboard_host: str | None = None,
-               dashboard_port: int | None = None, **resource_args) -> NodeProcesses:
+               dashboard_port: int | None = None, env: dict | None = None,
+               **resource_args) -> NodeProcesses:
     """Start a GCS and a head raylet, then the dashboard (unless
-    ``include_dashboard`` is False); returns once the raylet is registered."""
+    ``include_dashboard`` is False); returns once the raylet is registered.
+    ``env``: extra environment of the GCS and raylet (and so of the
+    raylet's workers): knobs set by ``_system_config``."""
     resources = default_resources(is_head=True, **resource_args)
     reserved = reserve_port(port, config.NODE_IP)
     try:
@@ -278,9 +283,9 @@ def start_head(*, port: int | None = None, daemon: bool = False,
         gcs_address = f"{config.NODE_IP}:{gcs_port}"
         auth.create_cluster_token(gcs_address)       # this new cluster's secret
         node_id = NodeID.from_random()
-        procs = [start_gcs(session_dir, reserved, daemon=daemon),
+        procs = [start_gcs(session_dir, reserved, daemon=daemon, env=env),
                  start_raylet(session_dir, gcs_address, node_id, resources,
-                              is_head=True, daemon=daemon)]
+                              is_head=True, daemon=daemon, env=env)]
     finally:
         reserved.close()             # the GCS's supervisor holds it now
     node = _started(NodeProcesses(gcs_address, session_dir, node_id, procs, is_head=True,
@@ -300,7 +305,7 @@ JOIN_WAIT_S = 15.0
 
 
 def start_worker_node(gcs_address: str, *, daemon: bool = False,
-                      node_ip_address: str | None = None,
+                      node_ip_address: str | None = None, env: dict | None = None,
                       **resource_args) -> NodeProcesses:
     """Start a raylet that joins the cluster whose GCS is at ``gcs_address``."""
     resources = default_resources(**resource_args)
@@ -312,7 +317,7 @@ def start_worker_node(gcs_address: str, *, daemon: bool = False,
     session_dir = new_session_dir()
     node_id = NodeID.from_random()
     procs = [start_raylet(session_dir, gcs_address, node_id, resources,
-                          is_head=False, daemon=daemon, host=node_ip_address)]
+                          is_head=False, daemon=daemon, host=node_ip_address, env=env)]
     return _started(NodeProcesses(gcs_address, session_dir, node_id, procs))
 
 

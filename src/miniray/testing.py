@@ -157,11 +157,16 @@ class Cluster:
     def add_node(self, *, num_cpus: int = 1, num_gpus: int = 0,
                  resources: dict | None = None,
                  object_store_memory: int = 256 * 1024 * 1024,
-                 node_ip_address: str | None = None, wait: bool = True, **_ignored):
-        """Start a node; returns its NodeProcesses (``.node_id`` is a NodeID)."""
+                 node_ip_address: str | None = None, wait: bool = True,
+                 _system_config: dict | None = None, **_ignored):
+        """Start a node; returns its NodeProcesses (``.node_id`` is a NodeID).
+        ``_system_config``: Ray's knobs (common/system_config.py), for this
+        node's processes."""
         from miniray import node as node_module
+        from miniray.common import system_config
         args = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                    object_store_memory=object_store_memory)
+                    object_store_memory=object_store_memory,
+                    env=system_config.to_env(system_config.to_settings(_system_config)))
         if self.head_node is None:
             self.head_node = node_module.start_head(**args)
             return self.head_node

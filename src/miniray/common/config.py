@@ -2,6 +2,7 @@
 them (read once at import), so every process of a cluster agrees."""
 from __future__ import annotations
 
+import json
 import os
 
 
@@ -39,6 +40,9 @@ WORKER_MAXIMUM_STARTUP_CONCURRENCY = _env(
 WORKER_REGISTER_TIMEOUT_S = _env(
     "WORKER_REGISTER_TIMEOUT_S",
     float(os.environ.get("RAY_worker_register_timeout_seconds", 60)))
+# Modules every worker imports when it starts (Ray's preload_python_modules,
+# a JSON list); one that fails to import is reported in the worker's log.
+PRELOAD_PYTHON_MODULES = _env("PRELOAD_PYTHON_MODULES", [], json.loads)
 # Raylet -> GCS heartbeat period, and how long until a silent node is dead.
 HEARTBEAT_PERIOD_S = _env("HEARTBEAT_PERIOD_S", 0.5)
 NODE_DEATH_TIMEOUT_S = _env("NODE_DEATH_TIMEOUT_S", 5.0)

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 
+from miniray.common import config
 from miniray.common.ids import WorkerID
 from miniray.common.process import die_with_parent
 from miniray.core_worker.core_worker import WORKER, CoreWorker
@@ -83,6 +84,18 @@ class _PrefixedStream:
         return getattr(self._stream, name)
 
 
+def _preload(modules) -> None:
+    """Ray's preload_python_modules: import them before the first task (a
+    module that fails to import is reported in this worker's log)."""
+    import importlib
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:       # noqa: BLE001 - never fatal, as in Ray
+            print(f"preload_python_modules: could not import {name}: "
+                  f"{type(exc).__name__}: {exc}", file=sys.__stderr__)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--raylet-address", required=True)
@@ -106,6 +119,7 @@ def main(argv=None) -> None:
               file=sys.__stderr__)
         os._exit(1)
     holder.append(worker)
+    _preload(config.PRELOAD_PYTHON_MODULES)
     from miniray.core_worker import proctitle
     proctitle.set_title(proctitle.IDLE)
     worker.executor.run_forever()

@@ -1,0 +1,74 @@
+"""Ray's ``_system_config`` (``init(_system_config=...)``, and a test
+cluster's ``add_node(_system_config=...)``), mapped onto miniray's knobs.
+
+miniray's knobs are ``config`` constants that each process reads from
+``MINIRAY_<NAME>`` environment variables at import. A ``_system_config``
+becomes those variables in the environment of the processes the call
+starts (GCS, raylet, and through the raylet every worker), and, for a
+driver's ``init``, the constants of the driver itself. Ray's keys that
+have no counterpart here are named in a warning and otherwise ignored (Ray
+has hundreds of internal knobs; a program that sets one still runs). Pure:
+no I/O beyond the warning.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+
+# Ray key -> (miniray config name, value in Ray's unit -> value in ours).
+_SAME = (lambda v: v)
+KEYS: dict[str, tuple[str, Callable]] = {
+    "max_direct_call_object_size": ("MAX_INLINE_OBJECT_BYTES", int),
+    "max_pending_lease_requests_per_scheduling_category":
+        ("MAX_PENDING_LEASES_PER_KEY", int),
+    "idle_worker_killing_time_threshold_ms":
+        ("IDLE_WORKER_TIMEOUT_S", lambda ms: float(ms) / 1000),
+    "worker_register_timeout_seconds": ("WORKER_REGISTER_TIMEOUT_S", float),
+    "worker_maximum_startup_concurrency": ("WORKER_MAXIMUM_STARTUP_CONCURRENCY", int),
+    "health_check_period_ms": ("HEALTH_CHECK_PERIOD_S", lambda ms: float(ms) / 1000),
+    "health_check_timeout_ms": ("HEALTH_CHECK_TIMEOUT_S", lambda ms: float(ms) / 1000),
+    "health_check_failure_threshold": ("HEALTH_CHECK_FAILURE_THRESHOLD", int),
+    "gcs_rpc_server_reconnect_timeout_s": ("GCS_RECONNECT_TIMEOUT_S", float),
+    "memory_usage_threshold": ("MEMORY_USAGE_THRESHOLD", float),
+    "memory_monitor_refresh_ms": ("MEMORY_MONITOR_REFRESH_MS", int),
+    "maximum_gcs_destroyed_actor_cached_count":
+        ("MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT", int),
+    "preload_python_modules": ("PRELOAD_PYTHON_MODULES", _SAME),
+}
+
+
+def to_settings(system_config: dict | None) -> dict[str, object]:
+    """miniray config name -> value for the keys miniray knows; a
+    ValueError names a key whose value has the wrong type."""
+    if not system_config:
+        return {}
+    if not isinstance(system_config, dict):
+        raise TypeError(f"_system_config must be a dict, not {type(system_config).__name__}")
+    settings: dict[str, object] = {}
+    unknown = []
+    for key, value in system_config.items():
+        if key not in KEYS:
+            unknown.append(key)
+            continue
+        name, convert = KEYS[key]
+        if name == "PRELOAD_PYTHON_MODULES":
+            if not isinstance(value, (list, tuple)) or \
+                    not all(isinstance(m, str) for m in value):
+                raise ValueError("_system_config['preload_python_modules'] must be a "
+                                 "list of module names")
+            settings[name] = list(value)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"_system_config[{key!r}] must be a number, not {value!r}")
+        settings[name] = convert(value)
+    if unknown:
+        warnings.warn(f"_system_config keys that miniray does not have are ignored: "
+                      f"{', '.join(sorted(map(str, unknown)))}", stacklevel=3)
+    return settings
+
+
+def to_env(settings: dict[str, object]) -> dict[str, str]:
+    """The settings as MINIRAY_<NAME> environment variables."""
+    return {f"MINIRAY_{name}": json.dumps(value) if isinstance(value, list) else str(value)
+            for name, value in settings.items()}
