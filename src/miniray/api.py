@@ -10,10 +10,12 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import grpc
 
+from miniray.common import config
 from miniray.common.resources import validate_request
 from miniray.common.validation import check_amount
 from miniray.core_worker.core_worker import DRIVER, WORKER, CoreWorker, ownerless
@@ -36,8 +38,10 @@ _INIT_OPTIONS = {
 
 
 @dataclass
-class RayContext:
-    """What init() returns; also a context manager that shuts down on exit."""
+class RayContext(Mapping):
+    """What init() returns: as in Ray, a read-only mapping of the address
+    info (``ctx["node_ip_address"]``, ``ctx.get(...)``, ``"webui_url" in
+    ctx``), and a context manager that shuts down on exit."""
     address_info: dict = field(default_factory=dict)
     dashboard_url: str | None = None
     python_version: str = ".".join(map(str, sys.version_info[:3]))
@@ -49,6 +53,14 @@ class RayContext:
 
     def __getitem__(self, key):
         return self.address_info[key]
+
+    def __iter__(self):
+        return iter(self.address_info)
+
+    def __len__(self) -> int:
+        return len(self.address_info)
+
+    __hash__ = object.__hash__          # a Mapping, yet one session's identity
 
     def __enter__(self):
         return self
@@ -172,10 +184,18 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             raise
         dashboard_url = (node.dashboard_url or None) if node is not None else \
             _recorded_dashboard(worker)
+        # Ray's keys; the raylet holds the node's object store (no socket
+        # of its own) and serves /metrics through the dashboard's port.
         context = RayContext(address_info={
             "address": gcs_address, "gcs_address": gcs_address,
-            "raylet_address": raylet_address, "node_id": worker.node_id.hex(),
-            "session_dir": worker.session_dir, "webui_url": dashboard_url},
+            "node_ip_address": config.NODE_IP,
+            "raylet_address": raylet_address, "raylet_socket_name": raylet_address,
+            "object_store_address": raylet_address, "redis_address": None,
+            "node_id": worker.node_id.hex(), "session_dir": worker.session_dir,
+            "webui_url": dashboard_url,
+            "metrics_export_port": int(dashboard_url.rsplit(":", 1)[1])
+            if dashboard_url else None,
+            "dashboard_agent_listen_port": None},
             dashboard_url=dashboard_url)
         _session = _Session(worker, node, context)
         worker.prepare_runtime_env_on_nodes()
@@ -255,7 +275,6 @@ def _announce(started: bool, dashboard_url: str | None) -> None:
 def _use_temp_dir(temp_dir) -> None:
     """init(_temp_dir=...), as in Ray: this process's sessions and cluster
     files live there (checked like MINIRAY_TEMP_DIR, see common/paths.py)."""
-    from miniray.common import config
     if not isinstance(temp_dir, (str, os.PathLike)):
         raise TypeError(f"_temp_dir must be a path, got {type(temp_dir).__name__}")
     config.TEMP_DIR = os.path.abspath(os.fspath(temp_dir))
@@ -306,7 +325,6 @@ def _local_raylet(gcs_address: str) -> str:
     nodes = [n for n in cluster.nodes if n.alive]
     if not nodes:
         raise ConnectionError(f"The cluster at {gcs_address} has no live nodes")
-    from miniray.common import config
     nodes.sort(key=lambda n: (n.ip != config.NODE_IP, not n.is_head))   # ours first
     return f"{nodes[0].ip}:{nodes[0].raylet_port}"
 
@@ -335,14 +353,12 @@ _driver_overrides: dict = {}
 
 
 def _apply_driver_settings(settings: dict) -> None:
-    from miniray.common import config
     for name, value in settings.items():
         _driver_overrides.setdefault(name, getattr(config, name))
         setattr(config, name, value)
 
 
 def _restore_driver_settings() -> None:
-    from miniray.common import config
     for name, value in _driver_overrides.items():
         setattr(config, name, value)
     _driver_overrides.clear()
@@ -513,6 +529,9 @@ def nodes() -> list[dict]:
             "ObjectStoreSocketName": n.store_directory,
             "Resources": dict(n.resources_total) if n.alive else {},
             "Labels": dict(n.labels), "IsHead": n.is_head,
+            # The raylet serves the object manager and the store: one port.
+            "RayletSocketName": f"{n.ip}:{n.raylet_port}",
+            "ObjectManagerPort": n.raylet_port,
         })
     return result
 

@@ -290,3 +290,30 @@ def test_bad_calls_fail_with_rays_exception_types_and_words(ray_start):
     with pytest.raises(GetTimeoutError, match=r"^Get timed out: some object\(s\) not "
                                               r"ready\.$"):
         ray.get(slow.remote("/nonexistent/never"), timeout=0.1)
+
+
+def test_init_returns_a_mapping_of_ray_s_address_keys(ray_start):
+    """As in Ray: ``ray.init()`` returns a read-only mapping
+    (``ctx["node_ip_address"]``, ``.get``, ``in``, ``dict(ctx)``)."""
+    context = ray_start
+    for key in ("address", "gcs_address", "node_ip_address", "node_id",
+                "session_dir", "webui_url", "raylet_socket_name",
+                "object_store_address", "redis_address", "metrics_export_port"):
+        assert key in context, key
+    assert context["node_ip_address"] == ray.util.get_node_ip_address()
+    assert context.get("no such key", "default") == "default"
+    assert dict(context)["address"] == context.address == context["gcs_address"]
+    assert len(context) == len(list(context))
+
+
+@ray.remote
+def node_ip():
+    return ray.util.get_node_ip_address()
+
+
+def test_node_ip_address_and_node_table_keys(ray_start):
+    assert ray.get(node_ip.remote()) == ray.util.get_node_ip_address()
+    node, = ray.nodes()
+    assert node["RayletSocketName"] == f"{node['NodeManagerAddress']}:" \
+                                       f"{node['NodeManagerPort']}"
+    assert node["ObjectManagerPort"] == node["NodeManagerPort"]

@@ -11,9 +11,18 @@ from miniray.util.placement_group import (
     PlacementGroup, get_current_placement_group, get_placement_group, placement_group,
     placement_group_table, remove_placement_group)
 
+
+
+def get_node_ip_address() -> str:
+    """The IP address of the node this process runs on (Ray's
+    ``ray.util.get_node_ip_address``)."""
+    from miniray.common import config
+    return config.NODE_IP
+
+
 __all__ = [
     "ActorPool", "PlacementGroup", "as_completed", "get_current_placement_group",
-    "get_placement_group", "inspect_serializability", "list_named_actors",
+    "get_node_ip_address", "get_placement_group", "inspect_serializability", "list_named_actors",
     "map_unordered", "placement_group", "placement_group_table",
     "remove_placement_group",
 ]
