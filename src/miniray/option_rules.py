@@ -48,6 +48,17 @@ def _quantity(name: str) -> OptionRule:
                       lambda v: None if v is None else _quantity_message(name, v))
 
 
+def _gpus(amount) -> str | None:
+    """A GPU is a whole device: a share of one, or whole ones (as in Ray)."""
+    if amount is None:
+        return None
+    message = _quantity_message("num_gpus", amount)
+    if message is None and amount > 1 and not float(amount).is_integer():
+        message = (f"GPU resource quantities >1 must be whole numbers. The specified "
+                   f"quantity {amount} is invalid.")
+    return message
+
+
 def _resources(resources) -> str | None:
     if resources is None:
         return None
@@ -102,7 +113,7 @@ COMMON = {
     "memory": _quantity("memory"),
     "name": OptionRule((str, _NONE)),
     "num_cpus": _quantity("num_cpus"),
-    "num_gpus": _quantity("num_gpus"),
+    "num_gpus": OptionRule((float, int, _NONE), _gpus),
     "placement_group": OptionRule(None),
     "placement_group_bundle_index": OptionRule((int,)),
     "placement_group_capture_child_tasks": OptionRule((bool, _NONE)),

@@ -163,6 +163,15 @@ def resource_request(options: dict, default_cpus: float) -> dict:
     return {k: float(v) for k, v in request.items() if v}
 
 
+def _check_streaming(function, options: dict) -> None:
+    """As in Ray: num_returns="streaming" needs a generator function."""
+    if options.get("num_returns") == "streaming" and not (
+            inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)):
+        raise ValueError(
+            f"num_returns='streaming' can only be used with generator functions "
+            f"(functions that use 'yield'); {function.__name__} is not one")
+
+
 class RemoteFunction:
     def __init__(self, function, options: dict):
         validate_options(options, TASK_OPTIONS, "remote functions")
@@ -172,6 +181,7 @@ class RemoteFunction:
                 f"'async def' should not be used for remote tasks ({function.__name__}). "
                 "You can wrap the async function with `asyncio.run(f())`, or make it "
                 "a method of an async actor.")
+        _check_streaming(function, options)
         if (options.get("num_gpus") or 0) > 0 and options.get("max_calls") is None:
             # As in Ray: a GPU function's worker exits after each call, so
             # the GPU memory it may hold goes back (Ray's issue 29624).
@@ -199,6 +209,7 @@ class RemoteFunction:
         validate_options(options, TASK_OPTIONS, "remote functions")
         if "max_calls" in options:
             raise ValueError("Setting 'max_calls' is not supported in '.options()'.")
+        _check_streaming(self._function, options)
         # max_calls belongs to the function (every call honours the
         # decorator's); as in Ray, the merged options do not list it.
         merged = {**self._options, **options}

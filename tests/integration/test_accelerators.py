@@ -102,7 +102,7 @@ def test_two_gpu_task_gets_both_ids():
 def test_task_without_gpus_sees_none():
     seen = ray.get(report.remote(), timeout=TIMEOUT)
     assert seen["gpu_ids"] == []
-    assert seen["cuda"] == ""            # as Ray: set, and empty
+    assert seen["cuda"] is None          # as Ray 2.60: left unset
     assert seen["accelerators"]["GPU"] == []
     assert seen["assigned"] == {"CPU": 1.0}
 
@@ -202,7 +202,7 @@ def test_actor_without_gpus_sees_none():
         seen = ray.get(actor.seen.remote(), timeout=TIMEOUT)
     finally:
         ray.kill(actor)
-    assert seen["gpu_ids"] == [] and seen["cuda"] == ""
+    assert seen["gpu_ids"] == [] and seen["cuda"] is None
     assert seen["assigned"] == {}
 
 

@@ -783,3 +783,22 @@ def test_a_call_lost_with_a_restarting_actor_says_the_connection_broke():
             return False
     wait_for_condition(restarted, timeout=60)
     ray.kill(actor)
+
+
+def test_a_call_to_an_unknown_concurrency_group_fails_and_the_actor_carries_on():
+    """A caller's mistake: the call fails at once with a ValueError naming
+    the group (it used to wait forever); later calls run."""
+    @ray.remote(concurrency_groups={"io": 2})
+    class Grouped:
+        async def ping(self):
+            return "pong"
+
+        def sync_ping(self):
+            return "pong"
+
+    actor = Grouped.remote()
+    for method in (actor.ping, actor.sync_ping):
+        with pytest.raises(ValueError, match="no concurrency group 'nope'"):
+            ray.get(method.options(concurrency_group="nope").remote(), timeout=20)
+    assert ray.get(actor.ping.options(concurrency_group="io").remote(), timeout=20) == "pong"
+    assert ray.get(actor.sync_ping.remote(), timeout=20) == "pong"

@@ -23,6 +23,8 @@ def clean_state(monkeypatch):
     monkeypatch.setattr(acc, "_ORIGINAL_VISIBLE",
                         {name: None for name in acc.VISIBLE_DEVICES_ENV})
     monkeypatch.setattr(acc, "_USER_OMP_NUM_THREADS", None)
+    monkeypatch.setattr(acc, "_STARTED_WITH",
+                        {var: None for var in acc.VISIBLE_DEVICES_ENV.values()})
     monkeypatch.setattr(acc, "_process_wide", None)
     monkeypatch.setattr(acc, "_staged", {})
     token = acc._current.set(None)
@@ -67,14 +69,24 @@ def test_fractional_gpu():
     assert acc.assigned_resources() == {"CPU": 1.0, "GPU": 0.5}
 
 
-def test_task_without_gpus_sets_cuda_visible_devices_empty():
+def test_task_without_gpus_leaves_cuda_visible_devices_as_the_worker_started():
+    """As in Ray 2.60: no GPUs, no override (a value an earlier task left
+    goes back to the worker's own, here unset)."""
     import os
     os.environ["CUDA_VISIBLE_DEVICES"] = "0"     # left over from an earlier task
     run(push(b"t1", {"CPU": {0: 1.0}}))
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
-    assert os.environ["NEURON_RT_VISIBLE_CORES"] == ""
-    assert "TPU_VISIBLE_CHIPS" not in os.environ     # TPU variables are left alone
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    assert "NEURON_RT_VISIBLE_CORES" not in os.environ
+    assert "TPU_VISIBLE_CHIPS" not in os.environ
     assert acc.gpu_ids() == []
+
+
+def test_override_on_zero_brings_back_the_empty_value(monkeypatch):
+    import os
+    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "1")
+    run(push(b"t1", {"CPU": {0: 1.0}}))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    assert "TPU_VISIBLE_CHIPS" not in os.environ     # TPU variables are left alone
 
 
 def test_noset_leaves_the_environment_alone(monkeypatch):

@@ -95,3 +95,28 @@ def test_non_finite_amounts_are_left_to_the_finite_number_check():
     import math
     for value in (math.inf, math.nan):        # no OverflowError from the rules
         check({"num_cpus": value, "resources": {"custom": value}}, TASK)
+
+
+def test_more_than_one_gpu_must_be_whole_gpus():
+    """As in Ray: a share of one GPU, or whole GPUs."""
+    import miniray as ray
+    for fine in (0.5, 1, 2, 2.0):
+        ray.remote(num_gpus=fine)(lambda: 1)
+    with pytest.raises(ValueError, match="GPU resource quantities >1 must be whole"):
+        ray.remote(num_gpus=1.5)(lambda: 1)
+
+
+def test_streaming_needs_a_generator_function():
+    import miniray as ray
+
+    def plain():
+        return 1
+
+    def generator():
+        yield 1
+
+    with pytest.raises(ValueError, match="only be used with generator functions"):
+        ray.remote(num_returns="streaming")(plain)
+    with pytest.raises(ValueError, match="only be used with generator functions"):
+        ray.remote(plain).options(num_returns="streaming")
+    ray.remote(num_returns="streaming")(generator)

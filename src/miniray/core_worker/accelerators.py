@@ -8,7 +8,9 @@ here on the io thread (``stage``); the executor applies them on the thread
 that runs the task, before user code (``apply``). As in Ray:
 
 - a normal task or an actor's creation task sets ``CUDA_VISIBLE_DEVICES``
-  to its GPU ids, comma-separated, and to "" when it has none, unless
+  to its GPU ids, comma-separated; one that holds none leaves the variable
+  as the worker started with it (Ray 2.60; ``RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1``
+  brings back the older "" for no GPUs); unless
   ``RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES`` is set (likewise
   ``NEURON_RT_VISIBLE_CORES``, ``ASCEND_RT_VISIBLE_DEVICES`` and
   ``HABANA_VISIBLE_MODULES``; TPU ids are reported but ``TPU_VISIBLE_CHIPS``
@@ -82,6 +84,7 @@ def _visible_from_env(var: str) -> list[str] | None:
 _ORIGINAL_VISIBLE = {name: _visible_from_env(var)
                      for name, var in VISIBLE_DEVICES_ENV.items()}
 _USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
+_STARTED_WITH = {var: os.environ.get(var) for var in VISIBLE_DEVICES_ENV.values()}
 
 
 # --- the hooks ----------------------------------------------------------------------
@@ -127,13 +130,19 @@ def make_assignment(resource_ids: dict, spec_resources: dict) -> Assignment:
 
 
 def set_visible_devices(assignment: Assignment) -> None:
+    override_on_zero = os.environ.get("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "").lower() \
+        in ("1", "true")
     for name, var in VISIBLE_DEVICES_ENV.items():
         noset = NOSET_ENV.get(name)
         if noset is None or os.environ.get(noset):
             continue
-        value = ",".join(visible_ids(name, assignment))
+        ids = visible_ids(name, assignment)
+        value = ",".join(ids) if ids or override_on_zero else _STARTED_WITH[var]
         if os.environ.get(var) != value:        # putenv only on a change
-            os.environ[var] = value
+            if value is None:
+                del os.environ[var]
+            else:
+                os.environ[var] = value
 
 
 def set_omp_num_threads(assignment: Assignment) -> None:

@@ -126,7 +126,16 @@ class ActorRuntime:
             spec.method_name, {}).get("concurrency_group", "")
         limit = self.groups.get(group) if group else self.max_concurrency
         if limit is None:
-            raise ValueError(f"unknown concurrency group {group!r}")
+            # The caller's mistake: this call fails with it (a RayTaskError
+            # that is a ValueError); the actor carries on.
+            known = ", ".join(sorted(g for g in self.groups if g != SYSTEM_GROUP))
+            error = ValueError(f"The actor {self.class_name} has no concurrency group "
+                               f"{group!r} (its groups: {known or 'none'})")
+
+            def unknown_group():
+                raise error
+            self._queue_main(lambda: self.executor.run_task(spec, unknown_group), sink)
+            return
         if self.is_asyncio:
             done = asyncio.run_coroutine_threadsafe(self._run_async(spec, group, limit),
                                                     self._group_loop(group))
