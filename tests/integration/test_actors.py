@@ -652,6 +652,9 @@ def test_state_api():
     alive = list_actors(filters=[("state", "=", "ALIVE"), ("name", "=", "stateful")])
     assert len(alive) == 1 and alive[0].class_name == "Counter"
     assert alive[0]["actor_id"] == counter._actor_id.hex()
+    namespace = ray.get_runtime_context().namespace
+    assert alive[0].ray_namespace == alive[0].namespace == namespace    # Ray's field name
+    assert list_actors(filters=[("ray_namespace", "=", namespace), ("name", "=", "stateful")])
     nodes = list_nodes()
     assert len(nodes) == 1 and nodes[0].state == "ALIVE" and nodes[0].is_head_node
     assert any(job.status == "RUNNING" for job in list_jobs())
@@ -802,3 +805,29 @@ def test_a_call_to_an_unknown_concurrency_group_fails_and_the_actor_carries_on()
             ray.get(method.options(concurrency_group="nope").remote(), timeout=20)
     assert ray.get(actor.ping.options(concurrency_group="io").remote(), timeout=20) == "pong"
     assert ray.get(actor.sync_ping.remote(), timeout=20) == "pong"
+
+
+def test_an_async_constructor_is_awaited():
+    """As in Ray: ``async def __init__`` runs to its end before any call,
+    on the actor's event loop (or a loop of its own for a sync actor)."""
+    @ray.remote
+    class AsyncBuilt:
+        async def __init__(self, value):
+            await asyncio.sleep(0.05)
+            self.loop = asyncio.get_running_loop()
+            self.value = value
+
+        async def same_loop(self):
+            return asyncio.get_running_loop() is self.loop, self.value
+
+    @ray.remote
+    class SyncWithAsyncInit:
+        async def __init__(self):
+            await asyncio.sleep(0)
+            self.value = "ready"
+
+        def get(self):
+            return self.value
+
+    assert ray.get(AsyncBuilt.remote(7).same_loop.remote(), timeout=20) == (True, 7)
+    assert ray.get(SyncWithAsyncInit.remote().get.remote(), timeout=20) == "ready"

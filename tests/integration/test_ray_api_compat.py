@@ -317,3 +317,38 @@ def test_node_ip_address_and_node_table_keys(ray_start):
     assert node["RayletSocketName"] == f"{node['NodeManagerAddress']}:" \
                                        f"{node['NodeManagerPort']}"
     assert node["ObjectManagerPort"] == node["NodeManagerPort"]
+
+
+class _Opaque:
+    """Refuses to pickle, as a handle to a C library might."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __reduce__(self):
+        raise TypeError("an _Opaque cannot be pickled")
+
+
+def _rebuild_opaque(value):
+    return _Opaque(value)
+
+
+@ray.remote
+def opaque_value(item):
+    return item.value, type(item).__name__
+
+
+def test_register_serializer_for_a_class_that_cannot_pickle(ray_start):
+    """Ray's ray.util.register_serializer: the registering process pickles
+    the class with it; the worker needs no registration to read it."""
+    with pytest.raises(TypeError):
+        ray.put(_Opaque(1))
+    ray.util.register_serializer(_Opaque, serializer=lambda o: o.value,
+                                 deserializer=_rebuild_opaque)
+    try:
+        assert ray.get(opaque_value.remote(_Opaque(41))) == (41, "_Opaque")
+        assert ray.get(ray.put(_Opaque(7))).value == 7
+    finally:
+        ray.util.deregister_serializer(_Opaque)
+    with pytest.raises(TypeError):
+        ray.put(_Opaque(1))

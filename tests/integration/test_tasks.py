@@ -171,6 +171,28 @@ def test_streaming_generator():
     assert asyncio.run(consume()) == [0, 10, 20]
 
 
+def test_generator_completed_is_ready_once_the_task_has_finished():
+    """Ray's ObjectRefGenerator.completed(): a ref that is ready, holding
+    None, only after the generator task has reported its last item."""
+    signal = SignalActor.remote()
+
+    @ray.remote
+    def gen(signal):
+        yield 1
+        ray.get(signal.wait.remote())
+        yield 2
+
+    generator = gen.remote(signal)
+    completed = generator.completed()
+    assert ray.get(next(generator)) == 1
+    ready, _ = ray.wait([completed], timeout=0.5)
+    assert not ready                          # the task is still running
+    ray.get(signal.send.remote())
+    assert ray.get(completed, timeout=20) is None
+    assert [ray.get(ref) for ref in generator] == [2]
+    assert ray.get(generator.completed(), timeout=20) is None     # after the end too
+
+
 def test_static_num_returns_generator_fills_returns_in_order():
     """Ray's semantics for a generator with a fixed num_returns: each value
     is one return; an error part-way fails only the returns not reached; too

@@ -51,10 +51,35 @@ def _reduce_code(code: types.CodeType):
 _CODE_REDUCE = getattr(cloudpickle.cloudpickle, "_code_reduce", None)
 
 
+# Serializers registered with miniray.util.register_serializer, by class.
+_CUSTOM_REDUCERS: dict = {}
+
+
 class _Pickler(cloudpickle.Pickler):
-    if _CODE_REDUCE is not None:
-        dispatch_table = collections.ChainMap({types.CodeType: _reduce_code},
-                                              cloudpickle.Pickler.dispatch_table)
+    dispatch_table = collections.ChainMap(
+        _CUSTOM_REDUCERS,
+        {types.CodeType: _reduce_code} if _CODE_REDUCE is not None else {},
+        cloudpickle.Pickler.dispatch_table)
+
+
+def register_serializer(cls: type, *, serializer, deserializer) -> None:
+    """Ray's ``ray.util.register_serializer``: values of exactly ``cls``
+    are pickled as ``deserializer(serializer(value))``, in this process
+    (the deserializer travels with each value, so other processes need no
+    registration to read them)."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer needs a class, got {cls!r}")
+    if not callable(serializer) or not callable(deserializer):
+        raise TypeError("serializer and deserializer must be callables")
+
+    def reduce(value):
+        return deserializer, (serializer(value),)
+    _CUSTOM_REDUCERS[cls] = reduce
+
+
+def deregister_serializer(cls: type) -> None:
+    """Forget the serializer registered for ``cls`` (Ray's name)."""
+    _CUSTOM_REDUCERS.pop(cls, None)
 
 
 def dumps(obj, protocol: int = 5, buffer_callback=None) -> bytes:

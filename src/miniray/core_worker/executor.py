@@ -127,7 +127,10 @@ class TaskExecutor:
             runtime = ActorRuntime(self, spec)     # context for __init__ code
             self.actor = runtime
             try:
-                runtime.instance = cls(*args, **kwargs)
+                if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+                    runtime.instance = _construct_async(runtime, cls, args, kwargs)
+                else:
+                    runtime.instance = cls(*args, **kwargs)
             except BaseException:
                 self.actor = None
                 raise
@@ -578,6 +581,18 @@ def _is_retryable(spec, exc: BaseException) -> bool:
     import pickle
     types = pickle.loads(spec.retry_exception_types)
     return isinstance(exc, types)
+
+
+def _construct_async(runtime, cls, args, kwargs):
+    """An ``async def __init__`` (Ray runs it): awaited on the actor's own
+    event loop when it is an async actor, else on a loop of its own."""
+    instance = cls.__new__(cls)
+    constructing = cls.__init__(instance, *args, **kwargs)
+    if runtime.is_asyncio:
+        asyncio.run_coroutine_threadsafe(constructing, runtime._group_loop("")).result()
+    else:
+        asyncio.run(constructing)
+    return instance
 
 
 class ReplySink:

@@ -28,6 +28,7 @@ class ObjectRefGenerator:
         self._next = 0
         self._total: int | None = None
         self._cond = threading.Condition()
+        self._completed: list[ObjectID] = []      # completed() objects to resolve
 
     # --- called by the owner's io thread ----------------------------------------
     def add_item(self, object_id: ObjectID, index: int) -> None:
@@ -40,6 +41,16 @@ class ObjectRefGenerator:
         with self._cond:
             self._total = max(count, len(self._refs))
             self._cond.notify_all()
+            completed, self._completed = self._completed, []
+        for object_id in completed:
+            self._resolve_completed(object_id)
+
+    def _resolve_completed(self, object_id: ObjectID) -> None:
+        from miniray.common.serialization import serialize
+        from miniray.protocol import common_pb2
+        value = serialize(None)
+        self._worker.memory_store.put(object_id, common_pb2.ObjectPayload(
+            object_id=object_id, data=value.to_bytes(), size=value.size))
 
     def fail(self, error: BaseException) -> None:
         """The task failed without reporting its error as an item."""
@@ -104,6 +115,22 @@ class ObjectRefGenerator:
         ref = await asyncio.to_thread(self._next_ref, None)
         if ref is None:
             raise StopAsyncIteration
+        return ref
+
+    def completed(self) -> ObjectRef:
+        """Ray's: a ref that is ready, holding None, once the generator task
+        has finished (every item has been reported)."""
+        worker = self._worker
+        object_id = ObjectID.from_random()
+        with worker._lock:
+            worker.refs.add_owned(object_id)
+        ref = ObjectRef(object_id, worker.address)
+        with self._cond:
+            done = self._total is not None
+            if not done:
+                self._completed.append(object_id)
+        if done:
+            self._resolve_completed(object_id)
         return ref
 
     def is_finished(self) -> bool:

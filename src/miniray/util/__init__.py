@@ -4,6 +4,7 @@ scheduling strategies, ActorPool and Queue (``miniray.util.queue``),
 ``multiprocessing.Pool`` (``miniray.util.multiprocessing``, imported on its
 own)."""
 from miniray.api import list_named_actors
+from miniray.common.serialization import deregister_serializer, register_serializer
 from miniray.util.actor_pool import ActorPool
 from miniray.util.check_serialize import inspect_serializability
 from miniray.util.helpers import as_completed, map_unordered
@@ -21,8 +22,8 @@ def get_node_ip_address() -> str:
 
 
 __all__ = [
-    "ActorPool", "PlacementGroup", "as_completed", "get_current_placement_group",
-    "get_node_ip_address", "get_placement_group", "inspect_serializability", "list_named_actors",
-    "map_unordered", "placement_group", "placement_group_table",
-    "remove_placement_group",
+    "ActorPool", "PlacementGroup", "as_completed", "deregister_serializer",
+    "get_current_placement_group", "get_node_ip_address", "get_placement_group",
+    "inspect_serializability", "list_named_actors", "map_unordered", "placement_group",
+    "placement_group_table", "register_serializer", "remove_placement_group",
 ]

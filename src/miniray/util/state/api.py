@@ -53,7 +53,7 @@ def list_actors(address: str | None = None, filters=None, limit: int = DEFAULT_L
         records = [ActorState(
             actor_id=a.actor_id.hex(), class_name=a.class_name,
             state=_ACTOR_STATES.get(a.state, "UNKNOWN"), job_id=a.job_id.hex(),
-            name=a.name, namespace=a.namespace, pid=a.pid,
+            name=a.name, namespace=a.namespace, ray_namespace=a.namespace, pid=a.pid,
             node_id=a.address.node_id.hex() if a.address.node_id else None,
             num_restarts=a.num_restarts, is_detached=a.detached)
             for a in reply.actors]

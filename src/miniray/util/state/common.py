@@ -53,6 +53,7 @@ class ActorState(_Record):
     node_id: str | None
     num_restarts: int
     is_detached: bool
+    ray_namespace: str = ""     # Ray's name for ``namespace`` (both are kept)
 
 
 @dataclass
