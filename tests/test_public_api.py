@@ -2,6 +2,7 @@
 import miniray
 
 EXPECTED = {
+    "ActorID", "FunctionID", "JobID", "NodeID", "PlacementGroupID", "TaskID", "WorkerID",
     "DynamicObjectRefGenerator", "ObjectID", "ObjectRef", "ObjectRefGenerator", "__version__",
     "available_resources", "cancel",
     "cluster_resources", "exceptions", "get", "get_actor", "get_gpu_ids",
@@ -74,3 +75,12 @@ def test_dag_module_is_pinned():
         assert issubclass(getattr(dag, name), dag.DAGNode), name
     assert dag.PARENT_CLASS_NODE_KEY == "parent_class_node"
     assert dag.PREV_CLASS_METHOD_CALL_KEY == "prev_class_method_call"
+
+
+def test_typed_ids_are_rays():
+    """ray.NodeID and friends: hex round trips, nil, and the ids the
+    runtime hands out are instances."""
+    node = miniray.NodeID.from_random()
+    assert miniray.NodeID.from_hex(node.hex()) == node
+    assert miniray.JobID.nil().is_nil()
+    assert issubclass(miniray.ActorID, bytes)

@@ -45,6 +45,14 @@ del _os, _grpc_experiments   # only miniray's own modules are reachable as attri
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    # Ray's typed ids, exported at the top level as Ray does.
+    "ActorID": "miniray.common.ids",
+    "FunctionID": "miniray.common.ids",
+    "JobID": "miniray.common.ids",
+    "NodeID": "miniray.common.ids",
+    "PlacementGroupID": "miniray.common.ids",
+    "TaskID": "miniray.common.ids",
+    "WorkerID": "miniray.common.ids",
     "DynamicObjectRefGenerator": "miniray.core_worker.generator",
     "ObjectRef": "miniray.core_worker.object_ref",
     "ObjectRefGenerator": "miniray.core_worker.generator",
