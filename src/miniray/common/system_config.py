@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Callable
 
 # Ray key -> (miniray config name, value in Ray's unit -> value in ours).
-_SAME = (lambda v: v)
 KEYS: dict[str, tuple[str, Callable]] = {
     "max_direct_call_object_size": ("MAX_INLINE_OBJECT_BYTES", int),
     "max_pending_lease_requests_per_scheduling_category":
@@ -34,7 +33,7 @@ KEYS: dict[str, tuple[str, Callable]] = {
     "memory_monitor_refresh_ms": ("MEMORY_MONITOR_REFRESH_MS", int),
     "maximum_gcs_destroyed_actor_cached_count":
         ("MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT", int),
-    "preload_python_modules": ("PRELOAD_PYTHON_MODULES", _SAME),
+    "preload_python_modules": ("PRELOAD_PYTHON_MODULES", list),
 }
 
 
@@ -57,7 +56,7 @@ def to_settings(system_config: dict | None) -> dict[str, object]:
                     not all(isinstance(m, str) for m in value):
                 raise ValueError("_system_config['preload_python_modules'] must be a "
                                  "list of module names")
-            settings[name] = list(value)
+            settings[name] = convert(value)
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"_system_config[{key!r}] must be a number, not {value!r}")

@@ -47,10 +47,9 @@ class ObjectRefGenerator:
 
     def _resolve_completed(self, object_id: ObjectID) -> None:
         from miniray.common.serialization import serialize
-        from miniray.protocol import common_pb2
-        value = serialize(None)
-        self._worker.memory_store.put(object_id, common_pb2.ObjectPayload(
-            object_id=object_id, data=value.to_bytes(), size=value.size))
+        worker = self._worker
+        worker.memory_store.put(object_id, worker.make_payload(
+            object_id, serialize(None), worker.worker_id))
 
     def fail(self, error: BaseException) -> None:
         """The task failed without reporting its error as an item."""

@@ -426,7 +426,7 @@ class NormalTaskSubmitter:
 
     def fail(self, task: _Task, error: BaseException) -> None:
         from miniray.core_worker.core_worker import error_payload
-        outcome = (task_events.FAILED, _error_type(error))
+        outcome = (task_events.FAILED, task_events.error_type(error))
         if task.generator is not None:
             task.generator.fail(error)
             self._complete(task, [], outcome)
@@ -434,10 +434,9 @@ class NormalTaskSubmitter:
         self._complete(task, [error_payload(oid, error) for oid in self._return_ids(task)],
                        outcome)
 
-    def _complete(self, task: _Task, payloads, outcome=None) -> None:
+    def _complete(self, task: _Task, payloads, outcome: tuple) -> None:
         """Store a finished task's return values and drop its argument refs.
-        ``outcome``: the (state, error type) the state API shows; by default
-        FAILED if a return is an error, else FINISHED."""
+        ``outcome``: the (state, error type) the state API shows."""
         if self._tasks.pop(task.task_id, None) is not None and task.is_actor_task:
             self.actor_submitter.on_task_done(task)
         if task.spec.attempt:
@@ -445,9 +444,6 @@ class NormalTaskSubmitter:
             if len(self._retried) > 10_000:
                 self._retried.popitem(last=False)
         if self.events.enabled:
-            if outcome is None:
-                outcome = (task_events.FAILED if any(p.is_error for p in payloads)
-                           else task_events.FINISHED, "")
             state, error_type = outcome
             if state == task_events.FAILED:     # named: it may never have run
                 self.events.record(task.spec, task_events.FAILED,
@@ -698,23 +694,3 @@ def _with_id(payload, object_id: ObjectID):
     copy.object_id = object_id
     return copy
 
-
-# Ray's ErrorType names, for the state API, of failures the owner decides.
-_ERROR_TYPES = (
-    (exceptions.TaskCancelledError, "TASK_CANCELLED"),
-    (exceptions.OutOfMemoryError, "OUT_OF_MEMORY"),
-    (exceptions.WorkerCrashedError, "WORKER_DIED"),
-    (exceptions.ActorDiedError, "ACTOR_DIED"),
-    (exceptions.ActorUnavailableError, "ACTOR_UNAVAILABLE"),
-    (exceptions.TaskUnschedulableError, "TASK_UNSCHEDULABLE_ERROR"),
-    (exceptions.RuntimeEnvSetupError, "RUNTIME_ENV_SETUP_FAILED"),
-    (exceptions.ObjectLostError, "OBJECT_LOST"),
-    (exceptions.RayTaskError, "TASK_EXECUTION_EXCEPTION"),
-)
-
-
-def _error_type(error: BaseException) -> str:
-    for kind, name in _ERROR_TYPES:
-        if isinstance(error, kind):
-            return name
-    return "WORKER_DIED" if isinstance(error, exceptions.RaySystemError) else ""

@@ -16,6 +16,7 @@ import collections
 import logging
 import time
 
+from miniray import exceptions
 from miniray.common import config
 from miniray.protocol import gcs_pb2
 
@@ -122,3 +123,25 @@ async def flush(buffer: TaskEventBuffer, gcs) -> None:
     except Exception as exc:                 # noqa: BLE001 - events are best effort
         buffer.num_dropped += len(request.change_task_ids)
         log.debug("could not report task events: %s", exc)
+
+
+# Ray's ErrorType names, for the state API, of failures the owner decides.
+_ERROR_TYPES = (
+    (exceptions.TaskCancelledError, "TASK_CANCELLED"),
+    (exceptions.OutOfMemoryError, "OUT_OF_MEMORY"),
+    (exceptions.WorkerCrashedError, "WORKER_DIED"),
+    (exceptions.ActorDiedError, "ACTOR_DIED"),
+    (exceptions.ActorUnavailableError, "ACTOR_UNAVAILABLE"),
+    (exceptions.TaskUnschedulableError, "TASK_UNSCHEDULABLE_ERROR"),
+    (exceptions.RuntimeEnvSetupError, "RUNTIME_ENV_SETUP_FAILED"),
+    (exceptions.ObjectLostError, "OBJECT_LOST"),
+    (exceptions.RayTaskError, "TASK_EXECUTION_EXCEPTION"),
+)
+
+
+def error_type(error: BaseException) -> str:
+    """Ray's ErrorType name of a failure the owner decides (for FAILED)."""
+    for kind, name in _ERROR_TYPES:
+        if isinstance(error, kind):
+            return name
+    return "WORKER_DIED" if isinstance(error, exceptions.RaySystemError) else ""

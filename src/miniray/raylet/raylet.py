@@ -586,17 +586,15 @@ class Raylet:
         if pg_id not in self.scheduler.bundles:
             return
         suffix = pg_id.hex()
-        if indexes is not None:
-            names = {f"_group_{i}_{suffix}" for i in indexes}
-            in_use = [l for l in self.leases.values()
-                      if any(any(k.endswith(n) for n in names) for k in l.resources)]
-        else:
-            in_use = [l for l in self.leases.values()
-                      if any(k.endswith(suffix) for k in l.resources)]
-        # End the leases in the group's bundles (their workers go), with no
+        # The bundles' resource names end so (CPU_group_<i>_<pg>, or any of
+        # the group's when all of them go).
+        endings = (suffix,) if indexes is None \
+            else tuple(f"_group_{i}_{suffix}" for i in indexes)
+        # End the leases in those bundles (their workers go), with no
         # scheduling pass until the bundles are gone: nothing may be granted
         # out of them meanwhile.
-        for lease in in_use:
+        for lease in [l for l in self.leases.values()
+                      if any(k.endswith(endings) for k in l.resources)]:
             self._end_lease(lease.lease_id)
             worker = self.pool.workers.get(WorkerID(lease.worker_id)) \
                 if lease.worker_id else None
