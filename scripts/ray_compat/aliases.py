@@ -59,6 +59,8 @@ INTERNAL_PREFIXES = {
     "ray.autoscaler": "Ray autoscaler",
     "ray.dashboard": "Ray dashboard",
     "ray.experimental.internal_kv": "Ray-internal API (GCS internal KV)",
+    "ray.state": "Ray-internal API (deprecated alias of ray._private.state)",
+    "ray.scripts": "Ray's CLI internals (ray.scripts)",
 }
 
 # Names an internal module exports that miniray has too: the public miniray
@@ -147,11 +149,29 @@ class Internal:
 
     __bool__ = __iter__ = __len__ = __getitem__ = __contains__ = _use
     __int__ = __float__ = __index__ = __enter__ = __eq__ = __ne__ = __lt__ = _use
+    __le__ = __gt__ = __ge__ = __neg__ = __abs__ = _use
+    # Arithmetic, e.g. ``time.monotonic() + ray_constants.SOME_TIMEOUT``.
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _use
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = _use
+
+    def __mro_entries__(self, bases):
+        # ``class Plugin(RuntimeEnvPlugin):`` at a test module's top level:
+        # the class is made (on a placeholder base that fails when used), so
+        # the module's other tests still run.
+        return (_InternalBase,)
 
     def __hash__(self):            # e.g. a dict lookup with an internal constant
         if _state["in_test"]:
             unavailable(self._path)
         return object.__hash__(self)
+
+
+class _InternalBase:
+    """The base class of a test's subclass of a Ray internal class: making
+    one (or calling its methods through super()) is using the internal."""
+
+    def __init__(self, *args, **kwargs):
+        unavailable(f"a subclass of a Ray internal class ({type(self).__name__})")
 
 
 class InternalModule(types.ModuleType):

@@ -31,6 +31,13 @@ class Cluster(testing.Cluster):
         node = super().add_node(wait=wait, **node_args)
         node.unique_id = node.node_id.hex()
         node.address = node.gcs_address
+        # Ray's node objects can kill their own daemons (tests of failures).
+        node.kill_raylet = lambda: _kill(node, "miniray.raylet")
+        if is_head:
+            # miniray's GCS needs no Redis to come back: its supervisor
+            # restarts it at once, from its own store; "start" waits for that.
+            node.kill_gcs_server = lambda: testing.kill_gcs(node.gcs_address)
+            node.start_gcs_server = lambda: _wait_for_gcs(node.gcs_address)
         if is_head:
             # Ray records the head as this machine's current cluster, so that
             # ``init()`` and ``init(address="auto")`` connect to it.
@@ -41,6 +48,19 @@ class Cluster(testing.Cluster):
         super().shutdown()
         from miniray.node import forget_current_cluster
         forget_current_cluster()
+
+
+def _kill(node, module: str) -> None:
+    """SIGKILL the node's process started as ``python -m <module>``, and reap it."""
+    for proc in node.processes:
+        if module in proc.args and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for_gcs(address: str, timeout: float = 60.0) -> None:
+    from miniray.node import get_cluster
+    get_cluster(address, wait_s=timeout)
 
 
 def _write_current_cluster(address: str) -> None:

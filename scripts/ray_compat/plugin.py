@@ -229,6 +229,16 @@ def ray_start_cluster_head(request):
 
 
 @pytest.fixture
+def ray_start_cluster_head_with_external_redis(request):
+    """Ray keeps its GCS tables in an external Redis for GCS fault
+    tolerance; miniray's GCS keeps them itself and its supervisor restarts
+    it, so this is a plain head node."""
+    args = {"do_init": True, "num_nodes": 1, **_fx.params(request)}
+    with _fx.ray_start_cluster(**args) as cluster:
+        yield cluster
+
+
+@pytest.fixture
 def ray_start_cluster_2_nodes(request):
     args = {"do_init": True, "num_nodes": 2, **_fx.params(request)}
     with _fx.ray_start_cluster(**args) as cluster:
