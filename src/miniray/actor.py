@@ -221,10 +221,12 @@ class ActorClass:
         detached = (options["lifetime"] == "detached" if options.get("lifetime")
                     else worker.default_actor_detached())     # the job's default
         default_concurrency = 1000 if self._is_asyncio else 1
+        max_concurrency = options.get("max_concurrency") or default_concurrency
+        out_of_order = self._out_of_order(options, max_concurrency)
         spec.actor_options.CopyFrom(common_pb2.ActorCreationOptions(
             max_restarts=options.get("max_restarts", 0),
             max_task_retries=options.get("max_task_retries", 0),
-            max_concurrency=options.get("max_concurrency") or default_concurrency,
+            max_concurrency=max_concurrency, execute_out_of_order=out_of_order,
             max_pending_calls=options.get("max_pending_calls", -1),
             name=name, namespace=namespace,
             detached=detached,
@@ -237,7 +239,26 @@ class ActorClass:
         if info is not None:            # get_if_exists found a live actor
             return ActorHandle._from_info(info)
         return ActorHandle(ActorID(spec.actor_id), self._meta, self._cls.__name__,
-                           worker.address, spec.actor_options.max_pending_calls)
+                           worker.address, spec.actor_options.max_pending_calls,
+                           out_of_order=out_of_order)
+
+    def _out_of_order(self, options: dict, max_concurrency: int) -> bool:
+        """Whether calls may run ahead of earlier ones still waiting for
+        their arguments: Ray's default for async and threaded actors (which
+        cannot run in order), ``allow_out_of_order_execution`` otherwise."""
+        allowed = options.get("allow_out_of_order_execution")
+        if allowed is None:
+            return self._is_asyncio or max_concurrency > 1
+        if not allowed and self._is_asyncio:
+            raise ValueError(
+                f"The actor {self._cls.__name__} is async: its calls cannot run in "
+                f"order. Leave allow_out_of_order_execution unset or set it to True.")
+        if not allowed and max_concurrency > 1:
+            raise ValueError(
+                f"The actor {self._cls.__name__} has max_concurrency="
+                f"{max_concurrency}: its calls cannot run in order. Leave "
+                f"allow_out_of_order_execution unset or set it to True.")
+        return allowed
 
 
 class _BoundActorClass:
@@ -288,10 +309,12 @@ class ActorHandle:
     """A handle to an actor: call ``handle.method.remote(...)``."""
 
     def __init__(self, actor_id: ActorID, meta: dict, class_name: str, owner,
-                 max_pending_calls: int = -1, *, _count: bool = True):
+                 max_pending_calls: int = -1, *, out_of_order: bool = False,
+                 _count: bool = True):
         from miniray.core_worker import object_ref
         self._actor_id = actor_id
         self._max_pending_calls = max_pending_calls
+        self._out_of_order = out_of_order
         self._meta = meta
         self._class_name = class_name
         self._owner = owner
@@ -305,7 +328,7 @@ class ActorHandle:
         from miniray.common.address import WorkerAddress
         return cls(ActorID(info.actor_id), pickle.loads(info.class_meta),
                    info.class_name, WorkerAddress.from_proto(info.owner),
-                   info.max_pending_calls)
+                   info.max_pending_calls, out_of_order=info.execute_out_of_order)
 
     def __del__(self):
         worker = self.__dict__.get("_worker")
@@ -338,16 +361,17 @@ class ActorHandle:
         owner = self._owner
         return _rebuild_handle, (bytes(self._actor_id), self._meta, self._class_name,
                                  owner.ip, owner.port, bytes(owner.worker_id),
-                                 bytes(owner.node_id), self._max_pending_calls)
+                                 bytes(owner.node_id), self._max_pending_calls,
+                                 self._out_of_order)
 
 
 def _rebuild_handle(actor_id, meta, class_name, ip, port, worker_id, node_id,
-                    max_pending_calls):
+                    max_pending_calls, out_of_order=False):
     from miniray.common.address import WorkerAddress
     from miniray.common.ids import NodeID, WorkerID
     return ActorHandle(ActorID(actor_id), meta, class_name,
                        WorkerAddress(ip, port, WorkerID(worker_id), NodeID(node_id)),
-                       max_pending_calls)
+                       max_pending_calls, out_of_order=out_of_order)
 
 
 class ActorMethod:
@@ -387,6 +411,13 @@ class ActorMethod:
                     f"{self._handle._class_name}.{self._name}")
         worker = api.ensure_initialized()
         handle = self._handle
+        if handle._worker is not None and handle._worker is not worker:
+            # Made before a shutdown(): this connection never knew the actor.
+            raise ValueError(
+                f"Failed to submit a task to actor {handle._actor_id.hex()}: it was "
+                f"made in an earlier session (before shutdown() and init()). Can't "
+                f"find actor {handle._actor_id.hex()}. It might be dead or it's from "
+                f"a different cluster.")
         worker.actor_submitter.check_pending_limit(handle._actor_id,
                                                    handle._max_pending_calls)
         num_returns = self._options.get("num_returns")
@@ -394,7 +425,7 @@ class ActorMethod:
             num_returns = self._meta["num_returns"]
         spec = common_pb2.TaskSpec(
             type=common_pb2.ACTOR_TASK, actor_id=handle._actor_id,
-            method_name=self._name,
+            method_name=self._name, execute_out_of_order=handle._out_of_order,
             function_name=self._options.get("name") or f"{handle._class_name}.{self._name}",
             concurrency_group=self._options.get(
                 "concurrency_group", self._meta["concurrency_group"]))

@@ -182,6 +182,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             if node is not None:
                 node.stop()
             raise
+        if node is None:        # a driver of a running cluster takes its _system_config
+            from miniray.common import system_config
+            _apply_driver_settings(system_config.adopt(worker.cluster_system_config))
         dashboard_url = (node.dashboard_url or None) if node is not None else \
             _recorded_dashboard(worker)
         # Ray's keys; the raylet holds the node's object store (no socket

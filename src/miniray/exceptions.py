@@ -301,11 +301,16 @@ def _rebuild_instanceof_cause(*fields: Any) -> RayTaskError:
 
 
 class LocalRayletDiedError(RayError):
-    """The raylet of the node running the task died."""
+    """The raylet of the node running the task died (``detail``, miniray:
+    how its owner found out)."""
+
+    def __init__(self, detail: str = ""):
+        super().__init__(detail)
+        self.detail = detail
 
     def __str__(self) -> str:
-        return ("The task's local raylet died. Check the raylet log of that "
-                "node for details.")
+        text = "The task's local raylet died. Check the raylet log of that node for details."
+        return f"{text}\n{self.detail}" if self.detail else text
 
 
 class WorkerCrashedError(RayError):
@@ -511,8 +516,10 @@ class ObjectLostError(RayError):
     def _base_str(self) -> str:
         msg = f"Failed to retrieve object {self.object_ref_hex}."
         if self.call_site:
-            msg += f" The ObjectRef was created at: {self.call_site}"
-        return msg
+            return f"{msg} The ObjectRef was created at: {self.call_site}"
+        return (f"{msg} To see where this ObjectRef was created in Python, set "
+                f"MINIRAY_RECORD_REF_CREATION_SITES=1 (or Ray's "
+                f"RAY_record_ref_creation_sites=1) for `miniray start` and `init()`.")
 
     def _reason(self) -> str:
         return (f"All copies of {self.object_ref_hex} have been lost due to "

@@ -145,8 +145,9 @@ def scheduling_strategy(options: dict, worker=None):
 
 def _inherits(options: dict, worker) -> bool:
     """Does a call with these options run in the caller's placement group?"""
+    # placement_group=None (Ray's older option) opts out, as in Ray.
     if options.get("scheduling_strategy") is not None or \
-            options.get("placement_group", "default") not in ("default", None):
+            options.get("placement_group", "default") != "default":
         return False
     if options.get("placement_group_capture_child_tasks") is False:
         return False

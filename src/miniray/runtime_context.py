@@ -97,7 +97,7 @@ class RuntimeContext:
             raise RuntimeError("This method is only available in an actor.")
         from miniray.actor import ActorHandle
         return ActorHandle(actor.actor_id, actor.meta, actor.class_name, actor.owner,
-                           actor.max_pending_calls)
+                           actor.max_pending_calls, out_of_order=actor.out_of_order)
 
     def get_assigned_resources(self) -> dict:
         return accelerators.assigned_resources()

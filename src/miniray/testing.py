@@ -6,14 +6,16 @@ import time
 from typing import Callable
 
 
-def wait_for_condition(condition: Callable[[], bool], timeout: float = 10.0,
+def wait_for_condition(condition_predictor: Callable[[], bool], timeout: float = 10.0,
                        retry_interval_ms: float = 20, raise_exceptions: bool = False,
                        **kwargs) -> None:
-    """Poll ``condition(**kwargs)`` until it is true; raise after ``timeout``.
+    """Poll ``condition_predictor(**kwargs)`` until it is true; raise after
+    ``timeout`` (Ray's test helper, with its argument names).
 
-    An exception from ``condition`` counts as "not yet" (and is reported on
+    An exception from the predicate counts as "not yet" (and is reported on
     timeout), unless ``raise_exceptions``, which lets it through at once.
     """
+    condition = condition_predictor
     deadline = time.monotonic() + timeout
     last_error = None
     while time.monotonic() < deadline:

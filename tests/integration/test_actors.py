@@ -160,6 +160,81 @@ def test_threaded_actor():
     assert len(set(idents)) == 4
 
 
+@ray.remote(num_cpus=0)
+class _Gate:
+    """A value that is ready only once ``open`` is called."""
+    def __init__(self):
+        self.event = asyncio.Event()
+
+    async def wait(self):
+        await self.event.wait()
+        return "late"
+
+    async def open(self):
+        self.event.set()
+
+
+@pytest.mark.parametrize("kind", ["async", "threaded", "allowed"])
+def test_calls_run_ahead_of_one_waiting_for_its_argument(kind):
+    """Async and threaded actors (and allow_out_of_order_execution=True) run
+    a call whose argument is ready while an earlier call from the same caller
+    still waits for its own, as in Ray; a plain actor keeps order (below)."""
+    if kind == "async":
+        @ray.remote
+        class Echo:
+            async def echo(self, value):
+                return value
+        actor = Echo.remote()
+    else:
+        @ray.remote
+        class Echo:
+            def echo(self, value):
+                return value
+        actor = (Echo.options(max_concurrency=2) if kind == "threaded"
+                 else Echo.options(allow_out_of_order_execution=True)).remote()
+    gate = _Gate.remote()
+    first = actor.echo.remote(gate.wait.remote())
+    second = actor.echo.remote(ray.put("early"))
+    assert ray.get(second, timeout=20) == "early"
+    assert ray.wait([first], timeout=0.2)[1] == [first]      # still waiting
+    gate.open.remote()
+    assert ray.get(first, timeout=20) == "late"
+
+
+def test_a_plain_actor_keeps_order_behind_a_waiting_argument():
+    gate = _Gate.remote()
+    counter = Counter.remote()
+    first = counter.incr.remote(_by_when.remote(gate.wait.remote()))
+    second = counter.incr.remote(10)
+    assert ray.wait([second], timeout=0.5)[1] == [second]    # held back
+    gate.open.remote()
+    assert ray.get([first, second], timeout=20) == [1, 11]
+
+
+@ray.remote
+def _by_when(_):
+    return 1
+
+
+def test_in_order_execution_cannot_be_asked_of_async_or_threaded_actors():
+    @ray.remote
+    class Async:
+        async def f(self):
+            return 1
+
+    @ray.remote
+    class Plain:
+        def f(self):
+            return 1
+
+    with pytest.raises(ValueError, match="async"):
+        Async.options(allow_out_of_order_execution=False).remote()
+    with pytest.raises(ValueError, match="max_concurrency=3"):
+        Plain.options(max_concurrency=3, allow_out_of_order_execution=False).remote()
+    handle = Plain.options(allow_out_of_order_execution=False).remote()
+    assert ray.get(handle.f.remote()) == 1
+
+
 def test_concurrency_groups():
     @ray.remote(concurrency_groups={"io": 2})
     class Grouped:

@@ -42,6 +42,24 @@ def test_api_auto_initializes(shutdown_only):
     assert ray.is_initialized()
 
 
+def test_a_handle_from_an_earlier_session_is_refused_at_once(shutdown_only):
+    """As in Ray: after shutdown() and init(), an old actor handle names an
+    actor this connection cannot find; the call fails when it is made."""
+    @ray.remote
+    class A:
+        def f(self):
+            return 1
+
+    ray.init(num_cpus=1)
+    actor = A.remote()
+    assert ray.get(actor.f.remote()) == 1
+    ray.shutdown()
+    ray.init(num_cpus=1)
+    with pytest.raises(ValueError, match="It might be dead or it's from a different cluster"):
+        actor.f.remote()
+    assert ray.get(A.remote().f.remote()) == 1
+
+
 def test_init_rejects_bad_arguments(shutdown_only):
     with pytest.raises(RuntimeError, match="Unknown keyword"):
         ray.init(bogus=1)

@@ -327,6 +327,25 @@ def test_placement_group_captures_child_tasks(cluster):
     assert child_node == bundle_node
     assert child_pg == pg and parent_pg == pg
 
+    # placement_group=None (Ray's older option) opts a child out of capture.
+    @ray.remote(num_cpus=0)
+    def outside():
+        return get_current_placement_group()
+
+    @ray.remote(num_cpus=1)
+    def parent_opting_out():
+        return ray.get(outside.options(placement_group=None).remote())
+
+    assert ray.get(parent_opting_out.options(scheduling_strategy=strategy).remote(),
+                   timeout=30) is None
+
+    # A pending group lists every bundle, with "" for where it is not placed.
+    pending = placement_group([{"CPU": 100}, {"CPU": 1}])
+    table = ray.util.placement_group_table(pending)
+    assert table["state"] == "PENDING"
+    assert table["bundles_to_node_id"] == {0: "", 1: ""}
+    ray.util.remove_placement_group(pending)
+
 
 def test_node_on_another_address():
     # 127.0.0.2 is loopback too: a second "machine" whose processes listen on
@@ -420,4 +439,107 @@ def test_actors_created_together_spread_over_the_nodes_that_fit():
         assert head not in ray.get([p.node.remote() for p in plains], timeout=60)
     finally:
         ray.shutdown()
+        cluster.shutdown()
+
+
+def test_tasks_of_an_owner_on_a_dead_node_are_stopped_elsewhere():
+    """Fate sharing across nodes: an actor on node A runs a task on node B;
+    when A dies, B ends that task's lease (its owner is gone) and frees the
+    resources it held, as in Ray."""
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=0)
+        parent = cluster.add_node(num_cpus=1, resources={"parent": 1})
+        cluster.add_node(num_cpus=1, resources={"child": 1})
+        cluster.wait_for_nodes()
+        cluster.connect()
+
+        @ray.remote(resources={"child": 1})
+        def child():
+            import time
+            time.sleep(600)
+
+        @ray.remote(resources={"child": 1})
+        def probe():
+            return "ran"
+
+        @ray.remote(resources={"parent": 1})
+        class Parent:
+            def start_child(self):
+                ray.get(child.remote())
+
+        actor = Parent.remote()
+        actor.start_child.remote()
+        wait_for_condition(
+            lambda: ray.available_resources().get("child", 0) == 0, timeout=30)
+        cluster.kill_node(parent)
+        assert ray.get(probe.remote(), timeout=60) == "ran"
+    finally:
+        cluster.shutdown()
+
+
+def test_workers_know_their_raylet_and_die_with_it():
+    """RAY_RAYLET_PID (Ray's name) in a worker is its raylet's pid; killing
+    that raylet takes the node's workers with it."""
+    import psutil
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=0)
+        node = cluster.add_node(num_cpus=1, resources={"doomed": 1})
+        cluster.wait_for_nodes()
+        cluster.connect()
+
+        @ray.remote(resources={"doomed": 1})
+        class Resident:
+            def pids(self):
+                return os.getpid(), int(os.environ["RAY_RAYLET_PID"])
+
+        worker_pid, raylet_pid = ray.get(Resident.remote().pids.remote())
+        assert raylet_pid in [p.pid for p in node.processes]
+        psutil.Process(raylet_pid).kill()
+        wait_for_condition(lambda: not psutil.pid_exists(worker_pid)
+                           or psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE,
+                           timeout=30)
+    finally:
+        cluster.shutdown()
+
+
+def test_a_task_waiting_on_a_dead_local_raylet_fails_with_local_raylet_died():
+    """The driver's own raylet dies while a task waits there for a lease:
+    the task fails with LocalRayletDiedError (LOCAL_RAYLET_DIED in the state
+    API), as in Ray, instead of a generic system error."""
+    from miniray.util.state import list_tasks
+    cluster = Cluster()
+    try:
+        head = cluster.add_node(num_cpus=1, resources={"foo": 1})
+        cluster.wait_for_nodes()
+        cluster.connect()
+
+        @ray.remote(resources={"foo": 1})
+        def hold():
+            import time
+            time.sleep(600)
+
+        hold.remote()
+        waiting = hold.options(name="waits-for-a-lease").remote()
+
+        def pending():
+            tasks = list_tasks(filters=[("name", "=", "waits-for-a-lease")])
+            return [t.state for t in tasks] == ["PENDING_NODE_ASSIGNMENT"]
+
+        wait_for_condition(pending, timeout=30)
+        for proc in head.processes:
+            if "miniray.raylet" in proc.args:
+                proc.kill()
+                proc.wait()
+        with pytest.raises(exceptions.LocalRayletDiedError,
+                           match="failed to receive a response from the local raylet"):
+            ray.get(waiting, timeout=30)
+
+        def recorded():
+            [task] = list_tasks(filters=[("name", "=", "waits-for-a-lease")], detail=True)
+            return task.state == "FAILED" and task.error_type == "LOCAL_RAYLET_DIED"
+
+        wait_for_condition(recorded, timeout=20)
+    finally:
         cluster.shutdown()

@@ -52,3 +52,31 @@ def test_titled_workers_are_still_found_as_minirays_own():
     found = {p.pid: p.kind for p in find_processes()}
     assert found.get(pid) == "core_worker"
     assert found.get(os.getpid()) is None         # never the driver
+
+
+def test_threads_that_run_calls_keep_their_names():
+    """Only the main thread's name follows the title, as in Ray: an async
+    actor's event-loop threads keep one name however many calls they run
+    (Ray's test_actor_bounded_threads counts threads by name)."""
+    @ray.remote(concurrency_groups={"io": 2})
+    class Async:
+        async def names(self):
+            import threading
+            pid = os.getpid()
+            names = {}
+            for thread in threading.enumerate():
+                with open(f"/proc/{pid}/task/{thread.native_id}/comm") as f:
+                    names[thread.name] = f.read().strip()
+            return names
+
+        @ray.method(concurrency_group="io")
+        async def io(self):
+            return 1
+
+    actor = Async.remote()
+    before = ray.get(actor.names.remote())
+    assert ray.get([actor.io.remote() for _ in range(10)]) == [1] * 10
+    after = ray.get(actor.names.remote())
+    assert after == before
+    assert after["MainThread"] == "ray::Async"
+    ray.kill(actor)

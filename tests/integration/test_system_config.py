@@ -31,3 +31,31 @@ def test_system_config_reaches_workers_and_the_driver_gets_its_own_back():
         assert ray.get(seen.remote())[1] == before
     finally:
         ray.shutdown()
+
+
+def test_a_driver_that_connects_takes_the_clusters_system_config():
+    """As in Ray, _system_config is the cluster's: given to the head, it
+    holds for a driver that connects later (here: lost objects name where
+    their refs were made, with record_ref_creation_sites)."""
+    from miniray import exceptions
+    from miniray.testing import Cluster
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=1, _system_config={"record_ref_creation_sites": True})
+        cluster.wait_for_nodes()
+        assert config.RECORD_REF_CREATION_SITES is False
+        cluster.connect()
+        assert config.RECORD_REF_CREATION_SITES is True
+        import numpy as np
+        ref = ray.put(np.zeros(1_000_000))
+        from miniray.core_worker.object_ref import core_worker
+        worker = core_worker()
+        worker.run(worker._free_plasma([bytes(ref.id)]))     # its only copy
+        with pytest.raises(exceptions.ObjectLostError) as info:
+            ray.get(ref, timeout=20)
+        assert "(put object) | test_system_config.py:" \
+               "test_a_driver_that_connects_takes_the_clusters_system_config" \
+               in str(info.value)
+    finally:
+        cluster.shutdown()
+    assert config.RECORD_REF_CREATION_SITES is False

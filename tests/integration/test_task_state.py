@@ -67,7 +67,29 @@ def test_a_failed_task_says_why():
     wait_for_condition(lambda: done("boom", 1, "FAILED"), timeout=20)
     task = tasks_named("boom")[0]
     assert task.error_type == "TASK_EXECUTION_EXCEPTION"
-    assert "nope" in task.error_message
+    # As in Ray: the error's whole text, from the process it ran in to the
+    # exception.
+    assert task.error_message.startswith("ray::boom() (pid=")
+    assert task.error_message.endswith("ValueError: nope")
+
+
+@ray.remote(max_calls=1, max_retries=0)
+def boom_once():
+    raise ValueError("last call")
+
+
+def test_a_failed_last_call_reports_the_workers_exit_too():
+    """A worker that ran its function's max_calls exits right after the
+    reply; the task's failure still reaches the GCS, naming both."""
+    with pytest.raises(ValueError):
+        ray.get(boom_once.remote())
+    wait_for_condition(lambda: done("boom_once", 1, "FAILED"), timeout=20)
+    task = tasks_named("boom_once")[0]
+    assert task.error_type == "TASK_EXECUTION_EXCEPTION"
+    assert task.error_message.startswith("User exception:\nray::boom_once() (pid=")
+    assert task.error_message.endswith(
+        "ValueError: last call\n\nSystem error:\nIntentionalSystemExit: Worker exits "
+        "with an exit code 0. Exited because worker reached max_calls=1 for this method.")
 
 
 def test_a_running_task_is_listed_as_running():

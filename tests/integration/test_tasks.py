@@ -758,3 +758,40 @@ def test_a_task_whose_argument_failed_fails_as_ray_says():
         ray.get(use.remote(crash.remote()))
     assert isinstance(crashed.value, exceptions.RayTaskError)
     assert "could not be computed" in str(crashed.value)
+
+
+def test_the_infeasible_warning_is_said_once_per_shape_and_not_for_placement_groups():
+    """Ray warns when no node could ever run a request. Fifty actors of one
+    such shape are one warning; actors waiting for a pending placement
+    group's bundles are none (the group is what is pending)."""
+    import logging
+    from miniray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("miniray")
+    logger.addHandler(handler)
+    try:
+        @ray.remote(resources={"unobtainium": 1})
+        class Never:
+            pass
+
+        actors = [Never.remote() for _ in range(50)]
+        wait_for_condition(lambda: any("unobtainium" in r.getMessage() for r in records),
+                           timeout=20)
+        pending = ray.util.placement_group([{"CPU": 1000}])
+        bound = [Never.options(resources={}, scheduling_strategy=
+                               PlacementGroupSchedulingStrategy(pending)).remote()
+                 for _ in range(20)]
+        probe = Never.options(resources={"other_unobtainium": 1}).remote()
+        wait_for_condition(lambda: any("other_unobtainium" in r.getMessage()
+                                       for r in records), timeout=20)
+        messages = [r.getMessage() for r in records]
+        assert sum("'unobtainium'" in m for m in messages) == 1
+        assert not any("_group_" in m for m in messages)
+        for actor in actors + bound + [probe]:
+            ray.kill(actor)
+        ray.util.remove_placement_group(pending)
+    finally:
+        logger.removeHandler(handler)

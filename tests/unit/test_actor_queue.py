@@ -14,9 +14,9 @@ from miniray.protocol import common_pb2
 RESTARTING = common_pb2.RESTARTING
 
 
-def call(name, resolved=True):
+def call(name, resolved=True, out_of_order=False):
     spec = SimpleNamespace(sequence_number=-1, attempt=0, max_retries=0,
-                           method_max_retries=False)
+                           method_max_retries=False, execute_out_of_order=out_of_order)
     return SimpleNamespace(task_id=name, spec=spec,
                            order=0, retries_left=None, cancelled=False,
                            waiting_deps=0, resolved=resolved)
@@ -47,6 +47,19 @@ def test_a_call_with_pending_arguments_holds_back_later_calls(q):
     assert q.submit(second) == []          # behind "a", which is not ready
     first.resolved = True
     assert sent(q.resolved(first, still_pending=True)) == [("a", 0, 0), ("b", 1, 0)]
+
+
+def test_out_of_order_calls_go_as_soon_as_their_arguments_are_ready(q):
+    # Async and threaded actors (Ray's default for them): a call waiting for
+    # its arguments holds back nothing.
+    q.on_info(ALIVE, 0, "addr", 0)
+    first = call("a", resolved=False, out_of_order=True)
+    second, third = call("b", out_of_order=True), call("c", out_of_order=True)
+    assert q.submit(first) == []
+    assert sent(q.submit(second)) == [("b", 0, 0)]
+    assert sent(q.submit(third)) == [("c", 1, 0)]
+    first.resolved = True
+    assert sent(q.resolved(first, still_pending=True)) == [("a", 2, 0)]
 
 
 def test_a_call_finished_by_a_failed_argument_lets_the_others_go(q):

@@ -11,9 +11,9 @@ import pyarrow as pa
 
 from miniray.cli.format import ELLIPSIS, id_matches, shorten_ids
 from miniray.cli.memory import render_memory
+from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ActorID, JobID, NodeID, ObjectID, TaskID, WorkerID
-from miniray.core_worker import object_references
 from miniray.core_worker.object_references import PinnedBuffers, call_site, describe
 from miniray.core_worker.reference_counter import ReferenceCounter
 from miniray.protocol import common_pb2, core_worker_pb2 as cw_pb2
@@ -61,7 +61,7 @@ def test_call_site_names_the_user_frame():
     site = call_site("put object")
     assert site.startswith("(put object) | test_object_references.py:"
                            "test_call_site_names_the_user_frame:")
-    assert object_references.RECORD_CALL_SITES is False    # off unless asked
+    assert config.RECORD_REF_CREATION_SITES is False    # off unless asked
 
 
 def test_pinned_buffers_follow_the_buffers_lifetime():

@@ -340,6 +340,41 @@ def test_cancel_then_schedule_skips_cancelled():
     assert sched.available == {"CPU": 1.0}
 
 
+def test_cancel_by_node_drops_the_requests_of_every_process_there():
+    sched = LeaseScheduler({"CPU": 0.0})
+    here = LeaseRequest(next(_ids), {"CPU": 1}, JOB, ALICE, requester_node=b"n1")
+    there = LeaseRequest(next(_ids), {"CPU": 1}, JOB, BOB, requester_node=b"n2")
+    sched.submit(here)
+    sched.submit(there)
+    assert sched.cancel(node=b"n2") == [there]
+    assert sched.queue == [here]
+    assert sched.cancel() == []          # neither named: nothing
+
+
+def _naive_first_fit(total: dict, queue: list) -> list[int]:
+    """Reference: try every request in order against what is left."""
+    available = dict(total)
+    granted = []
+    for request in queue:
+        if all(available.get(k, 0.0) + TOL >= v for k, v in request.resources.items()):
+            for k, v in request.resources.items():
+                available[k] = available.get(k, 0.0) - v
+            granted.append(request.request_id)
+    return granted
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_pass_skips_shapes_that_did_not_fit_without_changing_the_outcome(seed):
+    rng = random.Random(seed)
+    shapes = [{"CPU": 1}, {"CPU": 2}, {"CPU": 0.5}, {"CPU": 1, "disk": 1}, {"disk": 2}]
+    total = {"CPU": 6.0, "disk": 3.0}
+    queue = [req(rng.choice(shapes)) for _ in range(60)]
+    sched = LeaseScheduler(dict(total))
+    for request in queue:
+        sched.submit(request)
+    assert ids(sched.schedule()) == _naive_first_fit(total, queue)
+
+
 # --- randomized -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", range(8))

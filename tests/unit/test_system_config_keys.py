@@ -35,3 +35,22 @@ def test_values_of_the_wrong_type_are_refused_with_the_key(bad):
 def test_a_system_config_that_is_not_a_dict_is_refused():
     with pytest.raises(TypeError, match="_system_config must be a dict"):
         system_config.to_settings([("health_check_period_ms", 1)])
+
+
+def test_booleans_and_the_whole_config_for_connecting_drivers():
+    settings = system_config.to_settings({"record_ref_creation_sites": True,
+                                          "health_check_period_ms": 500})
+    assert settings == {"RECORD_REF_CREATION_SITES": True, "HEALTH_CHECK_PERIOD_S": 0.5}
+    env = system_config.to_env(settings)
+    assert env["MINIRAY_RECORD_REF_CREATION_SITES"] == "1"
+    # The head's GCS hands the whole of it to drivers that connect later.
+    text = system_config.from_env(env)
+    assert system_config.adopt(text) == settings
+    with pytest.raises(ValueError, match="record_ref_creation_sites"):
+        system_config.to_settings({"record_ref_creation_sites": "yes"})
+
+
+@pytest.mark.parametrize("text", ["", "not json", "[1, 2]", '{"NOT_A_KNOB": 1}'])
+def test_a_driver_adopts_only_known_settings(text):
+    assert system_config.adopt(text) == {}
+    assert system_config.from_env({system_config.ENV_VAR: text}) == ""

@@ -13,6 +13,15 @@ def _env(name: str, default, cast=None):
     return (cast or type(default))(value)
 
 
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes")
+
+
+# Record where each reference was created (a stack walk per put and call):
+# shown by `miniray memory` and in lost-object errors. Ray's
+# RAY_record_ref_creation_sites=1 (or _system_config) turns it on too.
+RECORD_REF_CREATION_SITES = (_env("RECORD_REF_CREATION_SITES", False, _flag)
+                             or _flag(os.environ.get("RAY_record_ref_creation_sites", "")))
 # Objects at most this big live in their owner's memory and are inlined in
 # task specs and replies; bigger ones go to the shared-memory store.
 MAX_INLINE_OBJECT_BYTES = _env("MAX_INLINE_OBJECT_BYTES", 100 * 1024)

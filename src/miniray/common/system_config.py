@@ -34,6 +34,7 @@ KEYS: dict[str, tuple[str, Callable]] = {
     "maximum_gcs_destroyed_actor_cached_count":
         ("MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT", int),
     "preload_python_modules": ("PRELOAD_PYTHON_MODULES", list),
+    "record_ref_creation_sites": ("RECORD_REF_CREATION_SITES", bool),
 }
 
 
@@ -58,6 +59,11 @@ def to_settings(system_config: dict | None) -> dict[str, object]:
                                  "list of module names")
             settings[name] = convert(value)
             continue
+        if convert is bool:
+            if not isinstance(value, (bool, int)):
+                raise ValueError(f"_system_config[{key!r}] must be a boolean, not {value!r}")
+            settings[name] = bool(value)
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"_system_config[{key!r}] must be a number, not {value!r}")
         settings[name] = convert(value)
@@ -67,7 +73,35 @@ def to_settings(system_config: dict | None) -> dict[str, object]:
     return settings
 
 
+ENV_VAR = "MINIRAY_SYSTEM_CONFIG"
+
+
 def to_env(settings: dict[str, object]) -> dict[str, str]:
-    """The settings as MINIRAY_<NAME> environment variables."""
-    return {f"MINIRAY_{name}": json.dumps(value) if isinstance(value, list) else str(value)
-            for name, value in settings.items()}
+    """The settings as MINIRAY_<NAME> environment variables, and all of
+    them as JSON in ENV_VAR (the GCS hands that to drivers that connect)."""
+    env = {f"MINIRAY_{name}": json.dumps(value) if isinstance(value, list)
+           else str(int(value)) if isinstance(value, bool) else str(value)
+           for name, value in settings.items()}
+    if settings:
+        env[ENV_VAR] = json.dumps(settings, sort_keys=True)
+    return env
+
+
+def from_env(environ) -> str:
+    """The JSON of ENV_VAR if it is a valid settings object, else ""."""
+    text = environ.get(ENV_VAR, "")
+    return text if text and adopt(text) else ""
+
+
+def adopt(text: str) -> dict[str, object]:
+    """The settings of a cluster's JSON (AddJobReply.system_config) that a
+    connecting driver takes: only names this table maps to, so a newer or
+    damaged head cannot set arbitrary constants."""
+    try:
+        settings = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(settings, dict):
+        return {}
+    known = {name for name, _ in KEYS.values()}
+    return {name: value for name, value in settings.items() if name in known}

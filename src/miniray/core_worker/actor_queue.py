@@ -5,7 +5,9 @@ Used by the ActorTaskSubmitter (io thread), which feeds it events and
 carries out the actions it returns. The rules, as in Ray:
 
 - Calls are sent in submission order; a call whose arguments are not
-  ready holds back the calls after it. Each call sent to an incarnation
+  ready holds back the calls after it, unless the actor runs calls out of
+  order (async and threaded actors, ``allow_out_of_order_execution``):
+  then each call goes as soon as its arguments are ready. Each call sent to an incarnation
   of the actor gets the next sequence number of that incarnation, so the
   actor runs them in order even if the messages overtake each other.
 - Calls made before the actor is ALIVE wait here; when a new incarnation
@@ -196,12 +198,16 @@ class ActorCallQueue:
 
     def _send_ready(self) -> list:
         actions: list = []
-        while self._queue and self.state == ALIVE:
-            task = self._queue[0]
+        i = 0
+        while i < len(self._queue) and self.state == ALIVE:
+            task = self._queue[i]
             if task.waiting_deps or not task.resolved:
+                if task.spec.execute_out_of_order:
+                    i += 1                # later calls may go ahead of it
+                    continue
                 break                     # later calls wait: order is kept
-            del self._queue[0]
-            del self._orders[0]
+            del self._queue[i]
+            del self._orders[i]
             if task.cancelled:
                 actions.append(Fail(task, "cancelled"))
                 continue

@@ -48,6 +48,7 @@ class ActorRuntime:
         self.is_asyncio = options.is_asyncio
         self.max_concurrency = options.max_concurrency or 1
         self.max_pending_calls = options.max_pending_calls
+        self.out_of_order = options.execute_out_of_order
         self.groups = {SYSTEM_GROUP: 1, **options.concurrency_groups}
         self.should_exit = False
         self.canceled: set[TaskID] = set()
@@ -65,6 +66,10 @@ class ActorRuntime:
             # The constructor runs with the default group's loop as the
             # thread's current loop, as in Ray (it may make asyncio objects).
             asyncio.set_event_loop(self._group_loop(""))
+            # Each declared group's loop starts with the actor, as in Ray: the
+            # actor's threads are there from the start, not grown by calls.
+            for group in options.concurrency_groups:
+                self._group_loop(group)
         self._exiting = False
         self._closing = False     # no new calls start: the actor is on its way out
 
@@ -92,6 +97,9 @@ class ActorRuntime:
     def submit(self, spec, sink) -> None:
         """Release ``spec`` to run once every earlier call from its caller
         has been; its reply goes to ``sink`` (executor.ReplySink)."""
+        if spec.execute_out_of_order:     # no order to keep: run on arrival
+            self._dispatch(spec, sink)
+            return
         caller = spec.caller.worker_id
         expected = self._expected.get(caller, 0)
         seq = spec.sequence_number

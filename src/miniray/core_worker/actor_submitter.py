@@ -147,7 +147,8 @@ class ActorTaskSubmitter:
         else:
             why = "the actor could not run it"
         return exceptions.ObjectReconstructionFailedError(
-            task.rebuild_of.hex(), self.worker.address.target, detail=(
+            task.rebuild_of.hex(), self.worker.address.target,
+            self.worker.refs.call_site(task.rebuild_of), detail=(
                 f"It was returned by the actor method {task.spec.function_name}, "
                 f"which was sent again to rebuild it, but {why}: {error}"))
 

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Iterable, Sequence
 
 import grpc
@@ -42,6 +43,8 @@ from miniray.runtime_env import runtime_env as runtime_env_module
 
 DRIVER = "driver"
 WORKER = "worker"
+# warn_if_infeasible asks about one resource shape at most this often.
+_INFEASIBLE_CHECK_S = 5.0
 
 
 class CoreWorker(ObjectAccess):
@@ -57,6 +60,7 @@ class CoreWorker(ObjectAccess):
         self.raylet_address = raylet_address
         self.gcs_address = gcs_address
         self.namespace = namespace
+        self._infeasible_checked: dict[tuple, float] = {}   # shape -> when asked
         self.memory_store = MemoryStore()
         self.pinned = object_references.PinnedBuffers()    # store objects mapped here
         self._lock = threading.RLock()
@@ -115,6 +119,7 @@ class CoreWorker(ObjectAccess):
             self.job_id = JobID(reply.job_id)
             self._default_detached[self.job_id] = default_actor_detached
             self.namespace = reply.namespace
+            self.cluster_system_config = reply.system_config     # JSON, or ""
             self._outside_tasks = task_context.TaskContext(TaskID.for_driver(self.job_id))
         else:
             self._outside_tasks = None      # set per job (TaskExecutor.bind_job)
@@ -271,6 +276,16 @@ class CoreWorker(ObjectAccess):
     def worker_stub(self, address: WorkerAddress) -> cw_grpc.CoreWorkerServiceStub:
         return self.channels.stub(address.target, cw_grpc.CoreWorkerServiceStub)
 
+    def flush_task_events(self) -> None:
+        """Send the buffered task events now (from any thread but the io
+        loop's), as a process does before it exits; best effort, 2 s at most."""
+        if not self.task_events.enabled:
+            return
+        try:
+            self.run(task_events.flush(self.task_events, self.gcs), timeout=2)
+        except Exception:       # noqa: BLE001 - events are best effort
+            pass
+
     def shutdown(self) -> None:
         if self._shutdown:
             return
@@ -404,10 +419,22 @@ class CoreWorker(ObjectAccess):
             self.spawn(self._gcs_call("KillActor", gcs_pb2.KillActorRequest(
                 actor_id=actor_id, out_of_scope=True)))
 
-    async def warn_if_infeasible(self, resources: dict, name: str, task_id) -> None:
+    async def warn_if_infeasible(self, resources: dict, name: str, task_id,
+                                 strategy=None) -> None:
         """Say so, as Ray does, when no live node could ever run a request;
-        it stays pending in case such a node joins."""
+        it stays pending in case such a node joins. Not for work in a
+        placement group (its bundles' resources exist once the group is
+        placed: a pending group is what the user waits for), and once per
+        resource shape every few seconds (a thousand actors of one shape
+        are one question)."""
         from miniray.common.resources import fits
+        if strategy is not None and strategy.kind == strategy.PLACEMENT_GROUP:
+            return
+        shape = tuple(sorted(resources.items()))
+        now = time.monotonic()
+        if now - self._infeasible_checked.get(shape, -1e9) < _INFEASIBLE_CHECK_S:
+            return
+        self._infeasible_checked[shape] = now
         try:
             reply = await self.gcs.GetAllNodes(gcs_pb2.GetAllNodesRequest())
         except Exception:
@@ -522,7 +549,7 @@ class CoreWorker(ObjectAccess):
             self.refs.add_submitted(held)
             for object_id in return_ids:
                 self.refs.add_owned(object_id)
-            if object_references.RECORD_CALL_SITES:
+            if config.RECORD_REF_CREATION_SITES:
                 site = object_references.call_site(
                     "actor call" if spec.actor_id else "task call")
                 for object_id in return_ids:
@@ -609,12 +636,13 @@ class CoreWorker(ObjectAccess):
         needed = dict(spec.resources)
         needed.update(spec.actor_options.placement_resources)
         self.loop.call_soon_threadsafe(lambda: self.spawn(self.warn_if_infeasible(
-            needed, spec.actor_options.class_name, spec.task_id)))
+            needed, spec.actor_options.class_name, spec.task_id,
+            spec.scheduling_strategy)))
         handle_id = ObjectID.for_actor_handle(actor_id)
         with self._lock:
             self.refs.add_submitted(held)     # kept for restarts
             self.refs.add_owned(handle_id)
-            if object_references.RECORD_CALL_SITES:
+            if config.RECORD_REF_CREATION_SITES:
                 self.refs.set_call_site(handle_id, object_references.call_site(
                     "actor handle", spec.actor_options.class_name))
         self._owned_actors[handle_id] = (actor_id, [r.id for r in held],
@@ -668,7 +696,7 @@ class CoreWorker(ObjectAccess):
         return cw_pb2.GetObjectReferencesReply(
             refs=infos, total=total, worker_id=self.worker_id, pid=os.getpid(),
             is_driver=self.mode == DRIVER,
-            call_sites_recorded=object_references.RECORD_CALL_SITES)
+            call_sites_recorded=config.RECORD_REF_CREATION_SITES)
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         if ref.owner.worker_id == self.worker_id:

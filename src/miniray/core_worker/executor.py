@@ -112,11 +112,16 @@ class TaskExecutor:
         accelerators.apply(spec)      # its GPU ids, CUDA_VISIBLE_DEVICES
         if spec.type == common_pb2.ACTOR_CREATION_TASK:
             return self.run_task(spec, lambda: self._actor_constructor(spec))
-        reply = self.run_task(spec, lambda: self.worker.functions.load(spec.function_id))
+        last_call = False
         if spec.max_calls > 0:
             calls = self._calls[spec.function_id] = self._calls.get(spec.function_id, 0) + 1
-            if calls >= spec.max_calls:
-                reply.worker_exiting = True     # the owner ends the lease with us
+            last_call = calls >= spec.max_calls
+        reply = self.run_task(spec, lambda: self.worker.functions.load(spec.function_id),
+                              exits_after=spec.max_calls if last_call else 0)
+        if last_call:
+            reply.worker_exiting = True     # the owner ends the lease with us
+            # This process ends with the lease: its task events go first.
+            self.worker.flush_task_events()
         return reply
 
     def _actor_constructor(self, spec):
@@ -136,7 +141,7 @@ class TaskExecutor:
                 raise
         return construct
 
-    def run_task(self, spec, target) -> cw_pb2.PushTaskReply:
+    def run_task(self, spec, target, exits_after: int = 0) -> cw_pb2.PushTaskReply:
         """Resolve args, call ``target()(*args)`` and package the results."""
         worker = self.worker
         task_id = TaskID(spec.task_id)
@@ -186,8 +191,9 @@ class TaskExecutor:
                         common_pb2.ACTOR_TASK, common_pb2.NORMAL_TASK):
                     _exit_process(exc)
                 else:
-                    failure = ("TASK_EXECUTION_EXCEPTION", f"{type(exc).__name__}: {exc}")
                     error = self.task_error(spec.function_name, exc)
+                    # As in Ray: the message is the error's whole text.
+                    failure = ("TASK_EXECUTION_EXCEPTION", str(error))
                     reply.is_application_error = True
                     reply.is_retryable_error = _is_retryable(spec, exc)
                     self._store_error(reply, return_ids, caller, error)
@@ -196,17 +202,24 @@ class TaskExecutor:
             self._cancelled.discard(task_id)
             task_context.leave(context)
             proctitle.set_title(self._idle_title())
-        self._record_outcome(spec, failure)
+        self._record_outcome(spec, failure, exits_after)
         worker.flush_borrows()
         return reply
 
-    def _record_outcome(self, spec, failure: tuple[str, str] | None) -> None:
-        """FINISHED, or FAILED with Ray's error type and the message."""
+    def _record_outcome(self, spec, failure: tuple[str, str] | None,
+                        exits_after: int = 0) -> None:
+        """FINISHED, or FAILED with Ray's error type and the message (which,
+        as in Ray, also names the worker's exit when it ran its last call)."""
         if failure is None:
             self.worker.task_events.record(spec, task_events.FINISHED)
-        else:
-            self.worker.task_events.record(spec, task_events.FAILED, {
-                "error_type": failure[0], "error_message": failure[1][:4096]})
+            return
+        error_type, message = failure
+        if exits_after:
+            message = (f"User exception:\n{message}\n\nSystem error:\n"
+                       f"IntentionalSystemExit: Worker exits with an exit code 0. Exited "
+                       f"because worker reached max_calls={exits_after} for this method.")
+        self.worker.task_events.record(spec, task_events.FAILED, {
+            "error_type": error_type, "error_message": _clip(message)})
 
     async def run_task_async(self, spec, method) -> cw_pb2.PushTaskReply:
         """run_task for async actors: runs on the actor's event loop."""
@@ -243,10 +256,10 @@ class TaskExecutor:
             # caller gets a RayTaskError that is also a TaskCancelledError,
             # and the state API shows an execution failure.
             cancelled = exceptions.TaskCancelledError(task_id.hex())
-            failure = ("TASK_EXECUTION_EXCEPTION", f"TaskCancelledError: {cancelled}")
+            error = self.task_error(spec.function_name, cancelled)
+            failure = ("TASK_EXECUTION_EXCEPTION", str(error))
             reply.is_application_error = True
-            self._store_error(reply, return_ids, caller,
-                              self.task_error(spec.function_name, cancelled))
+            self._store_error(reply, return_ids, caller, error)
         except exceptions.TaskCancelledError as exc:
             failure = ("TASK_CANCELLED", str(exc))
             self._store_error(reply, return_ids, caller, exc)
@@ -261,11 +274,11 @@ class TaskExecutor:
             elif isinstance(exc, SystemExit):
                 _exit_process(exc)
             else:
-                failure = ("TASK_EXECUTION_EXCEPTION", f"{type(exc).__name__}: {exc}")
+                error = self.task_error(spec.function_name, exc)
+                failure = ("TASK_EXECUTION_EXCEPTION", str(error))
                 reply.is_application_error = True
                 reply.is_retryable_error = _is_retryable(spec, exc)
-                self._store_error(reply, return_ids, caller,
-                                  self.task_error(spec.function_name, exc))
+                self._store_error(reply, return_ids, caller, error)
         finally:
             self.actor.canceled.discard(task_id)
             task_context.leave(context)
@@ -614,3 +627,12 @@ class ReplySink:
         if not self.done:
             self.done = True
             self._callback(None, error)
+
+
+def _clip(message: str, limit: int = 4096) -> str:
+    """An error message for a task event: its start (where it was raised)
+    and its end (the exception), if it is long."""
+    if len(message) <= limit:
+        return message
+    half = (limit - 5) // 2
+    return f"{message[:half]}\n...\n{message[-half:]}"

@@ -225,17 +225,18 @@ class Lineage:
 
 
 def lost_error(object_id: ObjectID, outcome: CannotRebuild, owner: str,
-               max_bytes: int) -> exceptions.ObjectLostError:
-    """The error a lost object's readers get, saying why it is not rebuilt."""
+               max_bytes: int, call_site: str = "") -> exceptions.ObjectLostError:
+    """The error a lost object's readers get, saying why it is not rebuilt
+    (and where its ref was created, if that was recorded)."""
     hex_id = object_id.hex()
     name = outcome.function_name
     kind = f"actor method {name}" if outcome.is_actor_task else f"task {name}"
     if outcome.reason == PUT:
-        return exceptions.ObjectLostError(hex_id, owner, detail=(
+        return exceptions.ObjectLostError(hex_id, owner, call_site, detail=(
             "It was created by put(), and its only copy is lost: objects made by "
             "put() cannot be reconstructed (only task outputs have lineage)."))
     if outcome.reason == NO_RETRIES and outcome.is_actor_task:
-        return exceptions.ObjectReconstructionFailedError(hex_id, owner, detail=(
+        return exceptions.ObjectReconstructionFailedError(hex_id, owner, call_site, detail=(
             f"It was returned by the {kind}, which cannot be retried "
             f"(max_task_retries=0, the default: at-most-once). Set max_task_retries "
             f"on the actor or the method, and max_restarts on the actor, to have "
@@ -243,11 +244,11 @@ def lost_error(object_id: ObjectID, outcome: CannotRebuild, owner: str,
     if outcome.reason in (NO_RETRIES, OUT_OF_RETRIES):
         option = "max_task_retries" if outcome.is_actor_task else "max_retries"
         return exceptions.ObjectReconstructionFailedMaxAttemptsExceededError(
-            hex_id, owner, detail=(
+            hex_id, owner, call_site, detail=(
                 f"Its {kind} has no retries left to re-run it ({option})."))
     if outcome.reason == EVICTED:
         return exceptions.ObjectReconstructionFailedLineageEvictedError(
-            hex_id, owner, detail=(
+            hex_id, owner, call_site, detail=(
                 f"The lineage of its {kind} was evicted: its owner keeps at most "
                 f"MINIRAY_MAX_LINEAGE_BYTES={max_bytes} bytes of task specs."))
-    return exceptions.ObjectLostError(hex_id, owner)
+    return exceptions.ObjectLostError(hex_id, owner, call_site)

@@ -46,7 +46,7 @@ class ObjectAccess:
         with self._lock:
             self.refs.add_owned(object_id)
             self.refs.add_contained(object_id, serialized.nested_refs)
-            if object_references.RECORD_CALL_SITES:
+            if config.RECORD_REF_CREATION_SITES:
                 self.refs.set_call_site(object_id, object_references.call_site("put object"))
         payload = self.make_payload(object_id, serialized, self.worker_id)
         self.memory_store.put(object_id, payload)
@@ -316,7 +316,8 @@ class ObjectAccess:
         for object_id in missing_owned:
             if object_id not in payloads:
                 # Freed while we waited: only possible if its refs died.
-                raise exceptions.ObjectLostError(object_id.hex())
+                raise exceptions.ObjectLostError(object_id.hex(), self.address.target,
+                                                 self.refs.call_site(object_id))
         for ref in missing_borrowed:
             if ref.id not in payloads:
                 raise exceptions.GetTimeoutError(

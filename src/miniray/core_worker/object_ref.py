@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 
+from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import NodeID, ObjectID, WorkerID
 from miniray.common.serialization import note_nested_ref
-from miniray.core_worker.object_references import RECORD_CALL_SITES
 
 # Set by the core worker of this process when it starts.
 _worker = None
@@ -117,6 +117,6 @@ def _rebuild_object_ref(object_id: bytes, ip: str, port: int, worker_id: bytes,
                         node_id: bytes) -> ObjectRef:
     ref = ObjectRef(ObjectID(object_id),
                     WorkerAddress(ip, port, WorkerID(worker_id), NodeID(node_id)))
-    if RECORD_CALL_SITES and ref._worker is not None:
+    if config.RECORD_REF_CREATION_SITES and ref._worker is not None:
         ref._worker.note_deserialized(ref.id)
     return ref

@@ -7,10 +7,10 @@ process keeps mapped (``PinnedBuffers``) and the status of pending tasks
 into one ``ObjectReferenceInfo`` per object; the servicer's
 GetObjectReferences calls it on the io thread.
 
-Call sites are recorded only with MINIRAY_RECORD_REF_CREATION_SITES=1 (or
-Ray's RAY_record_ref_creation_sites=1), as in Ray: otherwise nothing on the
-put and submit paths walks the stack (``RECORD_CALL_SITES`` is a constant
-tested once per call).
+Call sites are recorded only with config.RECORD_REF_CREATION_SITES
+(MINIRAY_RECORD_REF_CREATION_SITES=1, Ray's RAY_record_ref_creation_sites=1
+or its _system_config key), as in Ray: otherwise nothing on the put and
+submit paths walks the stack (one attribute test per call).
 """
 from __future__ import annotations
 
@@ -22,16 +22,10 @@ from typing import Callable, Iterable
 from miniray.common.ids import ObjectID
 from miniray.protocol import core_worker_pb2 as cw_pb2
 
-__all__ = ["RECORD_CALL_SITES", "call_site", "PinnedBuffers", "describe",
+__all__ = ["call_site", "PinnedBuffers", "describe",
            "DEFAULT_LIMIT"]
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
-
-
-RECORD_CALL_SITES = (_flag("MINIRAY_RECORD_REF_CREATION_SITES")
-                     or _flag("RAY_record_ref_creation_sites"))
 # Entries one process returns unless asked for fewer (the reply stays a few MB).
 DEFAULT_LIMIT = 10_000
 
@@ -42,7 +36,7 @@ Info = cw_pb2.ObjectReferenceInfo
 def call_site(kind: str, task_name: str = "") -> str:
     """Where user code created a reference: ``(put object) | script.py:main:12``
     (the innermost frame outside miniray), as Ray writes it. Call only
-    when RECORD_CALL_SITES."""
+    when config.RECORD_REF_CREATION_SITES."""
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back

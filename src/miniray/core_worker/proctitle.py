@@ -11,6 +11,7 @@ their environment, which `miniray stop` looks for in processes titled
 from __future__ import annotations
 
 import os
+import threading
 
 MARKER = "MINIRAY_CORE_WORKER"
 PREFIX = "ray::"
@@ -18,19 +19,27 @@ IDLE = PREFIX + "IDLE"
 
 
 def set_title(title: str) -> None:
-    """(Workers only: a driver keeps its own command line.)"""
-    global _setproctitle
-    if _setproctitle is None:
+    """(Workers only: a driver keeps its own command line.) From any thread;
+    as in Ray, only the main thread's name follows the title: a thread that
+    runs calls (an async actor's loop, a threaded actor's pool) keeps its
+    own name, so the actor's threads keep the names they started with."""
+    global _spt
+    if _spt is None:
         # The title goes in the command line's own memory only: by default
         # setproctitle may take over the environment's too, which would
         # wipe MARKER from /proc/<pid>/environ. Read on its first use.
         os.environ.setdefault("SPT_NOENV", "1")
-        from setproctitle import setproctitle
-        _setproctitle = setproctitle
-    _setproctitle(title)
+        import setproctitle
+        _spt = setproctitle
+    if threading.current_thread() is threading.main_thread():
+        _spt.setproctitle(title)
+        return
+    name = _spt.getthreadtitle()      # setproctitle renames the calling thread
+    _spt.setproctitle(title)
+    _spt.setthreadtitle(name)
 
 
-_setproctitle = None
+_spt = None
 
 
 def task_title(name: str) -> str:

@@ -176,6 +176,11 @@ class ReferenceCounter:
         if entry is not None and entry.call_site is None:
             entry.call_site = call_site
 
+    def call_site(self, object_id: ObjectID) -> str:
+        """Where the reference was created, if recorded, else ""."""
+        entry = self._entries.get(object_id)
+        return (entry.call_site or "") if entry is not None else ""
+
     def snapshot(self) -> list[RefSnapshot]:
         """Every entry's counts, for the state API (``miniray memory``)."""
         return [RefSnapshot(oid, e.owned, e.owner, e.local, e.submitted, e.contained_in,

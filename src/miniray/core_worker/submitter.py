@@ -226,7 +226,7 @@ class NormalTaskSubmitter:
             self._key_info[key] = _KeyInfo(resources, spec.function_name, strategy,
                                            retriable, spec.runtime_env, spec.depth)
             self.worker.spawn(self.worker.warn_if_infeasible(
-                resources, spec.function_name, task.task_id))
+                resources, spec.function_name, task.task_id, strategy))
         task.key = key
         self.events.record(spec, task_events.PENDING_NODE_ASSIGNMENT)
         self._apply(self._policy.enqueue(key, task.task_id, time.monotonic(), front))
@@ -259,7 +259,8 @@ class NormalTaskSubmitter:
         info = self._key_info[key]
         request = raylet_pb2.RequestWorkerLeaseRequest(
             resources=info.resources, job_id=worker.job_id,
-            requester_worker_id=worker.worker_id, function_name=info.function_name,
+            requester_worker_id=worker.worker_id, requester_node_id=bytes(worker.node_id),
+            function_name=info.function_name,
             strategy=info.strategy, retriable=info.retriable,
             runtime_env=info.runtime_env, depth=info.depth,
             backlog_size=self._policy.backlog(key))
@@ -270,6 +271,8 @@ class NormalTaskSubmitter:
                 error = exceptions.TaskUnschedulableError(reply.reject_reason)
             elif reply.runtime_env_error:
                 error = exceptions.RuntimeEnvSetupError(reply.runtime_env_error)
+        except exceptions.LocalRayletDiedError as exc:
+            error = exc
         except Exception as exc:            # noqa: BLE001 - reported to the tasks
             error = exceptions.RaySystemError(f"could not lease a worker from the raylet: {exc}")
         if error is not None:
@@ -296,18 +299,18 @@ class NormalTaskSubmitter:
                         return reply, raylet
                     raylet = reply.spillback_address
                     request.grant_or_reject = True
-            except Exception:
+            except Exception as exc:
                 if raylet == worker.raylet_address:
                     # Our own raylet is gone. A worker dies with it (a moment
                     # later: the raylet's sockets close before its children
                     # are killed), so it waits for that instead of failing
                     # tasks whose borrowers must see their owner die.
-                    if worker.mode != WORKER:
-                        raise
                     now = time.monotonic()
                     give_up_at = give_up_at or now + _RAYLET_GONE_GRACE_S
-                    if now > give_up_at:
-                        raise
+                    if worker.mode != WORKER or now > give_up_at:
+                        raise exceptions.LocalRayletDiedError(
+                            f"The worker failed to receive a response from the local "
+                            f"raylet at {raylet}: {_rpc_detail(exc)}") from exc
             await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
         raise RuntimeError("no raylet would grant a lease")
 
@@ -426,7 +429,7 @@ class NormalTaskSubmitter:
 
     def fail(self, task: _Task, error: BaseException) -> None:
         from miniray.core_worker.core_worker import error_payload
-        outcome = (task_events.FAILED, task_events.error_type(error))
+        outcome = (task_events.FAILED, task_events.error_type(error), str(error))
         if task.generator is not None:
             task.generator.fail(error)
             self._complete(task, [], outcome)
@@ -436,7 +439,7 @@ class NormalTaskSubmitter:
 
     def _complete(self, task: _Task, payloads, outcome: tuple) -> None:
         """Store a finished task's return values and drop its argument refs.
-        ``outcome``: the (state, error type) the state API shows."""
+        ``outcome``: the (state, error type[, message]) the state API shows."""
         if self._tasks.pop(task.task_id, None) is not None and task.is_actor_task:
             self.actor_submitter.on_task_done(task)
         if task.spec.attempt:
@@ -444,10 +447,12 @@ class NormalTaskSubmitter:
             if len(self._retried) > 10_000:
                 self._retried.popitem(last=False)
         if self.events.enabled:
-            state, error_type = outcome
+            state, error_type = outcome[:2]
             if state == task_events.FAILED:     # named: it may never have run
-                self.events.record(task.spec, task_events.FAILED,
-                                   {"error_type": error_type} if error_type else None,
+                extra = {"error_type": error_type} if error_type else {}
+                if len(outcome) > 2 and outcome[2]:
+                    extra["error_message"] = outcome[2][:4096]
+                self.events.record(task.spec, task_events.FAILED, extra or None,
                                    describe=task_events.NAME)
             else:
                 self.events.record(task.spec, task_events.FINISHED)
@@ -535,7 +540,8 @@ class NormalTaskSubmitter:
         if isinstance(plan, CannotRebuild):
             from miniray.core_worker.object_access import error_payload
             store.put(object_id, error_payload(object_id, lost_error(
-                object_id, plan, worker.address.target, self._lineage.max_bytes)))
+                object_id, plan, worker.address.target, self._lineage.max_bytes,
+                worker.refs.call_site(object_id))))
             return []
         spec = type(plan.spec)()
         spec.CopyFrom(plan.spec)
@@ -694,3 +700,10 @@ def _with_id(payload, object_id: ObjectID):
     copy.object_id = object_id
     return copy
 
+
+def _rpc_detail(exc: BaseException) -> str:
+    """A gRPC error's status and details, else the exception's text."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        return f"{code().name}: {details()}"
+    return str(exc) or type(exc).__name__

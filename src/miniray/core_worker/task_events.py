@@ -128,6 +128,7 @@ async def flush(buffer: TaskEventBuffer, gcs) -> None:
 # Ray's ErrorType names, for the state API, of failures the owner decides.
 _ERROR_TYPES = (
     (exceptions.TaskCancelledError, "TASK_CANCELLED"),
+    (exceptions.LocalRayletDiedError, "LOCAL_RAYLET_DIED"),
     (exceptions.OutOfMemoryError, "OUT_OF_MEMORY"),
     (exceptions.WorkerCrashedError, "WORKER_DIED"),
     (exceptions.ActorDiedError, "ACTOR_DIED"),

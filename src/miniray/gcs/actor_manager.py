@@ -92,12 +92,15 @@ class ActorManager:
     async def _create(self, entry: ActorEntry) -> None:
         """Lease a worker for the actor and run its constructor there."""
         while entry.info.state != DEAD:
+            version = self.server.nodes.version
             node = self._pick_node(entry)
             if node is None:
                 if entry.info.state == DEAD:      # unschedulable
                     await self._notify()
                     return
-                await asyncio.sleep(0.5)      # wait for a node that can host it
+                # Wait for a node that can host it: one joining, or one's
+                # resources changing (a placement group's bundles placed).
+                await self.server.nodes.wait_changed(version, timeout=5.0)
                 continue
             spec = entry.spec
             options = spec.actor_options

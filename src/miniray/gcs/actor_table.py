@@ -96,7 +96,8 @@ class ActorTable:
             namespace=options.namespace, job_id=spec.job_id,
             class_name=options.class_name, detached=options.detached,
             class_meta=options.class_meta, max_task_retries=options.max_task_retries,
-            max_pending_calls=options.max_pending_calls)
+            max_pending_calls=options.max_pending_calls,
+            execute_out_of_order=options.execute_out_of_order)
         info.owner.CopyFrom(spec.caller)
         entry = ActorEntry(info, spec)
         self._actors[entry.actor_id] = entry

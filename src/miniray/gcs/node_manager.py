@@ -8,6 +8,7 @@ per heartbeat whatever its size.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 
@@ -24,11 +25,29 @@ class NodeManager:
         self.version = 0                  # of the cluster view
         # Each node's last change, least recent first.
         self._changed: collections.OrderedDict[NodeID, int] = collections.OrderedDict()
+        # Who waits for the view to change (work that fits no node yet).
+        self._waiters: list[asyncio.Future] = []
 
     def _touch(self, node_id: NodeID) -> None:
         self.version += 1
         self._changed[node_id] = self.version
         self._changed.move_to_end(node_id)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_changed(self, version: int, timeout: float) -> None:
+        """Return once the view is newer than ``version`` (a node joined,
+        died, or its resources changed), or after ``timeout`` seconds."""
+        if self.version != version:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            pass
 
     def changes_since(self, version: int) -> list[common_pb2.NodeInfo]:
         """The nodes changed after ``version`` (dead ones included)."""

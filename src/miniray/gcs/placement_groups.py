@@ -231,8 +231,12 @@ class PlacementGroupManager:
 
     async def _retry_pending(self) -> None:
         """Pending groups wait for room (resources freed, nodes joining)."""
+        nodes = self.server.nodes
         while any(g.state == common_pb2.PG_PENDING for g in self.groups.values()):
+            version = nodes.version
             await asyncio.sleep(0.2)
+            # Then only when the view changed (resources freed, nodes joining).
+            await nodes.wait_changed(version, timeout=5.0)
             for group in list(self.groups.values()):
                 if group.state == common_pb2.PG_PENDING:
                     await self._try_place(group)

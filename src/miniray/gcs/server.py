@@ -10,7 +10,7 @@ import sys
 import time
 
 import miniray
-from miniray.common import config
+from miniray.common import config, system_config
 from miniray.gcs.actor_manager import ActorManager
 from miniray.gcs.metrics_table import MetricsTable
 from miniray.gcs.node_manager import HealthChecks, NodeManager
@@ -44,6 +44,8 @@ class GcsServer:
         self.placement_groups = PlacementGroupManager(self)
         self.version = miniray.__version__        # drivers and nodes must match
         self.python_version = "%d.%d" % sys.version_info[:2]
+        # The head's _system_config, for drivers that connect (common/system_config.py).
+        self.system_config = system_config.from_env(os.environ)
         self.task_events = TaskEventTable(config.TASK_EVENTS_MAX_TASKS_IN_GCS)
         self.metrics = MetricsTable(config.METRICS_REPORT_TTL_S)
         self.incarnation = os.urandom(8)          # new at each start of the GCS
@@ -82,20 +84,6 @@ class GcsServer:
             except Exception:
                 pass
 
-    async def broadcast_process_death(self, worker_id: bytes, node_id: bytes) -> None:
-        """Tell the other raylets, which may hold its leases and objects."""
-        from miniray.protocol import raylet_pb2, raylet_pb2_grpc
-        for node in self.nodes.alive_nodes():
-            if node.node_id == node_id:
-                continue
-            stub = self.channels.stub(f"{node.ip}:{node.raylet_port}",
-                                      raylet_pb2_grpc.RayletServiceStub)
-            try:
-                await stub.DisconnectWorker(raylet_pb2.DisconnectWorkerRequest(
-                    worker_id=worker_id, from_gcs=True), timeout=5)
-            except Exception:
-                pass
-
     async def raylet_answers(self, node, timeout: float = 1.0) -> bool:
         """Whether the node's raylet still serves RPCs."""
         from miniray.protocol import raylet_pb2, raylet_pb2_grpc
@@ -117,6 +105,24 @@ class GcsServer:
         self.health.forget(node_id)
         await self.actors.on_node_failure(node_id)
         await self.placement_groups.on_node_failure(node_id)
+        await self.broadcast_process_death(b"", node_id)
+
+    async def broadcast_process_death(self, worker_id: bytes, node_id: bytes) -> None:
+        """Tell the other raylets, which may hold its leases and objects:
+        a process (``worker_id``) of ``node_id`` died, or the whole node."""
+        from miniray.protocol import raylet_pb2, raylet_pb2_grpc
+        request = raylet_pb2.DisconnectWorkerRequest(
+            worker_id=worker_id, from_gcs=True, node_id=b"" if worker_id else node_id)
+
+        async def tell(node) -> None:
+            stub = self.channels.stub(f"{node.ip}:{node.raylet_port}",
+                                      raylet_pb2_grpc.RayletServiceStub)
+            try:
+                await stub.DisconnectWorker(request, timeout=5)
+            except Exception:
+                pass
+        await asyncio.gather(*(tell(node) for node in self.nodes.alive_nodes()
+                               if node.node_id != node_id))
 
     async def serve(self, host: str, port: int) -> None:
         stop = asyncio.Event()

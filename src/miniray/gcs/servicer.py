@@ -115,7 +115,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         check.check_job_config(request.config)
         job_id = self.server.jobs.add(request.config, request.driver_pid, request.driver)
         return gcs_pb2.AddJobReply(job_id=job_id,
-                                   namespace=self.server.jobs.config(job_id).namespace)
+                                   namespace=self.server.jobs.config(job_id).namespace,
+                                   system_config=self.server.system_config)
 
     async def MarkJobFinished(self, request, context):
         job_id = JobID(check.check_id(request.job_id, JobID, "job_id"))

@@ -84,6 +84,7 @@ class Raylet:
         # Processes known to be gone; a lease request of theirs still in flight
         # when they left must not be granted (nobody would ever return it).
         self._departed: dict[bytes, None] = {}        # insertion-ordered, bounded
+        self._departed_nodes: set[bytes] = set()      # dead nodes (few: kept)
         self._stop = asyncio.Event()
         self.pool: WorkerPool | None = None
         self.memory_monitor = MemoryMonitor(config.MEMORY_USAGE_THRESHOLD,
@@ -419,13 +420,15 @@ class Raylet:
                             name: str, placement: dict | None = None,
                             actor_id: bytes = b"", spillable: bool = False,
                             runtime_env: str = "", depth: int = 0,
-                            backlog: int = 0) -> Lease | str:
+                            backlog: int = 0, requester_node: bytes = b"") -> Lease | str:
         """A lease granted here, or the address of a raylet to ask instead
         (``spillable``: also when another node has room first). ``backlog``:
         the owner's tasks of this shape queued beyond its requests, for
         which plain workers are started ahead (as in Ray)."""
         if requester and requester in self._departed:
             raise RuntimeError("the requesting process has exited")
+        if requester_node and requester_node in self._departed_nodes:
+            raise RuntimeError("the requesting process's node has died")
         if backlog and not actor_id and not runtime_env and not _uses_gpu(resources):
             self.pool.prestart_for_backlog(
                 min(backlog, int(self.scheduler.available.get("CPU", 0.0))))
@@ -433,7 +436,8 @@ class Raylet:
             self._warn_infeasible({**(placement or {}), **resources}, name)
         request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name,
                                placement or {}, actor_id, spillable=spillable,
-                               runtime_env=runtime_env, depth=depth)
+                               runtime_env=runtime_env, depth=depth,
+                               requester_node=requester_node)
         future = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
         self.scheduler.submit(request)
@@ -471,6 +475,7 @@ class Raylet:
             lease_id = bytes(self.node_id[:8]) + next(self._lease_ids).to_bytes(8, "big")
             lease = Lease(lease_id, request.resources,
                           request.requester, request.job_id, actor_id=request.actor_id,
+                          requester_node=request.requester_node,
                           resource_ids=request.resource_ids,
                           runtime_env=request.runtime_env,
                           sched_class=request.sched_class)
@@ -696,6 +701,20 @@ class Raylet:
             self.return_lease(lease.lease_id, exiting=True)
         self.store.delete_owned_by(worker_id)
         self.store.release_unsealed(writer=worker_id)      # it died mid-write
+
+    def forget_remote_node(self, node_id: bytes) -> None:
+        """Another node died, and every process on it: drop the lease
+        requests of its processes and end the leases they held here (their
+        tasks have no owner now, as for one process in forget_remote_process)."""
+        self._departed_nodes.add(bytes(node_id))
+        for request in self.scheduler.cancel(node=bytes(node_id)):
+            future = self._waiting.pop(request.request_id, None)
+            if future is not None and not future.done():
+                future.cancel()
+        for lease in [l for l in self.leases.values()
+                      if l.requester_node == bytes(node_id)]:
+            self.return_lease(lease.lease_id, exiting=True)
+        self._schedule()
 
     def _hosts_actor(self, worker) -> bool:
         lease = self.leases.get(worker.lease_id)

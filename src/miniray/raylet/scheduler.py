@@ -44,6 +44,13 @@ class LeaseRequest:
     spillable: bool = False   # may move to another node that has room first
     runtime_env: str = ""     # serialized: the worker must run in it
     depth: int = 0            # of its tasks (TaskSpec.depth)
+    requester_node: bytes = b""   # the node the requester runs on (if known)
+
+    @functools.cached_property
+    def shape(self) -> tuple:
+        """What it needs, hashable: requests of one shape fit or not alike."""
+        return (tuple(sorted(self.resources.items())),
+                tuple(sorted(self.placement.items())))
 
     @functools.cached_property
     def sched_class(self) -> tuple | None:
@@ -61,6 +68,7 @@ class Lease:
     requester: bytes
     job_id: bytes
     worker_id: bytes = b""
+    requester_node: bytes = b""
     blocked: bool = False
     actor_id: bytes = b""     # a dedicated actor worker: ends with the actor
     resource_ids: Assignment = field(default_factory=dict)   # instances held
@@ -138,21 +146,36 @@ class LeaseScheduler:
         cap lets through, in order (first fit). The raylet calls again at
         ``next_admission()`` for requests held by a cap."""
         granted, waiting = [], []
+        # Within one pass resources only get scarcer and capped classes stay
+        # capped: a shape that did not fit, or a class held at its cap, is
+        # not tried again (a long queue of one shape costs a lookup each).
+        unfit: set = set()
+        capped: set = set()
         for request in self.queue:
-            if res.fits(request.resources, self.available) and \
-                    res.fits(request.placement, self.total) and \
-                    not self.at_cap(request, now):
-                assignment = self.instances.allocate(request.resources)
-                if assignment is not None:
-                    res.subtract(self.available, request.resources)
-                    request.resource_ids = assignment
-                    granted.append(request)
-                    cls = request.sched_class
-                    if cls is not None:
-                        self.running[cls] += 1
-                        self._admit_at.pop(cls, None)   # the next one waits anew
-                    continue
-            waiting.append(request)
+            shape, cls = request.shape, request.sched_class
+            if shape in unfit or (cls is not None and cls in capped):
+                waiting.append(request)
+                continue
+            if not (res.fits(request.resources, self.available)
+                    and res.fits(request.placement, self.total)):
+                unfit.add(shape)
+                waiting.append(request)
+                continue
+            if self.at_cap(request, now):
+                capped.add(cls)
+                waiting.append(request)
+                continue
+            assignment = self.instances.allocate(request.resources)
+            if assignment is None:
+                unfit.add(shape)
+                waiting.append(request)
+                continue
+            res.subtract(self.available, request.resources)
+            request.resource_ids = assignment
+            granted.append(request)
+            if cls is not None:
+                self.running[cls] += 1
+                self._admit_at.pop(cls, None)   # the next one waits anew
         self.queue = waiting
         return granted
 
@@ -174,9 +197,16 @@ class LeaseScheduler:
         lease.blocked = blocked
         return True
 
-    def cancel(self, requester: bytes) -> list[LeaseRequest]:
-        dropped = [r for r in self.queue if r.requester == requester]
-        self.queue = [r for r in self.queue if r.requester != requester]
+    def cancel(self, requester: bytes = b"", node: bytes = b"") -> list[LeaseRequest]:
+        """Drop the queued requests of ``requester``, or of every requester
+        on ``node``."""
+        if not (requester or node):
+            return []
+
+        def gone(r):
+            return (r.requester == requester) if requester else (r.requester_node == node)
+        dropped = [r for r in self.queue if gone(r)]
+        self.queue = [r for r in self.queue if not gone(r)]
         return dropped
 
     # --- placement group bundles ----------------------------------------------------

@@ -10,7 +10,7 @@ import grpc
 
 from miniray.common import validation as check
 from miniray.common.ids import (
-    ActorID, JobID, ObjectID, PlacementGroupID, WorkerID)
+    ActorID, JobID, NodeID, ObjectID, PlacementGroupID, WorkerID)
 from miniray.common.validation import InvalidArgument, NotAllowed
 from miniray.exceptions import ObjectStoreFullError, RuntimeEnvSetupError
 from miniray.object_store.policy import ObjectState
@@ -28,6 +28,7 @@ def _check_lease_request(request) -> None:
     check.check_id(request.requester_worker_id, WorkerID, "requester_worker_id",
                    optional=True)
     check.check_id(request.actor_id, ActorID, "actor_id", optional=True)
+    check.check_id(request.requester_node_id, NodeID, "requester_node_id", optional=True)
     check.check_name(request.function_name, "function_name")
     check.check_strategy(request.strategy)
     _check_runtime_env(request.runtime_env)
@@ -87,7 +88,8 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
                                                spillable=_spillable(request),
                                                runtime_env=request.runtime_env,
                                                depth=request.depth,
-                                               backlog=request.backlog_size)
+                                               backlog=request.backlog_size,
+                                               requester_node=request.requester_node_id)
         except RuntimeEnvSetupError as exc:
             return raylet_pb2.RequestWorkerLeaseReply(
                 runtime_env_error=exc.error_message or "unknown error")
@@ -221,6 +223,9 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
         return raylet_pb2.FreeObjectsReply()
 
     async def DisconnectWorker(self, request, context):
+        if request.from_gcs and request.node_id and not request.worker_id:
+            self.raylet.forget_remote_node(check.check_id(request.node_id, NodeID, "node_id"))
+            return raylet_pb2.DisconnectWorkerReply()
         check.check_id(request.worker_id, WorkerID, "worker_id")
         if request.from_gcs:
             self.raylet.forget_remote_process(WorkerID(request.worker_id))

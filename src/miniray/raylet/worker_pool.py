@@ -180,8 +180,9 @@ class WorkerPool:
     def _spawn(self, worker_id: WorkerID, runtime_env: WorkerEnv) -> subprocess.Popen:
         # MINIRAY_CORE_WORKER: how `miniray stop` knows it once its process
         # title (core_worker/proctitle.py) replaced its command line.
+        # RAY_RAYLET_PID: Ray's name; a worker (or a test) finds its raylet by it.
         env = dict(os.environ, PYTHONUNBUFFERED="1", MINIRAY_NODE_IP=self.node_ip,
-                   MINIRAY_CORE_WORKER="1", SPT_NOENV="1")
+                   MINIRAY_CORE_WORKER="1", SPT_NOENV="1", RAY_RAYLET_PID=str(os.getpid()))
         env.update(runtime_env.env)
         if self.forward_output:
             env["MINIRAY_FORWARD_OUTPUT"] = "1"

@@ -183,8 +183,8 @@ def _table_entry(info) -> dict:
         "placement_group_id": info.placement_group_id.hex(),
         "name": info.name,
         "bundles": {i: dict(b.resources) for i, b in enumerate(info.bundles)},
-        "bundles_to_node_id": {i: b.node_id.hex() for i, b in enumerate(info.bundles)
-                               if b.node_id},
+        # As in Ray: every bundle, "" while it is not placed.
+        "bundles_to_node_id": {i: b.node_id.hex() for i, b in enumerate(info.bundles)},
         "strategy": info.strategy,
         "state": _STATES.get(info.state, "UNKNOWN"),
         "is_detached": info.detached,

@@ -52,8 +52,9 @@ class PlacementGroupSchedulingStrategy:
                              f"got {placement_group!r}")
         if not isinstance(placement_group_bundle_index, int) or \
                 placement_group_bundle_index < -1:
-            raise ValueError("placement_group_bundle_index must be an int >= -1, got "
-                             f"{placement_group_bundle_index!r}")
+            raise ValueError(f"placement group bundle index "
+                             f"{placement_group_bundle_index!r} is invalid: it must be "
+                             f"-1 (any bundle) or a bundle's index (an int >= 0)")
         self.placement_group = placement_group
         self.placement_group_bundle_index = placement_group_bundle_index
         self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
@@ -107,8 +108,9 @@ def to_proto(strategy) -> common_pb2.SchedulingStrategy:
         pg = strategy.placement_group
         if strategy.placement_group_bundle_index >= pg.bundle_count > 0:
             raise ValueError(
-                f"placement_group_bundle_index {strategy.placement_group_bundle_index} "
-                f"is out of range: the placement group has {pg.bundle_count} bundles")
+                f"placement group bundle index {strategy.placement_group_bundle_index} "
+                f"is invalid: the placement group has {pg.bundle_count} bundles "
+                f"(valid indexes: 0-{pg.bundle_count - 1}, or -1 for any)")
         return kinds(kind=kinds.PLACEMENT_GROUP, placement_group_id=pg.id,
                      bundle_index=strategy.placement_group_bundle_index,
                      capture_child_tasks=bool(
