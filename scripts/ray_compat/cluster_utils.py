@@ -15,9 +15,23 @@ from miniray import testing
 cluster_not_supported = False
 
 
+_live: list = []        # clusters made and not shut down yet
+
+
+def shutdown_leftovers() -> None:
+    """Shut down every cluster still up (the plugin calls it after each test)."""
+    while _live:
+        cluster = _live.pop()
+        try:
+            cluster.shutdown()
+        except Exception:          # noqa: BLE001 - best effort, between tests
+            pass
+
+
 class Cluster(testing.Cluster):
     def __init__(self, initialize_head: bool = False, connect: bool = False,
                  head_node_args: dict | None = None, shutdown_at_exit: bool = True):
+        _live.append(self)
         super().__init__(initialize_head=initialize_head, connect=connect,
                          head_node_args=head_node_args)
 
@@ -45,6 +59,8 @@ class Cluster(testing.Cluster):
         return node
 
     def shutdown(self) -> None:
+        if self in _live:
+            _live.remove(self)
         super().shutdown()
         from miniray.node import forget_current_cluster
         forget_current_cluster()

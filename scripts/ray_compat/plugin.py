@@ -88,6 +88,11 @@ def pytest_runtest_protocol(item, nextitem):
         yield
     finally:
         aliases.set_in_test(False)
+        # A cluster a test made itself and left up (Ray's Cluster shuts down
+        # at exit; a test skipped half-way never gets there) would hold the
+        # machine's "current cluster" for the next tests: end it here.
+        from ray_compat.cluster_utils import shutdown_leftovers
+        shutdown_leftovers()
 
 
 # The exception as a traceback line, or its repr inside another message.

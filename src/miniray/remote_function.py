@@ -119,6 +119,10 @@ def explicit_strategy(options: dict):
     strategy = options.get("scheduling_strategy")
     group = options.get("placement_group", "default")
     if group in ("default", None):
+        index = options.get("placement_group_bundle_index", -1)
+        if index != -1:
+            raise ValueError(f"placement_group_bundle_index={index!r} needs a placement "
+                             f"group: without one, the bundle index must be -1.")
         return strategy
     if strategy is not None:
         raise ValueError("The placement_group option and scheduling_strategy "

@@ -80,3 +80,17 @@ def test_threads_that_run_calls_keep_their_names():
     assert after == before
     assert after["MainThread"] == "ray::Async"
     ray.kill(actor)
+
+
+def test_daemons_are_named_as_rays_and_keep_their_command_lines():
+    """ps/top/psutil show the raylet as "raylet" and the GCS server as
+    "gcs_server", as Ray's binaries are named; `miniray stop` still finds
+    them by their command lines."""
+    names = {}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            names.setdefault(proc.name(), []).append(" ".join(proc.cmdline()))
+        except psutil.Error:         # a killed actor's worker, not reaped yet
+            continue
+    assert any("miniray.raylet" in cmd for cmd in names.get("raylet", []))
+    assert any("miniray.gcs" in cmd for cmd in names.get("gcs_server", []))

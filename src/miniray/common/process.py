@@ -33,3 +33,14 @@ def raise_open_files_limit(wanted: int = 65536) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError):
         pass
+
+
+def name_process(name: str) -> None:
+    """The process's name (what ``ps -o comm``, ``top`` and psutil's
+    ``name()`` show) as Ray's daemon has it; the command line, by which
+    ``miniray stop`` finds the process, is left alone."""
+    try:
+        import setproctitle
+        setproctitle.setthreadtitle(name)      # the main thread: the process's name
+    except Exception:          # noqa: BLE001 - cosmetic
+        pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 
 from miniray.common import config
 from miniray.common.resources import add, fits, subtract
@@ -77,6 +78,28 @@ def place_bundles(bundles: list[dict], strategy: str,
     return placement if search(0) else None
 
 
+Stats = common_pb2.PlacementGroupStats
+
+
+def _attempt_started(stats) -> None:
+    """A scheduling attempt begins (Ray's PlacementGroupStats)."""
+    now = time.time_ns()
+    if stats.scheduling_attempt:
+        waited_ms = (now - stats.scheduling_started_time_ns) / 1e6
+        stats.highest_retry_delay_ms = max(stats.highest_retry_delay_ms, waited_ms)
+    stats.scheduling_attempt += 1
+    stats.scheduling_started_time_ns = now
+    stats.scheduling_state = Stats.SCHEDULING_STARTED
+
+
+def _placed(stats) -> None:
+    now = time.time_ns()
+    stats.scheduling_state = Stats.FINISHED
+    stats.scheduling_latency_us = (now - stats.scheduling_started_time_ns) // 1000
+    stats.end_to_end_creation_latency_us = \
+        (now - stats.creation_request_received_ns) // 1000
+
+
 class PlacementGroupManager:
     def __init__(self, server):
         self.server = server
@@ -88,6 +111,11 @@ class PlacementGroupManager:
         self._removed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._waiters = Waiters()
         self._retry_task: asyncio.Task | None = None
+        # Pending groups are tried again when the cluster view changes, or at
+        # once when the GCS itself frees room (bundles returned) or the view
+        # proved stale (a raylet refused a bundle the view said fitted).
+        self._retry_soon = False
+        self._wakeup: asyncio.Future | None = None
         self._storage = server.storage
 
     def _save(self, group: common_pb2.PlacementGroupInfo) -> None:
@@ -149,6 +177,8 @@ class PlacementGroupManager:
         stored = common_pb2.PlacementGroupInfo()
         stored.CopyFrom(info)
         stored.state = common_pb2.PG_PENDING
+        stored.stats.creation_request_received_ns = time.time_ns()
+        stored.stats.scheduling_state = Stats.QUEUED
         self.groups[stored.placement_group_id] = stored
         self._save(stored)
         await self._try_place(stored)
@@ -166,10 +196,16 @@ class PlacementGroupManager:
         with a node) and reserve them; False if it must wait."""
         if group.state != common_pb2.PG_PENDING:
             return True
+        _attempt_started(group.stats)
         nodes = {n.node_id: n for n in self.server.nodes.alive_nodes()}
         todo = [i for i, b in enumerate(group.bundles) if not b.node_id]
         kept = {b.node_id for b in group.bundles if b.node_id}
-        candidates = {k: dict(n.resources_available) for k, n in nodes.items()}
+        # Only the resources the bundles ask for: a node's map also holds
+        # every placed group's bundle resources (thousands, with many groups).
+        needed = {name for i in todo for name in group.bundles[i].resources}
+        candidates = {k: {name: n.resources_available[name] for name in needed
+                          if name in n.resources_available}
+                      for k, n in nodes.items()}
         strategy = group.strategy
         if kept and strategy == "STRICT_PACK":       # stay with the others
             candidates = {k: v for k, v in candidates.items() if k in kept}
@@ -179,6 +215,13 @@ class PlacementGroupManager:
         bundles = [dict(group.bundles[i].resources) for i in todo]
         placement = place_bundles(bundles, strategy, candidates)
         if placement is None:
+            # Would it fit the nodes' totals (free later), or never as they are?
+            totals = {k: {name: n.resources_total[name] for name in needed
+                          if name in n.resources_total}
+                      for k, n in nodes.items() if k in candidates}
+            group.stats.scheduling_state = (
+                Stats.NO_RESOURCES if place_bundles(bundles, strategy, totals) is not None
+                else Stats.INFEASIBLE)
             self._schedule_retry()
             return False
         # All bundles at once (one round trip for the group, not one per
@@ -201,7 +244,9 @@ class PlacementGroupManager:
             if ok:
                 reserved.setdefault(node_id, []).append(index)
         if not all(held):
+            group.stats.scheduling_state = Stats.FAILED_TO_COMMIT_RESOURCES
             await self._return(group, reserved)
+            self._kick()              # the view was stale: try again soon
             self._schedule_retry()
             return False
         if group.state != common_pb2.PG_PENDING:      # removed meanwhile
@@ -209,7 +254,15 @@ class PlacementGroupManager:
             return True
         for index, node_id in zip(todo, placement):
             group.bundles[index].node_id = node_id
+            # The view counts them taken now, not at the node's next heartbeat
+            # (which brings the node's own figures): the next group placed
+            # meanwhile is not sent where they were.
+            available = nodes[node_id].resources_available
+            for name, amount in group.bundles[index].resources.items():
+                if name in available:
+                    available[name] = max(0.0, available[name] - amount)
         group.state = common_pb2.PG_CREATED
+        _placed(group.stats)
         self._save(group)
         await self._notify()
         return True
@@ -235,11 +288,34 @@ class PlacementGroupManager:
         while any(g.state == common_pb2.PG_PENDING for g in self.groups.values()):
             version = nodes.version
             await asyncio.sleep(0.2)
-            # Then only when the view changed (resources freed, nodes joining).
-            await nodes.wait_changed(version, timeout=5.0)
+            # Then only when there may be room: the view changed (resources
+            # freed, nodes joining), or a kick.
+            await self._wait_for_room(version)
             for group in list(self.groups.values()):
                 if group.state == common_pb2.PG_PENDING:
                     await self._try_place(group)
+
+    async def _wait_for_room(self, version: int) -> None:
+        if self._retry_soon:
+            self._retry_soon = False
+            return
+        loop = asyncio.get_running_loop()
+        self._wakeup = loop.create_future()
+        changed = loop.create_task(self.server.nodes.wait_changed(version, timeout=5.0))
+        try:
+            await asyncio.wait([changed, self._wakeup],
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            self._wakeup = None
+            self._retry_soon = False
+
+    def _kick(self) -> None:
+        """Have pending groups tried again without waiting for the view."""
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+        else:
+            self._retry_soon = True
 
     def _raylet(self, node):
         return self.server.channels.stub(f"{node.ip}:{node.raylet_port}",
@@ -265,6 +341,7 @@ class PlacementGroupManager:
                         bundle_indexes=indexes))
                 except Exception:
                     pass
+        self._kick()                  # room for the groups still pending
 
     async def remove(self, placement_group_id: bytes) -> bool:
         group = self.groups.get(placement_group_id)
@@ -275,6 +352,7 @@ class PlacementGroupManager:
         # attempt in flight returns its own when it sees the removal).
         holders = {b.node_id for b in group.bundles if b.node_id}
         group.state = common_pb2.PG_REMOVED
+        group.stats.scheduling_state = Stats.REMOVED
         self._save(group)
         self._removed[placement_group_id] = None
         self._forget_removed()

@@ -46,6 +46,8 @@ def _parse(argv):
 
 def _run_server(args) -> None:
     from miniray.gcs import server            # gRPC is imported here, after the fork
+    from miniray.common.process import name_process
+    name_process("gcs_server")                # Ray's name for it
     server.run(args.host, args.port, args.session_dir)
 
 

@@ -22,7 +22,7 @@ import psutil
 from miniray.common import config
 from miniray.common.ids import NodeID, WorkerID
 from miniray.common.resources import fits, subtract
-from miniray.common.process import die_with_parent
+from miniray.common.process import die_with_parent, name_process
 from miniray.common.rpc_guard import add_servicer
 from miniray.exceptions import RuntimeEnvSetupError
 from miniray.object_store.store import PlasmaStore
@@ -174,6 +174,9 @@ class Raylet:
         gc_epoch = None              # the GCS's count of global GCs asked for
         last_ok = time.monotonic()
         sent_at, sent_state = 0.0, None
+        # The totals this GCS incarnation has (they change only with
+        # placement groups, and hold every bundle's names: not resent).
+        total_sent = None
         while True:
             await asyncio.sleep(config.HEARTBEAT_PERIOD_S)
             self.maybe_collect()          # the periodic local GC, when due
@@ -186,11 +189,13 @@ class Raylet:
                     and not global_gc \
                     and time.monotonic() - sent_at < config.IDLE_HEARTBEAT_PERIOD_S:
                 continue
+            send_total = state[1] != total_sent
             try:
                 sent_at = time.monotonic()
                 reply = await self.gcs.Heartbeat(gcs_pb2.HeartbeatRequest(
                     node_id=self.node_id, resources_available=self.scheduler.available,
-                    resources_total=self.total, view_version=self._view_version,
+                    resources_total=self.total if send_total else {},
+                    view_version=self._view_version,
                     view_incarnation=self._view_incarnation,
                     request_global_gc=global_gc), timeout=5)
                 sent_state = state
@@ -209,6 +214,10 @@ class Raylet:
                 log.error("the GCS marked this node dead: shutting down")
                 self._stop.set()
                 return
+            if incarnation is not None and reply.gcs_incarnation != incarnation:
+                total_sent = None             # a new GCS: tell it the totals again
+            elif send_total:
+                total_sent = state[1]
             if incarnation is not None and reply.gcs_incarnation != incarnation:
                 log.warning("the GCS restarted: resyncing this node with it")
                 if not await self._resync():
@@ -840,6 +849,7 @@ def main(argv=None) -> None:
     parser.add_argument("--head", action="store_true")
     parser.add_argument("--die-with-parent", action="store_true")
     args = parser.parse_args(argv)
+    name_process("raylet")
     if args.die_with_parent:
         die_with_parent(signal.SIGTERM)
     logging.basicConfig(level=os.environ.get("MINIRAY_LOG_LEVEL", "WARNING"),

@@ -63,7 +63,8 @@ class PlacementGroup:
         return _worker().placement_group_ready(self)
 
     def wait(self, timeout_seconds: float = 30) -> bool:
-        """Wait until the group is placed; False on timeout."""
+        """Wait until the group is placed; False on timeout. A removed group
+        (before or after it was placed) raises ValueError, as in Ray."""
         worker = _worker()
         if math.isnan(timeout_seconds):
             raise ValueError("timeout_seconds must be a number, got nan")
@@ -74,6 +75,9 @@ class PlacementGroup:
         reply = worker.call("gcs", "WaitPlacementGroupReady",
                             gcs_pb2.WaitPlacementGroupReadyRequest(
                                 placement_group_id=self.id, timeout=timeout_seconds))
+        if reply.found and reply.info.state == common_pb2.PG_REMOVED:
+            raise ValueError(f"Placement group {self.id.hex()} is removed: it will "
+                             f"never be ready.")
         return reply.found and reply.info.state == common_pb2.PG_CREATED
 
     def __eq__(self, other):
@@ -188,6 +192,19 @@ def _table_entry(info) -> dict:
         "strategy": info.strategy,
         "state": _STATES.get(info.state, "UNKNOWN"),
         "is_detached": info.detached,
+        "stats": _stats_entry(info.stats),
+    }
+
+
+def _stats_entry(stats) -> dict:
+    """Ray's "stats" of a placement_group_table entry."""
+    return {
+        "end_to_end_creation_latency_ms": stats.end_to_end_creation_latency_us / 1000.0,
+        "scheduling_latency_ms": stats.scheduling_latency_us / 1000.0,
+        "scheduling_attempt": stats.scheduling_attempt,
+        "highest_retry_delay_ms": stats.highest_retry_delay_ms,
+        "scheduling_state": common_pb2.PlacementGroupStats.SchedulingState.Name(
+            stats.scheduling_state),
     }
 
 
