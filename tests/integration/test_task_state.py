@@ -61,12 +61,19 @@ def test_finished_tasks_show_every_state_and_where_they_ran():
     assert task.start_time_ms <= task.end_time_ms
 
 
-def test_a_failed_task_says_why():
+def failed_once(function, name: str):
+    """Run ``function`` (which raises ValueError) once; its FAILED record,
+    an execution failure, once both its owner and its worker reported."""
     with pytest.raises(ValueError):
-        ray.get(boom.remote())
-    wait_for_condition(lambda: done("boom", 1, "FAILED"), timeout=20)
-    task = tasks_named("boom")[0]
+        ray.get(function.remote())
+    wait_for_condition(lambda: done(name, 1, "FAILED"), timeout=20)
+    task = tasks_named(name)[0]
     assert task.error_type == "TASK_EXECUTION_EXCEPTION"
+    return task
+
+
+def test_a_failed_task_says_why():
+    task = failed_once(boom, "boom")
     # As in Ray: the error's whole text, from the process it ran in to the
     # exception.
     assert task.error_message.startswith("ray::boom() (pid=")
@@ -81,11 +88,7 @@ def boom_once():
 def test_a_failed_last_call_reports_the_workers_exit_too():
     """A worker that ran its function's max_calls exits right after the
     reply; the task's failure still reaches the GCS, naming both."""
-    with pytest.raises(ValueError):
-        ray.get(boom_once.remote())
-    wait_for_condition(lambda: done("boom_once", 1, "FAILED"), timeout=20)
-    task = tasks_named("boom_once")[0]
-    assert task.error_type == "TASK_EXECUTION_EXCEPTION"
+    task = failed_once(boom_once, "boom_once")
     assert task.error_message.startswith("User exception:\nray::boom_once() (pid=")
     assert task.error_message.endswith(
         "ValueError: last call\n\nSystem error:\nIntentionalSystemExit: Worker exits "

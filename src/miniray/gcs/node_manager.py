@@ -37,12 +37,15 @@ class NodeManager:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait_changed(self, version: int, timeout: float) -> None:
+    async def wait_changed(self, version: int, timeout: float,
+                           waiter: asyncio.Future | None = None) -> None:
         """Return once the view is newer than ``version`` (a node joined,
-        died, or its resources changed), or after ``timeout`` seconds."""
+        died, or its resources changed), or after ``timeout`` seconds; or
+        once the caller resolves its own ``waiter`` (a wake-up of its own)."""
         if self.version != version:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        if waiter is None:
+            waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             await asyncio.wait_for(waiter, timeout)

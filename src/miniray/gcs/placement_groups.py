@@ -81,6 +81,11 @@ def place_bundles(bundles: list[dict], strategy: str,
 Stats = common_pb2.PlacementGroupStats
 
 
+def _only(resources, names: set) -> dict:
+    """The amounts of ``names`` in a node's resource map."""
+    return {name: resources[name] for name in names if name in resources}
+
+
 def _attempt_started(stats) -> None:
     """A scheduling attempt begins (Ray's PlacementGroupStats)."""
     now = time.time_ns()
@@ -203,9 +208,7 @@ class PlacementGroupManager:
         # Only the resources the bundles ask for: a node's map also holds
         # every placed group's bundle resources (thousands, with many groups).
         needed = {name for i in todo for name in group.bundles[i].resources}
-        candidates = {k: {name: n.resources_available[name] for name in needed
-                          if name in n.resources_available}
-                      for k, n in nodes.items()}
+        candidates = {k: _only(n.resources_available, needed) for k, n in nodes.items()}
         strategy = group.strategy
         if kept and strategy == "STRICT_PACK":       # stay with the others
             candidates = {k: v for k, v in candidates.items() if k in kept}
@@ -216,9 +219,7 @@ class PlacementGroupManager:
         placement = place_bundles(bundles, strategy, candidates)
         if placement is None:
             # Would it fit the nodes' totals (free later), or never as they are?
-            totals = {k: {name: n.resources_total[name] for name in needed
-                          if name in n.resources_total}
-                      for k, n in nodes.items() if k in candidates}
+            totals = {k: _only(nodes[k].resources_total, needed) for k in candidates}
             group.stats.scheduling_state = (
                 Stats.NO_RESOURCES if place_bundles(bundles, strategy, totals) is not None
                 else Stats.INFEASIBLE)
@@ -299,14 +300,10 @@ class PlacementGroupManager:
         if self._retry_soon:
             self._retry_soon = False
             return
-        loop = asyncio.get_running_loop()
-        self._wakeup = loop.create_future()
-        changed = loop.create_task(self.server.nodes.wait_changed(version, timeout=5.0))
+        self._wakeup = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait([changed, self._wakeup],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await self.server.nodes.wait_changed(version, 5.0, waiter=self._wakeup)
         finally:
-            changed.cancel()
             self._wakeup = None
             self._retry_soon = False
 
