@@ -95,6 +95,23 @@ def test_idle_lease_is_kept_briefly_then_returned(lm):
     assert lm.statistics()["keys"] == 0
 
 
+def test_asking_for_another_key_first_gives_back_idle_leases(lm):
+    """An idle lease kept for reuse must not hold resources a new request of
+    another shape may need: it goes back before that request is sent."""
+    other = ("other shape",)
+    lm.enqueue(K, "t0", now=0)
+    lm.lease_granted(K, "L1", now=0)
+    assert lm.task_finished("L1", now=0.05) == [StartIdleTimer("L1", 0.2)]
+    assert lm.enqueue(other, "t1", now=0.06) == [ReturnLease("L1"), RequestLease(other)]
+    lm.validate()
+    assert lm.idle_expired("L1", now=0.3) == []          # already gone
+    # A busy lease of another key stays; so does an idle one of the same key.
+    lm.lease_granted(other, "L2", now=0.07)
+    lm.enqueue(K, "t2", now=0.08)
+    assert lm.enqueue(other, "t3", now=0.09) == [RequestLease(other)]
+    lm.validate()
+
+
 def test_a_lease_granted_after_its_queue_drained_goes_back(lm):
     lm.enqueue(K, "t0", now=0)
     lm.enqueue(K, "t1", now=0)

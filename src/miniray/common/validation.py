@@ -86,6 +86,19 @@ def check_resources(resources: Mapping, what: str = "resources", *,
         check_amount(name, amount, what=f"{what}:", signed=signed)
 
 
+def check_resource_delta(delta, what: str) -> None:
+    """A gcs_pb2.ResourceDelta a raylet reports: amounts as a node's state
+    (check_resources, signed), names that went away as resource names."""
+    check_resources(delta.set, f"{what}.set", max_entries=MAX_NODE_RESOURCES,
+                    signed=True)
+    if len(delta.removed) > MAX_NODE_RESOURCES:
+        raise InvalidArgument(f"{what}.removed: {len(delta.removed)} names, at most "
+                              f"{MAX_NODE_RESOURCES} are allowed")
+    for name in delta.removed:
+        check_name(name, f"{what}.removed: a resource name", allow_empty=False,
+                   max_length=MAX_RESOURCE_NAME_LENGTH, printable=True)
+
+
 def check_name(value, what: str, *, allow_empty: bool = True,
                max_length: int = MAX_NAME_LENGTH, printable: bool = False) -> str:
     """A string at most ``max_length`` long (free text, as Ray allows in task

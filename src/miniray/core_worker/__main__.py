@@ -16,7 +16,7 @@ from miniray.common.process import die_with_parent
 from miniray.core_worker.core_worker import WORKER, CoreWorker
 from miniray.protocol import core_worker_pb2 as cw_pb2
 from miniray.rpc import auth
-from miniray.rpc.channels import is_unavailable
+from miniray.rpc.channels import describe_rpc_error, is_unavailable
 
 
 class _PrefixedStream:
@@ -115,8 +115,8 @@ def main(argv=None) -> None:
     except Exception as exc:      # noqa: BLE001 - the raylet died while we started
         if not is_unavailable(exc):
             raise
-        print(f"worker exiting: its raylet at {args.raylet_address} is gone",
-              file=sys.__stderr__)
+        print(f"worker exiting: its raylet at {args.raylet_address} is gone "
+              f"({describe_rpc_error(exc)})", file=sys.__stderr__)
         os._exit(1)
     holder.append(worker)
     _preload(config.PRELOAD_PYTHON_MODULES)

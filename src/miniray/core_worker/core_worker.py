@@ -123,9 +123,14 @@ class CoreWorker(ObjectAccess):
             self._outside_tasks = task_context.TaskContext(TaskID.for_driver(self.job_id))
         else:
             self._outside_tasks = None      # set per job (TaskExecutor.bind_job)
+        # A worker waits for a busy raylet to take its connection (it dies
+        # with the raylet, and the raylet gives up on it past the register
+        # timeout); a driver is told at once that nothing listens there.
         reply = self.call("raylet", "RegisterWorker", raylet_pb2.RegisterWorkerRequest(
             worker_id=self.worker_id, pid=os.getpid(), port=self.port,
-            is_driver=mode == DRIVER, job_id=self.job_id))
+            is_driver=mode == DRIVER, job_id=self.job_id),
+            timeout=None if mode == DRIVER else config.WORKER_REGISTER_TIMEOUT_S,
+            wait_for_ready=mode != DRIVER)
         self.node_id = NodeID(reply.node_id)
         self.store_directory = reply.store_directory
         self.session_dir = reply.session_dir
@@ -188,7 +193,8 @@ class CoreWorker(ObjectAccess):
         """Run a coroutine on the io thread and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def call(self, target, method: str, request, timeout: float | None = None):
+    def call(self, target, method: str, request, timeout: float | None = None,
+             wait_for_ready: bool | None = None):
         """One RPC from a user thread; ``target`` is "raylet", "gcs" or a
         WorkerAddress. The GCS and the local raylet are called on blocking
         channels, straight from this thread (about half the latency of a hop
@@ -197,7 +203,8 @@ class CoreWorker(ObjectAccess):
         if target in ("gcs", "raylet") and not self.in_loop_thread():
             stub = self.blocking.gcs_stub(self.gcs_address) if target == "gcs" else \
                 self.blocking.stub(self.raylet_address, raylet_pb2_grpc.RayletServiceStub)
-            return getattr(stub, method)(request, timeout=timeout)
+            return getattr(stub, method)(request, timeout=timeout,
+                                         wait_for_ready=wait_for_ready)
 
         async def rpc():
             if target == "raylet":
@@ -206,7 +213,8 @@ class CoreWorker(ObjectAccess):
                 stub = self.gcs
             else:
                 stub = self.worker_stub(target)
-            return await getattr(stub, method)(request, timeout=timeout)
+            return await getattr(stub, method)(request, timeout=timeout,
+                                               wait_for_ready=wait_for_ready)
         return self.run(rpc())
 
     def post(self, callback, argument) -> None:

@@ -13,7 +13,11 @@ and carries out the actions it returns. The rules, as in Ray:
   and other owners get their turn.
 - A lease with nothing to run is kept for ``idle_s`` (a loop of
   ``get(f.remote())`` reuses it), then returned. A lease granted when its
-  key's queue is already empty goes straight back.
+  key's queue is already empty goes straight back. Ray gives an idle lease
+  back at once; keeping it must not change where other work goes, so an
+  owner about to ask for a lease of another key first gives back those it
+  holds idle (their resources may be what the new request needs: SPREAD
+  over a node whose only CPU our idle lease holds).
 - Cancelling a task that is still queued removes it at once.
 """
 from __future__ import annotations
@@ -78,6 +82,7 @@ class LeaseManager:
         self._keys: dict[Hashable, _Key] = {}
         self._leases: dict[Hashable, _Lease] = {}
         self._queued: dict[Hashable, Hashable] = {}      # task id -> key
+        self._idle: dict[Hashable, None] = {}     # leases kept with nothing to run
 
     # --- events --------------------------------------------------------------
     def enqueue(self, key, task_id, now: float, front: bool = False) -> list:
@@ -121,6 +126,7 @@ class LeaseManager:
             return self._end(lease_id) + self._dispatch(lease.key, state, now)
         if state.queue:
             return self._dispatch(lease.key, state, now)
+        self._idle[lease_id] = None
         return [StartIdleTimer(lease_id, self.idle_s)]
 
     def lease_lost(self, lease_id, now: float) -> list:
@@ -194,10 +200,13 @@ class LeaseManager:
                     continue
                 task_id = state.queue.popleft()
                 del self._queued[task_id]
+                self._idle.pop(lease_id, None)
                 lease.task_id = task_id
                 lease.used = True
                 actions.append(PushTask(task_id, lease_id))
         wanted = min(len(state.queue), self.max_pending) - state.pending
+        if wanted > 0 and self._idle:
+            actions += self._return_idle(but=key)
         for _ in range(wanted):
             state.pending += 1
             actions.append(RequestLease(key))
@@ -207,7 +216,16 @@ class LeaseManager:
         """May this lease take a (another) queued task?"""
         return not lease.used or now - lease.granted_at < self.reuse_s
 
+    def _return_idle(self, but) -> list:
+        """End the idle leases of keys other than ``but``."""
+        actions: list = []
+        for lease_id in [i for i in self._idle if self._leases[i].key != but]:
+            other = self._leases[lease_id].key
+            actions += self._end(lease_id) + self._cleanup(other, self._keys[other])
+        return actions
+
     def _end(self, lease_id, exiting: bool = False) -> list:
+        self._idle.pop(lease_id, None)
         lease = self._leases.pop(lease_id)
         del self._keys[lease.key].leases[lease_id]
         return [ReturnLease(lease_id, exiting)]
@@ -237,6 +255,7 @@ class LeaseManager:
                     state.pending == self.max_pending, key
         assert queued == len(self._queued)
         assert len(self._leases) == sum(len(s.leases) for s in self._keys.values())
+        assert all(self._leases[i].task_id is None for i in self._idle), "a busy lease idle"
         running = [l.task_id for l in self._leases.values() if l.task_id is not None]
         assert len(set(running)) == len(running), "a task on two leases"
         assert not set(running) & set(self._queued), "a task both queued and running"

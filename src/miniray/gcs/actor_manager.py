@@ -190,9 +190,10 @@ class ActorManager:
         needed = dict(spec.resources)
         for key, value in spec.actor_options.placement_resources.items():
             needed[key] = max(needed.get(key, 0.0), value)
+        manager = self.server.nodes
         nodes = {n.node_id: NodeView(n.node_id, f"{n.ip}:{n.raylet_port}",
-                                     dict(n.resources_total), dict(n.resources_available))
-                 for n in self.server.nodes.alive_nodes()}
+                                     manager.total(n.node_id), manager.available(n.node_id))
+                 for n in manager.alive_nodes()}
         strategy = spec.scheduling_strategy
         decision = self._policy.pick(needed, strategy.kind, nodes, strategy.node_id,
                                      strategy.soft)

@@ -208,7 +208,7 @@ class PlacementGroupManager:
         # Only the resources the bundles ask for: a node's map also holds
         # every placed group's bundle resources (thousands, with many groups).
         needed = {name for i in todo for name in group.bundles[i].resources}
-        candidates = {k: _only(n.resources_available, needed) for k, n in nodes.items()}
+        candidates = {k: _only(self.server.nodes.available(k), needed) for k in nodes}
         strategy = group.strategy
         if kept and strategy == "STRICT_PACK":       # stay with the others
             candidates = {k: v for k, v in candidates.items() if k in kept}
@@ -219,7 +219,7 @@ class PlacementGroupManager:
         placement = place_bundles(bundles, strategy, candidates)
         if placement is None:
             # Would it fit the nodes' totals (free later), or never as they are?
-            totals = {k: _only(nodes[k].resources_total, needed) for k in candidates}
+            totals = {k: _only(self.server.nodes.total(k), needed) for k in candidates}
             group.stats.scheduling_state = (
                 Stats.NO_RESOURCES if place_bundles(bundles, strategy, totals) is not None
                 else Stats.INFEASIBLE)
@@ -255,13 +255,7 @@ class PlacementGroupManager:
             return True
         for index, node_id in zip(todo, placement):
             group.bundles[index].node_id = node_id
-            # The view counts them taken now, not at the node's next heartbeat
-            # (which brings the node's own figures): the next group placed
-            # meanwhile is not sent where they were.
-            available = nodes[node_id].resources_available
-            for name, amount in group.bundles[index].resources.items():
-                if name in available:
-                    available[name] = max(0.0, available[name] - amount)
+            self.server.nodes.take(node_id, group.bundles[index].resources)
         group.state = common_pb2.PG_CREATED
         _placed(group.stats)
         self._save(group)

@@ -69,22 +69,36 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
 
     async def Heartbeat(self, request, context):
         check.check_id(request.node_id, NodeID, "node_id")
-        check.check_resources(request.resources_available, "resources_available",
-                              max_entries=check.MAX_NODE_RESOURCES, signed=True)
-        check.check_resources(request.resources_total, "resources_total",
-                              max_entries=check.MAX_NODE_RESOURCES, signed=True)
-        nodes = self.server.nodes
-        alive = nodes.heartbeat(NodeID(request.node_id), request.resources_available,
-                                total=request.resources_total)
-        full = request.view_incarnation != self.server.incarnation \
-            or request.view_version > nodes.version or request.view_version == 0
+        for what, delta in (("available", request.available), ("total", request.total)):
+            check.check_resource_delta(delta, what)
+        server, nodes = self.server, self.server.nodes
+        # Deltas build on what this GCS incarnation was told before: from a
+        # raylet that last spoke to an earlier one, only whole maps count.
+        whole = request.resources_full
+        usable = whole or request.view_incarnation == server.incarnation
+        alive = nodes.heartbeat(NodeID(request.node_id),
+                                request.available if usable else None,
+                                request.total if usable else None, whole=whole)
         if request.request_global_gc and alive:
-            self.server.global_gc_epoch += 1      # every raylet sees it grow
-        return gcs_pb2.HeartbeatReply(
-            node_dead=not alive, gcs_incarnation=self.server.incarnation,
-            nodes=nodes.alive_nodes() if full else nodes.changes_since(request.view_version),
-            view_version=nodes.version, full_view=full,
-            global_gc_epoch=self.server.global_gc_epoch)
+            server.global_gc_epoch += 1           # every raylet sees it grow
+        reply = gcs_pb2.HeartbeatReply(
+            node_dead=not alive, gcs_incarnation=server.incarnation,
+            global_gc_epoch=server.global_gc_epoch, resend_resources=not usable)
+        self._fill_view(reply, request.view_version, request.view_incarnation)
+        return reply
+
+    def _fill_view(self, reply, version: int, incarnation: bytes) -> None:
+        """The cluster view for a raylet that has ``version`` of it: the
+        changes since, or every live node when its view is from another GCS
+        incarnation (or none)."""
+        nodes = self.server.nodes
+        full = incarnation != self.server.incarnation or version == 0 \
+            or version > nodes.version
+        if full:
+            reply.nodes.extend(nodes.alive_nodes())
+        else:
+            reply.changes.extend(nodes.changes_since(version))
+        reply.view_version, reply.full_view = nodes.version, full
 
     async def ResyncNode(self, request, context):
         node_id = check.check_id(request.node_id, NodeID, "node_id")
@@ -105,9 +119,15 @@ class GcsServicer(gcs_pb2_grpc.GcsServiceServicer):
         return gcs_pb2.ResyncNodeReply()
 
     async def GetAllNodes(self, request, context):
-        return gcs_pb2.GetAllNodesReply(nodes=self.server.nodes.all_nodes(),
-                                        version=self.server.version,
-                                        python_version=self.server.python_version)
+        reply = gcs_pb2.GetAllNodesReply(version=self.server.version,
+                                         python_version=self.server.python_version,
+                                         gcs_incarnation=self.server.incarnation)
+        if request.since_version:         # a raylet refreshing its view
+            self._fill_view(reply, request.since_version, request.incarnation)
+        else:
+            reply.nodes.extend(self.server.nodes.all_nodes())
+            reply.view_version, reply.full_view = self.server.nodes.version, True
+        return reply
 
     async def AddJob(self, request, context):
         check.check_worker_address(request.driver, "driver", optional=True)

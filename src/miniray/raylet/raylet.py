@@ -34,6 +34,7 @@ from miniray.raylet.cluster_policy import ClusterPolicy, Decision, NodeView
 from miniray.raylet.gc_policy import GcPolicy
 from miniray.raylet.memory_monitor import (
     Candidate, MemoryMonitor, process_memory, read_memory_usage)
+from miniray.raylet.resource_view import ClusterView, ResourceReport
 from miniray.raylet.scheduler import Lease, LeaseRequest, LeaseScheduler
 from miniray.protocol import object_manager_pb2 as om_pb2
 from miniray.raylet.servicer import ObjectManagerServicer, RayletServicer
@@ -68,9 +69,7 @@ class Raylet:
         self.puller = ObjectPuller(self.store, self.channels)
         self.streams = ObjectStreamServer(host)     # object bytes to other nodes
         self.policy = ClusterPolicy(bytes(node_id))
-        self.remote_nodes: dict[bytes, NodeView] = {}   # from GCS heartbeats
-        self._view_version, self._view_incarnation = 0, b""   # of remote_nodes
-        self._view_time = 0.0
+        self.view = ClusterView(bytes(node_id))       # the others, from the GCS
         self.leases: dict[bytes, Lease] = {}
         self.drivers: dict[WorkerID, tuple[int, bytes]] = {}   # id -> (pid, job)
         self._driver_start_ms: dict[WorkerID, int] = {}
@@ -173,32 +172,30 @@ class Raylet:
         incarnation = None
         gc_epoch = None              # the GCS's count of global GCs asked for
         last_ok = time.monotonic()
-        sent_at, sent_state = 0.0, None
-        # The totals this GCS incarnation has (they change only with
-        # placement groups, and hold every bundle's names: not resent).
-        total_sent = None
+        sent_at = 0.0
+        report = ResourceReport()
+        available, total = self.scheduler.available, self.total
         while True:
             await asyncio.sleep(config.HEARTBEAT_PERIOD_S)
             self.maybe_collect()          # the periodic local GC, when due
             global_gc = self.gc.take_global_request()
             # Idle (nothing changed, nothing queued): only a keepalive now and
             # then. Queued work needs a fresh view of the others to spill to.
-            state = (tuple(sorted(self.scheduler.available.items())),
-                     tuple(sorted(self.total.items())))
-            if state == sent_state and not self.scheduler.queue and incarnation \
-                    and not global_gc \
+            if report.unchanged(available, total) and not self.scheduler.queue \
+                    and incarnation and not global_gc \
                     and time.monotonic() - sent_at < config.IDLE_HEARTBEAT_PERIOD_S:
                 continue
-            send_total = state[1] != total_sent
+            whole, (avail_set, avail_gone), (total_set, total_gone), snapshot = \
+                report.build(available, total)
             try:
                 sent_at = time.monotonic()
                 reply = await self.gcs.Heartbeat(gcs_pb2.HeartbeatRequest(
-                    node_id=self.node_id, resources_available=self.scheduler.available,
-                    resources_total=self.total if send_total else {},
-                    view_version=self._view_version,
-                    view_incarnation=self._view_incarnation,
+                    node_id=self.node_id, resources_full=whole,
+                    available=gcs_pb2.ResourceDelta(set=avail_set, removed=avail_gone),
+                    total=gcs_pb2.ResourceDelta(set=total_set, removed=total_gone),
+                    view_version=self.view.version,
+                    view_incarnation=self.view.incarnation,
                     request_global_gc=global_gc), timeout=5)
-                sent_state = state
             except Exception as exc:
                 if global_gc:
                     self.gc.store_full_again()     # ask at the next heartbeat
@@ -214,11 +211,11 @@ class Raylet:
                 log.error("the GCS marked this node dead: shutting down")
                 self._stop.set()
                 return
-            if incarnation is not None and reply.gcs_incarnation != incarnation:
-                total_sent = None             # a new GCS: tell it the totals again
-            elif send_total:
-                total_sent = state[1]
-            if incarnation is not None and reply.gcs_incarnation != incarnation:
+            report.taken(snapshot)
+            restarted = incarnation is not None and reply.gcs_incarnation != incarnation
+            if restarted or reply.resend_resources:
+                report.reset()                # a new GCS: tell it everything again
+            if restarted:
                 log.warning("the GCS restarted: resyncing this node with it")
                 if not await self._resync():
                     continue                  # try again at the next heartbeat
@@ -230,12 +227,7 @@ class Raylet:
                 self.maybe_collect()
             gc_epoch = reply.global_gc_epoch
             incarnation = reply.gcs_incarnation
-            if reply.full_view:
-                self._set_view(reply.nodes)
-            else:
-                self._update_view(reply.nodes)
-            self._view_version, self._view_incarnation = \
-                reply.view_version, reply.gcs_incarnation
+            self.view.apply(reply)
             self._respill()
 
     async def _metrics_loop(self) -> None:
@@ -336,37 +328,19 @@ class Raylet:
 
     # --- placement across nodes -------------------------------------------------------
     def cluster_view(self) -> dict[bytes, NodeView]:
-        view = dict(self.remote_nodes)
+        """Every live node, this one included (its maps are the scheduler's
+        own: read them, never keep or modify them)."""
+        view = dict(self.view.nodes)
         view[bytes(self.node_id)] = NodeView(
             bytes(self.node_id), f"{self.host}:{self.port}", self.total,
-            dict(self.scheduler.available))
+            self.scheduler.available)
         return view
-
-    def _update_view(self, changed) -> None:
-        """Apply the nodes changed since our view's version."""
-        self._view_time = time.monotonic()
-        for n in changed:
-            if n.node_id == self.node_id:
-                continue
-            if n.alive:
-                self.remote_nodes[n.node_id] = NodeView(
-                    n.node_id, f"{n.ip}:{n.raylet_port}", dict(n.resources_total),
-                    dict(n.resources_available))
-            else:
-                self.remote_nodes.pop(n.node_id, None)
-
-    def _set_view(self, nodes) -> None:
-        self._view_time = time.monotonic()
-        self.remote_nodes = {
-            n.node_id: NodeView(n.node_id, f"{n.ip}:{n.raylet_port}",
-                                dict(n.resources_total), dict(n.resources_available))
-            for n in nodes if n.node_id != self.node_id and n.alive}
 
     async def place(self, needed: dict, strategy) -> Decision:
         """Which node should take a request (local first when it fits)."""
         if strategy.kind in (0, 3) and fits(needed, self.scheduler.available):
             return Decision(bytes(self.node_id))      # the common, fast path
-        if time.monotonic() - self._view_time > config.HEARTBEAT_PERIOD_S / 2:
+        if time.monotonic() - self.view.updated_at > config.HEARTBEAT_PERIOD_S / 2:
             await self._refresh_view()
         decision = self.policy.pick(needed, strategy.kind, self.cluster_view(),
                                     strategy.node_id, strategy.soft)
@@ -382,10 +356,12 @@ class Raylet:
         view it has while the GCS is down (restarting), not wait for it."""
         gcs = self.channels.stub(self.gcs_address, gcs_pb2_grpc.GcsServiceStub)
         try:
-            reply = await gcs.GetAllNodes(gcs_pb2.GetAllNodesRequest(), timeout=2)
+            reply = await gcs.GetAllNodes(gcs_pb2.GetAllNodesRequest(
+                since_version=self.view.version, incarnation=self.view.incarnation),
+                timeout=2)
         except Exception:
             return
-        self._set_view(reply.nodes)
+        self.view.apply(reply)
 
     def _respill(self) -> None:
         """Requests queued here that only another node can run, or that

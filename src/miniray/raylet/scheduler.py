@@ -252,9 +252,12 @@ class LeaseScheduler:
                 self.instances.remove_pool(f"{name}_group_{bundle.index}_{suffix}", ids)
                 self.instances.remove_pool(f"{name}_group_{suffix}", ids)
             self.instances.free(bundle.reservation)
-        for key in [k for k, v in self.total.items() if k.endswith(suffix) and v <= 1e-9]:
-            self.total.pop(key, None)
-            self.available.pop(key, None)
+        # Names no bundle of the group exposes any more go (only the names
+        # these bundles had: a node's map holds every group's).
+        for key in {name for bundle in bundles for name in bundle.exposed}:
+            if self.total.get(key, 0.0) <= 1e-9:
+                self.total.pop(key, None)
+                self.available.pop(key, None)
         return bool(bundles)
 
     def validate(self, leases=()) -> None:
