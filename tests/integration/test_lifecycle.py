@@ -223,3 +223,98 @@ def test_a_second_drivers_init_auto_finds_a_cluster_init_started(tmp_path, shutd
     address, job_id = out.stdout.split()
     assert address == context.address_info["gcs_address"]
     assert job_id != ray.get_runtime_context().get_job_id()
+
+
+# Tasks and an actor that start subprocesses and leave them running (Ray's
+# test_failure_3 does the same): the pids go to a file the test reads.
+LEAKING_DRIVER = textwrap.dedent("""
+    import json, multiprocessing, os, sys, time
+    import miniray as ray
+
+    def start_sleeper():
+        proc = multiprocessing.Process(target=time.sleep, args=(1000,), daemon=True)
+        proc.start()
+        return proc.pid
+
+    @ray.remote
+    class Leaker:
+        def leak(self, n):
+            return [start_sleeper() for _ in range(n)]
+
+    @ray.remote
+    def leak():
+        return start_sleeper()
+
+    ray.init(address=sys.argv[1])
+    leaker = Leaker.remote()        # kept: a dead actor's subprocesses die with it
+    pids = ray.get(leaker.leak.remote(3)) + ray.get([leak.remote() for _ in range(3)])
+    with open(sys.argv[2] + ".tmp", "w") as f:
+        json.dump(pids, f)
+    os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+    while True:
+        time.sleep(1)
+""")
+
+
+def _start_leaking_driver(tmp_path, address):
+    script, pids = tmp_path / "driver.py", tmp_path / "pids.json"
+    script.write_text(LEAKING_DRIVER)
+    driver = subprocess.Popen([sys.executable, str(script), address, str(pids)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for_condition(lambda: pids.exists() or driver.poll() is not None, timeout=60)
+    assert pids.exists(), driver.stderr.read().decode()
+    import json
+    processes = [psutil.Process(pid) for pid in json.loads(pids.read_text())]
+    assert len(processes) == 6
+    wait_for_condition(lambda: all(p.status() == psutil.STATUS_SLEEPING
+                                   for p in processes), timeout=10)
+    return driver, processes
+
+
+def _all_gone(processes) -> bool:
+    def gone(proc):
+        try:
+            return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    return all(gone(p) for p in processes)
+
+
+def test_subprocesses_of_tasks_die_with_their_driver(tmp_path):
+    """As in Ray (kill_child_processes_on_worker_exit): when the driver is
+    interrupted, its workers end and so does every process their tasks and
+    actors started; the cluster goes on."""
+    from miniray.testing import Cluster
+    cluster = Cluster()
+    cluster.add_node(num_cpus=4)
+    driver = None
+    try:
+        driver, processes = _start_leaking_driver(tmp_path, cluster.address)
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=30)
+        wait_for_condition(lambda: _all_gone(processes), timeout=30)
+        ray.init(address=cluster.address)
+        assert ray.get(ray.remote(lambda: 1).remote()) == 1
+    finally:
+        ray.shutdown()
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+        cluster.shutdown()
+
+
+def test_subprocesses_of_tasks_die_with_their_raylet(tmp_path):
+    """A node whose raylet is killed takes its workers' subprocesses along."""
+    from miniray.testing import Cluster
+    cluster = Cluster()
+    cluster.add_node(num_cpus=0)               # the head: nothing runs here
+    node = cluster.add_node(num_cpus=4)
+    cluster.wait_for_nodes()
+    driver = None
+    try:
+        driver, processes = _start_leaking_driver(tmp_path, cluster.address)
+        cluster.kill_node(node)
+        wait_for_condition(lambda: _all_gone(processes), timeout=30)
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+        cluster.shutdown()

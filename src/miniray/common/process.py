@@ -44,3 +44,45 @@ def name_process(name: str) -> None:
         setproctitle.setthreadtitle(name)      # the main thread: the process's name
     except Exception:          # noqa: BLE001 - cosmetic
         pass
+
+
+def descendants(*pids: int) -> list[int]:
+    """The processes ``pids`` (default: this one) started, and theirs, from
+    /proc (children before their own children)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue                    # exited meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], list(pids or [os.getpid()])
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_descendants(*pids: int, found: list[int] | None = None) -> None:
+    """SIGKILL what ``pids`` (default: this process) started, or the
+    processes ``found`` before, as Ray's workers do when they exit
+    (kill_child_processes_on_worker_exit): a task's subprocesses never
+    outlive its worker."""
+    for child in descendants(*pids) if found is None else found:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def exit_worker(code: int = 0) -> None:
+    """End a worker process now, with the processes it started."""
+    kill_descendants()
+    os._exit(code)

@@ -12,7 +12,7 @@ import threading
 
 from miniray.common import config
 from miniray.common.ids import WorkerID
-from miniray.common.process import die_with_parent
+from miniray.common.process import die_with_parent, exit_worker
 from miniray.core_worker.core_worker import WORKER, CoreWorker
 from miniray.protocol import core_worker_pb2 as cw_pb2
 from miniray.rpc import auth
@@ -102,8 +102,10 @@ def main(argv=None) -> None:
     parser.add_argument("--gcs-address", required=True)
     parser.add_argument("--worker-id", required=True)
     args = parser.parse_args(argv)
-    die_with_parent()
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    # The raylet's death (or stop) ends the worker and what its tasks
+    # started (Ray's kill_child_processes_on_worker_exit).
+    die_with_parent(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: exit_worker(0))
     holder: list = []
     sys.stdout = _PrefixedStream(sys.stdout, lambda: holder[0] if holder else None, False)
     sys.stderr = _PrefixedStream(sys.stderr, lambda: holder[0] if holder else None, True)
@@ -123,7 +125,7 @@ def main(argv=None) -> None:
     from miniray.core_worker import proctitle
     proctitle.set_title(proctitle.IDLE)
     worker.executor.run_forever()
-    os._exit(0)
+    exit_worker(0)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ import asyncio
 import atexit
 import concurrent.futures
 import inspect
-import os
 import pickle
 import threading
 
 from miniray import exceptions
+from miniray.common.process import exit_worker
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ActorID, TaskID
 from miniray.core_worker.executor import ReplySink
@@ -274,7 +274,7 @@ class ActorRuntime:
         try:
             atexit._run_exitfuncs()
         finally:
-            os._exit(0)
+            exit_worker(0)
 
 
 def _copy_result(source: concurrent.futures.Future, sink: ReplySink) -> None:

@@ -23,7 +23,7 @@ from miniray import exceptions
 from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, NodeID, ObjectID, TaskID, WorkerID
-from miniray.common.process import raise_open_files_limit
+from miniray.common.process import raise_open_files_limit, exit_worker
 from miniray.common.rpc_guard import add_servicer
 from miniray.common.serialization import serialize
 from miniray.core_worker import (
@@ -355,7 +355,7 @@ class CoreWorker(ObjectAccess):
             if not owned:
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os._exit(0)
+                exit_worker(0)
             await asyncio.sleep(0.05)
 
     def owner_of(self, object_id: ObjectID):

@@ -17,6 +17,7 @@ import threading
 import traceback
 
 from miniray import exceptions
+from miniray.common.process import exit_worker
 from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, ObjectID, TaskID, WorkerID
@@ -74,7 +75,7 @@ class TaskExecutor:
         if self.actor is not None:
             return self.actor.cancel(task_id)
         if force:
-            os._exit(1)        # the owner sees the worker die: TaskCancelledError
+            exit_worker(1)     # the owner sees the worker die: TaskCancelledError
         self._cancelled.add(task_id)
         if self._running == task_id:
             # At the main thread itself: a signal sent to the process may be
@@ -566,7 +567,7 @@ def _exit_process(exc: SystemExit) -> None:
     within max_task_retries. exit_actor() is an actor's intended exit."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(exc.code if isinstance(exc.code, int) else 1)
+    exit_worker(exc.code if isinstance(exc.code, int) else 1)
 
 
 def _split_returns(values, num_returns: int) -> list:

@@ -8,8 +8,8 @@ import collections
 import functools
 import gc
 import math
-import os
 
+from miniray.common.process import exit_worker
 from miniray.common import validation as check
 from miniray.common.ids import NodeID, ObjectID, TaskID, WorkerID
 from miniray.core_worker import accelerators, driver_output
@@ -184,7 +184,7 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
         if executor is None:
             raise check.NotAllowed("a driver does not exit on request")
         if request.force:
-            os._exit(0)
+            exit_worker(0)
         if executor.actor is None:
             # A task worker done with its leases: it exits once nothing it
             # owns is referenced (its returned refs may still be in use).

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from miniray.common import config
 from miniray.common.ids import WorkerID
+from miniray.common.process import descendants, kill_descendants
 from miniray.raylet.worker_logs import WorkerLogs
 from miniray.runtime_env.manager import NO_ENV, WorkerEnv
 
@@ -317,10 +318,14 @@ class WorkerPool:
             worker.exit = (exit_type, detail)
         self._forget(worker)
         if worker.process and worker.process.poll() is None:
+            # What its tasks started dies with it (found first: once the
+            # worker is gone they belong to init).
+            started = descendants(worker.process.pid)
             try:
                 worker.process.kill()
             except ProcessLookupError:
                 pass
+            kill_descendants(found=started)
             self._dying.append(worker.process)
 
     def _forget(self, worker: WorkerProcess) -> None:
