@@ -41,6 +41,7 @@ COMPAT_MODULES = {
     "ray.cluster_utils": "ray_compat.cluster_utils",
     "ray.cloudpickle": "cloudpickle",                   # Ray vendors cloudpickle
     "ray.experimental.state.api": "miniray.util.state",  # Ray's older name for it
+    "ray.experimental.internal_kv": "miniray.experimental.internal_kv",
 }
 
 # ray.<top>[.*] -> miniray.<top>[.*]: the public modules both have.
@@ -58,7 +59,6 @@ INTERNAL_PREFIXES = {
     "ray.includes": "Ray-internal API (Cython core)",
     "ray.autoscaler": "Ray autoscaler",
     "ray.dashboard": "Ray dashboard",
-    "ray.experimental.internal_kv": "Ray-internal API (GCS internal KV)",
     "ray.state": "Ray-internal API (deprecated alias of ray._private.state)",
     "ray.scripts": "Ray's CLI internals (ray.scripts)",
 }

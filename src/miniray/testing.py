@@ -171,6 +171,9 @@ class Cluster:
                     env=system_config.to_env(system_config.to_settings(_system_config)))
         if self.head_node is None:
             self.head_node = node_module.start_head(**args)
+            # As Ray's Cluster: recorded like `miniray start`'s, so a driver
+            # script's plain init() (or address="auto") joins this cluster.
+            node_module.write_current_cluster(self.head_node.gcs_address)
             return self.head_node
         worker = node_module.start_worker_node(self.address,
                                                node_ip_address=node_ip_address, **args)
@@ -229,6 +232,7 @@ class Cluster:
 
     def shutdown(self) -> None:
         import miniray
+        from miniray import node as node_module
         if self._connected:
             miniray.shutdown()
             self._connected = False
@@ -236,6 +240,8 @@ class Cluster:
             node.stop()
         self.worker_nodes.clear()
         if self.head_node is not None:
+            if node_module.read_current_cluster() == self.head_node.gcs_address:
+                node_module.forget_current_cluster()
             self.head_node.stop()
             self.head_node = None
 

@@ -408,6 +408,50 @@ def test_node_killed_under_load_loses_nothing(cluster):
     assert [int(v[0]) for v in values] == list(range(120))
 
 
+def test_an_actor_queued_on_a_busy_node_moves_to_one_that_frees_up():
+    """As in Ray, a raylet spills queued actor creations back too: an actor
+    sent to a node that is full moves to another node as soon as that one
+    has room, instead of waiting for the first to free up."""
+    from miniray.testing import SignalActor
+    cluster = Cluster()
+    try:
+        first = cluster.add_node(num_cpus=1, resources={"slot": 1})
+        second = cluster.add_node(num_cpus=1, resources={"slot": 1})
+        cluster.wait_for_nodes()
+        cluster.connect()
+
+        @ray.remote(num_cpus=0, resources={"slot": 1})
+        class Holder:
+            def node(self):
+                return ray.get_runtime_context().get_node_id()
+
+        @ray.remote(num_cpus=0, resources={"slot": 1})
+        def hold(signal):
+            ray.get(signal.wait.remote())
+
+        signal = SignalActor.options(num_cpus=0).remote()
+        pinned = Holder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            first.node_id.hex(), soft=False)).remote()
+        assert ray.get(pinned.node.remote()) == first.node_id.hex()
+        held = hold.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            second.node_id.hex(), soft=False)).remote(signal)
+        wait_for_condition(lambda: ray.get(signal.cur_num_waiters.remote()) == 1,
+                           timeout=30)
+        wait_for_condition(lambda: ray.available_resources().get("slot", 0) == 0,
+                           timeout=30)
+        # Both nodes are full, as the GCS sees them: it sends the new actor
+        # to one of them (the first, on a tie), where it queues.
+        waiting = Holder.remote()
+        ready, _ = ray.wait([waiting.node.remote()], timeout=1)
+        assert not ready
+        ray.get(signal.send.remote())
+        ray.get(held, timeout=30)
+        assert ray.get(waiting.node.remote(), timeout=30) == second.node_id.hex()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 def test_actors_created_together_spread_over_the_nodes_that_fit():
     # The GCS's view of free CPUs lags the raylets': all three may pick the
     # same node first, and its raylet sends the others on (spillback).

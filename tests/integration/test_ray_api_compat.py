@@ -352,3 +352,26 @@ def test_register_serializer_for_a_class_that_cannot_pickle(ray_start):
         ray.util.deregister_serializer(_Opaque)
     with pytest.raises(TypeError):
         ray.put(_Opaque(1))
+
+
+def test_on_completed_callback_gets_the_value_or_the_error(ray_start):
+    """ObjectRef._on_completed (Ray's private hook, used by Ray's tests):
+    the callback gets the value, or the task's error as a value."""
+    import queue
+
+    @ray.remote
+    def half(x):
+        if x < 0:
+            raise ValueError("negative")
+        return x / 2
+
+    results: queue.Queue = queue.Queue()
+    half.remote(8)._on_completed(results.put)
+    assert results.get(timeout=20) == 4
+    half.remote(-1)._on_completed(results.put)
+    error = results.get(timeout=20)
+    assert isinstance(error, ValueError) and isinstance(error, ray.exceptions.RayTaskError)
+    ready = ray.put("ready")
+    ray.get(ready)
+    ready._on_completed(results.put)            # already there: called soon
+    assert results.get(timeout=20) == "ready"

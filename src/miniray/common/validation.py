@@ -286,7 +286,8 @@ def _address_ok(address) -> bool:
 def _task_spec_ok(spec) -> bool:
     kind = spec.type
     if not (len(spec.task_id) == TaskID.SIZE and len(spec.job_id) == JobID.SIZE
-            and len(spec.parent_task_id) in (0, TaskID.SIZE) and 0 <= kind <= 2):
+            and len(spec.parent_task_id) in (0, TaskID.SIZE) and 0 <= kind <= 2
+            and len(spec.root_detached_actor_id) in (0, ActorID.SIZE)):
         return False
     if not ((len(spec.function_id) == FunctionID.SIZE or kind == 2 and not spec.function_id)
             and (len(spec.actor_id) == ActorID.SIZE or kind == 0 and not spec.actor_id)
@@ -325,6 +326,8 @@ def _explain_task_spec(spec, what: str) -> None:
     check_id(spec.task_id, TaskID, f"{what}.task_id")
     check_id(spec.job_id, JobID, f"{what}.job_id")
     check_id(spec.parent_task_id, TaskID, f"{what}.parent_task_id", optional=True)
+    check_id(spec.root_detached_actor_id, ActorID, f"{what}.root_detached_actor_id",
+             optional=True)
     check_int(spec.type, f"{what}.type", 0, 2)
     check_id(spec.function_id, FunctionID, f"{what}.function_id", optional=spec.type == 2)
     check_id(spec.actor_id, ActorID, f"{what}.actor_id", optional=spec.type == 0)

@@ -22,9 +22,10 @@ import pickle
 import threading
 
 from miniray import exceptions
-from miniray.common.process import exit_worker
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import ActorID, TaskID
+from miniray.common.process import exit_worker
+from miniray.core_worker import task_context
 from miniray.core_worker.executor import ReplySink
 from miniray.protocol import core_worker_pb2 as cw_pb2, gcs_pb2
 
@@ -40,6 +41,7 @@ class ActorRuntime:
         self.instance = None
         self.actor_id = ActorID(spec.actor_id)
         self.strategy = spec.scheduling_strategy      # its placement group, if any
+        self.root_detached = task_context.root_detached_of(spec)
         self.name = options.name
         self.num_restarts = options.num_restarts
         self.class_name = options.class_name

@@ -23,7 +23,7 @@ from miniray import exceptions
 from miniray.common import config
 from miniray.common.address import WorkerAddress
 from miniray.common.ids import JobID, NodeID, ObjectID, TaskID, WorkerID
-from miniray.common.process import raise_open_files_limit, exit_worker
+from miniray.common.process import exit_worker, raise_open_files_limit
 from miniray.common.rpc_guard import add_servicer
 from miniray.common.serialization import serialize
 from miniray.core_worker import (
@@ -548,6 +548,7 @@ class CoreWorker(ObjectAccess):
         context = self.task_context
         spec.parent_task_id = context.task_id
         spec.depth = context.depth + 1
+        spec.root_detached_actor_id = context.root_detached
         self.address.to_proto(spec.caller)
         spec.num_returns = num_returns
         spec.streaming = streaming

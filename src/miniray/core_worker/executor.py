@@ -297,7 +297,9 @@ class TaskExecutor:
     def context_for(self, spec) -> task_context.TaskContext:
         """An actor's calls run in the actor's placement group."""
         actor = self.actor if spec.type == common_pb2.ACTOR_TASK else None
-        return task_context.for_spec(spec, actor.strategy if actor else None)
+        if actor is None:
+            return task_context.for_spec(spec)
+        return task_context.for_spec(spec, actor.strategy, actor.root_detached)
 
     @staticmethod
     def return_ids(spec) -> list[ObjectID]:

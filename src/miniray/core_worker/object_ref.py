@@ -99,6 +99,15 @@ class ObjectRef:
         """A concurrent.futures.Future resolved with the object's value."""
         return _require_worker().get_future(self)
 
+    def _on_completed(self, callback) -> None:
+        """Ray's private hook: call ``callback(value)`` once the object is
+        ready (the exception, as a value, if the task failed), on a thread
+        of miniray's; it must not block."""
+        def done(future: concurrent.futures.Future) -> None:
+            error = future.exception()
+            callback(future.result() if error is None else error)
+        self.future().add_done_callback(done)
+
     def __await__(self):
         return asyncio.wrap_future(self.future()).__await__()
 

@@ -100,6 +100,7 @@ class _KeyInfo(NamedTuple):
     retriable: bool           # max_retries != 0 (the raylet's memory monitor asks)
     runtime_env: str          # serialized; only workers in that env run the tasks
     depth: int                # of the tasks: part of the raylet's scheduling class
+    root_detached: bytes      # TaskSpec.root_detached_actor_id of its tasks
 
 
 class NormalTaskSubmitter:
@@ -221,10 +222,11 @@ class NormalTaskSubmitter:
         # monitor kills the workers of those first.
         retriable = spec.max_retries != 0
         key = (shape_key(resources), strategy.SerializeToString(), retriable,
-               spec.runtime_env, spec.depth)
+               spec.runtime_env, spec.depth, spec.root_detached_actor_id)
         if key not in self._key_info:
             self._key_info[key] = _KeyInfo(resources, spec.function_name, strategy,
-                                           retriable, spec.runtime_env, spec.depth)
+                                           retriable, spec.runtime_env, spec.depth,
+                                           spec.root_detached_actor_id)
             self.worker.spawn(self.worker.warn_if_infeasible(
                 resources, spec.function_name, task.task_id, strategy))
         task.key = key
@@ -263,6 +265,7 @@ class NormalTaskSubmitter:
             function_name=info.function_name,
             strategy=info.strategy, retriable=info.retriable,
             runtime_env=info.runtime_env, depth=info.depth,
+            root_detached_actor_id=info.root_detached,
             backlog_size=self._policy.backlog(key))
         error = None
         try:

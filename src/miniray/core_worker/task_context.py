@@ -13,14 +13,16 @@ import itertools
 from contextvars import ContextVar, Token
 
 from miniray.common.ids import ObjectID, TaskID
+from miniray.protocol import common_pb2
 
 
 class TaskContext:
     __slots__ = ("task_id", "name", "placement_group", "capture_child_tasks",
-                 "depth", "_puts")
+                 "depth", "root_detached", "_puts")
 
     def __init__(self, task_id: TaskID, name: str = "", placement_group=None,
-                 capture_child_tasks: bool = False, depth: int = 0):
+                 capture_child_tasks: bool = False, depth: int = 0,
+                 root_detached: bytes = b""):
         self.task_id = task_id
         self.depth = depth          # 0 outside tasks (the driver); see TaskSpec.depth
         self.name = name
@@ -28,6 +30,9 @@ class TaskContext:
         # the actor it runs on, or None.
         self.placement_group = placement_group
         self.capture_child_tasks = capture_child_tasks
+        # The detached actor this code descends from (b"": the driver's job):
+        # what it submits carries it (TaskSpec.root_detached_actor_id).
+        self.root_detached = root_detached
         self._puts = itertools.count(1)       # next() is atomic under the GIL
 
     def next_put_id(self) -> ObjectID:
@@ -50,12 +55,22 @@ def leave(token: Token) -> None:
     _current.reset(token)
 
 
-def for_spec(spec, actor_strategy=None) -> TaskContext:
+def for_spec(spec, actor_strategy=None, actor_root: bytes | None = None) -> TaskContext:
     """The context of a task about to run; an actor's calls belong to the
-    actor's placement group (``actor_strategy``, its creation strategy)."""
+    actor's placement group (``actor_strategy``, its creation strategy) and
+    descend from what the actor descends from (``actor_root``)."""
     strategy = actor_strategy if actor_strategy is not None else spec.scheduling_strategy
     if strategy.kind != strategy.PLACEMENT_GROUP:
         strategy = None
     return TaskContext(TaskID(spec.task_id), spec.function_name, strategy,
                        bool(strategy is not None and strategy.capture_child_tasks),
-                       spec.depth)
+                       spec.depth, root_detached_of(spec) if actor_root is None
+                       else actor_root)
+
+
+def root_detached_of(spec) -> bytes:
+    """The detached actor a task descends from: a detached actor's creation
+    is its own root; anything else inherits its submitter's."""
+    if spec.type == common_pb2.ACTOR_CREATION_TASK and spec.actor_options.detached:
+        return spec.actor_id
+    return spec.root_detached_actor_id

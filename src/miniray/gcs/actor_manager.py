@@ -13,7 +13,7 @@ import logging
 
 from miniray import exceptions
 from miniray.common import config
-from miniray.common.ids import ActorID, WorkerID
+from miniray.common.ids import ActorID, NodeID, WorkerID
 from miniray.common.serialization import serialize
 from miniray.gcs.waiters import Waiters
 from miniray.gcs.actor_table import (
@@ -203,8 +203,10 @@ class ActorManager:
             return None
         if decision.node_id is None:
             return None
-        return next(n for n in self.server.nodes.alive_nodes()
-                    if n.node_id == decision.node_id)
+        # Counted taken there until the node's next heartbeat says what it
+        # has: actors created together spread over the nodes that fit.
+        manager.take(decision.node_id, needed)
+        return manager.get(NodeID(decision.node_id))
 
     async def _kill_worker(self, node, worker_id: bytes) -> None:
         raylet = self.server.channels.stub(f"{node.ip}:{node.raylet_port}",

@@ -405,7 +405,8 @@ class Raylet:
                             name: str, placement: dict | None = None,
                             actor_id: bytes = b"", spillable: bool = False,
                             runtime_env: str = "", depth: int = 0,
-                            backlog: int = 0, requester_node: bytes = b"") -> Lease | str:
+                            backlog: int = 0, requester_node: bytes = b"",
+                            root_detached: bytes = b"") -> Lease | str:
         """A lease granted here, or the address of a raylet to ask instead
         (``spillable``: also when another node has room first). ``backlog``:
         the owner's tasks of this shape queued beyond its requests, for
@@ -422,7 +423,7 @@ class Raylet:
         request = LeaseRequest(next(self._request_ids), resources, job_id, requester, name,
                                placement or {}, actor_id, spillable=spillable,
                                runtime_env=runtime_env, depth=depth,
-                               requester_node=requester_node)
+                               requester_node=requester_node, root_detached=root_detached)
         future = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
         self.scheduler.submit(request)
@@ -463,7 +464,8 @@ class Raylet:
                           requester_node=request.requester_node,
                           resource_ids=request.resource_ids,
                           runtime_env=request.runtime_env,
-                          sched_class=request.sched_class)
+                          sched_class=request.sched_class,
+                          root_detached=request.root_detached)
             self.leases[lease.lease_id] = lease
             loop.create_task(self._grant(lease, future))
         # Requests a class's cap holds back: look again when one may go.
@@ -519,6 +521,7 @@ class Raylet:
         lease.worker_id = worker.worker_id
         worker.lease_id = lease.lease_id
         worker.used = True
+        worker.served_detached = worker.served_detached or bool(lease.root_detached)
         if future is None or future.done():     # the requester went away
             self.return_lease(lease.lease_id, exiting=False)
             return
@@ -659,6 +662,15 @@ class Raylet:
             for worker in self.pool.workers_of_job(job_id):
                 if self._hosts_actor(worker):
                     continue    # the GCS decides: detached actors outlive drivers
+                lease = self.leases.get(worker.lease_id)
+                if lease is not None and lease.root_detached:
+                    continue    # works for a detached actor: outlives the driver too
+                if worker.served_detached and lease is None:
+                    # Idle, after work for a detached actor: it may own what
+                    # the actor still uses, so it leaves (as Ray's idle
+                    # workers do) once nothing it owns is referenced.
+                    asyncio.get_running_loop().create_task(self._retire(worker))
+                    continue
                 self.pool.kill(worker)
                 self._on_worker_gone(worker.worker_id, worker.lease_id)
             asyncio.get_running_loop().create_task(self._mark_job_finished(job_id))

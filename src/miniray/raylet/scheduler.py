@@ -45,6 +45,7 @@ class LeaseRequest:
     runtime_env: str = ""     # serialized: the worker must run in it
     depth: int = 0            # of its tasks (TaskSpec.depth)
     requester_node: bytes = b""   # the node the requester runs on (if known)
+    root_detached: bytes = b""    # TaskSpec.root_detached_actor_id of its tasks
 
     @functools.cached_property
     def shape(self) -> tuple:
@@ -78,6 +79,9 @@ class Lease:
     granted_at: float = 0.0
     runtime_env: str = ""
     sched_class: tuple | None = None    # counted against its class's cap while held
+    # Its tasks descend from this detached actor: the worker is not ended
+    # with the job's driver while the lease lasts.
+    root_detached: bytes = b""
 
 
 @dataclass

@@ -29,6 +29,8 @@ def _check_lease_request(request) -> None:
                    optional=True)
     check.check_id(request.actor_id, ActorID, "actor_id", optional=True)
     check.check_id(request.requester_node_id, NodeID, "requester_node_id", optional=True)
+    check.check_id(request.root_detached_actor_id, ActorID, "root_detached_actor_id",
+                   optional=True)
     check.check_name(request.function_name, "function_name")
     check.check_strategy(request.strategy)
     _check_runtime_env(request.runtime_env)
@@ -89,7 +91,8 @@ class RayletServicer(raylet_pb2_grpc.RayletServiceServicer):
                                                runtime_env=request.runtime_env,
                                                depth=request.depth,
                                                backlog=request.backlog_size,
-                                               requester_node=request.requester_node_id)
+                                               requester_node=request.requester_node_id,
+                                               root_detached=request.root_detached_actor_id)
         except RuntimeEnvSetupError as exc:
             return raylet_pb2.RequestWorkerLeaseReply(
                 runtime_env_error=exc.error_message or "unknown error")
@@ -345,8 +348,9 @@ class ObjectManagerServicer(om_grpc.ObjectManagerServiceServicer):
 
 def _spillable(request) -> bool:
     """A request this raylet chose for itself (not sent here to be granted
-    or rejected) and not pinned here: it may move on while it waits."""
-    return (not request.grant_or_reject and not request.placement_resources
-            and not request.actor_id
+    or rejected) and not pinned here: it may move on while it waits. An
+    actor's too (the GCS follows the spillback), as in Ray: the GCS's view
+    lags, and actors created together may all have been sent here."""
+    return (not request.grant_or_reject
             and request.strategy.kind in (common_pb2.SchedulingStrategy.DEFAULT,
                                           common_pb2.SchedulingStrategy.SPREAD))

@@ -51,7 +51,7 @@ class ExitedProcess:
 class WorkerProcess:
     __slots__ = ("worker_id", "process", "port", "job_id", "ready", "idle_since",
                  "lease_id", "dead", "used", "gpu", "start_time_ms", "exit", "env",
-                 "timed_out")
+                 "timed_out", "served_detached")
 
     def __init__(self, worker_id: WorkerID, process: subprocess.Popen | None,
                  ready: asyncio.Future, env: WorkerEnv = NO_ENV):
@@ -69,6 +69,7 @@ class WorkerProcess:
         self.exit: tuple[str, str] | None = None    # (exit type, detail) if killed
         self.env = env              # the runtime env it was started in
         self.timed_out = False      # killed for not registering in time
+        self.served_detached = False   # was leased for a detached actor's tasks
 
     @property
     def pid(self) -> int:
