@@ -719,49 +719,6 @@ def test_detached_actor_outlives_its_driver(tmp_path, ray_start, ending):
     wait_for_condition(lambda: not _alive(detached_pid), timeout=20)
 
 
-DETACHED_HOLDER_DRIVER = """
-import sys
-import miniray as ray
-
-@ray.remote
-def make(x):
-    return ray.put(x)          # owned by this task's worker
-
-@ray.remote
-class Holder:
-    def invoke(self):
-        self.ref = make.remote(42)
-        ray.get(self.ref)
-
-    def get(self):
-        return self.ref
-
-ray.init(address=sys.argv[1])
-holder = Holder.options(name="holder", namespace="shared", lifetime="detached").remote()
-ray.get(holder.invoke.remote())
-"""
-
-
-def test_work_for_a_detached_actor_outlives_the_driver(tmp_path, ray_start):
-    """As in Ray (root_detached_actor_id): a task a detached actor submitted
-    runs in a worker that the driver's exit does not end, so an object that
-    task's worker owns and the actor holds stays reachable (a driver's own
-    task workers end with it: test_lifecycle)."""
-    import subprocess
-    import sys
-    script = tmp_path / "driver.py"
-    script.write_text(DETACHED_HOLDER_DRIVER)
-    out = subprocess.run([sys.executable, str(script), ray_start.address],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    holder = ray.get_actor("holder", namespace="shared")
-    value = ray.get(holder.get.remote())
-    while isinstance(value, ray.ObjectRef):
-        value = ray.get(value, timeout=20)
-    assert value == 42
-    ray.kill(holder)
-
-
 def test_state_api():
     from miniray.util.state import list_actors, list_jobs, list_nodes
 

@@ -318,3 +318,69 @@ def test_subprocesses_of_tasks_die_with_their_raylet(tmp_path):
         if driver is not None and driver.poll() is None:
             driver.kill()
         cluster.shutdown()
+
+
+DETACHED_HOLDER_DRIVER = """
+import os, sys
+import miniray as ray
+
+@ray.remote
+def make(x):
+    return os.getpid(), ray.put(x)          # owned by this task's worker
+
+@ray.remote
+class Holder:
+    def invoke(self):
+        self.ref = make.remote(42)
+        ray.get(self.ref)
+
+    def get(self):
+        return self.ref
+
+ray.init(address=sys.argv[1])
+holder = Holder.options(name="holder", namespace="shared", lifetime="detached").remote()
+ray.get(holder.invoke.remote())
+"""
+
+
+def test_work_for_a_detached_actor_outlives_the_driver(tmp_path, monkeypatch):
+    """As in Ray (root_detached_actor_id): a task a detached actor submitted
+    runs in a worker that the driver's exit does not end, and an idle worker
+    that owns objects still in use is not reaped (Ray's idle workers refuse
+    to exit then): an object that task's worker put and the actor holds
+    stays readable (a driver's own task workers end with it: test_lifecycle)."""
+    import subprocess
+    import sys
+    import time
+    from miniray.testing import Cluster
+    # Idle workers beyond the pool's soft limit (1 CPU: one worker) are
+    # asked to leave after 0.2 s, so the reaper runs many times below.
+    monkeypatch.setenv("MINIRAY_IDLE_WORKER_TIMEOUT_S", "0.2")
+    cluster = Cluster()
+    cluster.add_node(num_cpus=1)
+    try:
+        script = tmp_path / "driver.py"
+        script.write_text(DETACHED_HOLDER_DRIVER)
+        out = subprocess.run([sys.executable, str(script), cluster.address],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        ray.init(address=cluster.address)
+        holder = ray.get_actor("holder", namespace="shared")
+        outer = ray.get(holder.get.remote())
+        pid, inner = ray.get(outer)
+        watch_until = time.monotonic() + 2.0       # ten idle periods
+        while time.monotonic() < watch_until:
+            assert _running(pid), "the worker owning the object was ended"
+            time.sleep(0.1)
+        assert ray.get(inner, timeout=20) == 42
+        ray.kill(holder)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -346,13 +346,17 @@ class CoreWorker(ObjectAccess):
         return self.task_context.next_put_id()
 
     # --- reference counting ---------------------------------------------------------
+    def owns_referenced_objects(self) -> bool:
+        """Whether an object this process owns is still referenced (by it,
+        a borrower, a pending task or an object containing it)."""
+        with self._lock:
+            return bool(self.refs.owned_ids())
+
     async def exit_when_unreferenced(self) -> None:
         """Exit the process (a task worker told to go) once it owns no
         object anyone still references: owners must outlive their objects."""
         while True:
-            with self._lock:
-                owned = bool(self.refs.owned_ids())
-            if not owned:
+            if not self.owns_referenced_objects():
                 sys.stdout.flush()
                 sys.stderr.flush()
                 exit_worker(0)

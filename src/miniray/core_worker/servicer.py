@@ -185,6 +185,12 @@ class CoreWorkerServicer(cw_grpc.CoreWorkerServiceServicer):
             raise check.NotAllowed("a driver does not exit on request")
         if request.force:
             exit_worker(0)
+        if request.if_idle:
+            if executor.actor is not None or self.worker.owns_referenced_objects():
+                return cw_pb2.ExitWorkerReply(exiting=False)
+            # After this reply is sent: the raylet learns we go.
+            asyncio.get_running_loop().call_later(0.05, exit_worker, 0)
+            return cw_pb2.ExitWorkerReply(exiting=True)
         if executor.actor is None:
             # A task worker done with its leases: it exits once nothing it
             # owns is referenced (its returned refs may still be in use).

@@ -274,7 +274,8 @@ class Raylet:
             for driver_id, (pid, _) in list(self.drivers.items()):
                 if not _process_alive(pid):
                     self.disconnect(driver_id)
-            self.pool.reap_idle()
+            for worker in self.pool.reap_idle():
+                asyncio.get_running_loop().create_task(self._ask_idle_exit(worker))
             now = time.monotonic()
             if self.store.has_unsealed(expired_before=now):
                 for object_id in await asyncio.to_thread(self.store.release_unsealed,
@@ -542,6 +543,22 @@ class Raylet:
                 self.pool.push_idle(worker)
         self._schedule()
 
+    async def _ask_idle_exit(self, worker) -> None:
+        """An idle worker the pool has too many of: it exits unless it owns
+        objects still in use (then it stays in the pool, as in Ray)."""
+        from miniray.protocol import core_worker_pb2, core_worker_pb2_grpc
+        try:
+            stub = self.channels.stub(f"{self.host}:{worker.port}",
+                                      core_worker_pb2_grpc.CoreWorkerServiceStub)
+            reply = await stub.ExitWorker(core_worker_pb2.ExitWorkerRequest(if_idle=True),
+                                          timeout=5)
+        except Exception:           # gone already, or not answering: end it
+            self.pool.kill(worker)
+            return
+        if not reply.exiting:
+            worker.exit = None
+            self.pool.push_idle(worker)     # asked again after another idle period
+
     async def _retire(self, worker) -> None:
         from miniray.protocol import core_worker_pb2, core_worker_pb2_grpc
         self.pool.retire(worker)
@@ -693,6 +710,8 @@ class Raylet:
         for request in self.scheduler.cancel(worker_id):
             future = self._waiting.pop(request.request_id, None)
             if future is not None and not future.done():
+                log.info("dropping a lease request of %s (%s): that process is gone",
+                         worker_id.hex(), request.name)
                 future.cancel()
         for lease in [l for l in self.leases.values() if l.requester == worker_id]:
             self.return_lease(lease.lease_id, exiting=True)
@@ -707,6 +726,8 @@ class Raylet:
         for request in self.scheduler.cancel(node=bytes(node_id)):
             future = self._waiting.pop(request.request_id, None)
             if future is not None and not future.done():
+                log.info("dropping a lease request of %s (%s): its node %s is gone",
+                         request.requester.hex(), request.name, bytes(node_id).hex())
                 future.cancel()
         for lease in [l for l in self.leases.values()
                       if l.requester_node == bytes(node_id)]:

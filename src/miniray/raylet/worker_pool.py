@@ -109,6 +109,7 @@ class WorkerPool:
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self.workers: dict[WorkerID, WorkerProcess] = {}
         self._idle: list[WorkerProcess] = []
+        self._leaving: set[WorkerProcess] = set()   # asked to exit (reap_idle)
         self._starting: list[WorkerProcess] = []   # started, not yet handed out
         self._dying: list[subprocess.Popen] = []     # killed, not yet waited for
 
@@ -303,6 +304,7 @@ class WorkerPool:
             return
         worker.lease_id = b""
         worker.idle_since = time.monotonic()
+        self._leaving.discard(worker)
         self._idle.append(worker)
         self._wake()
 
@@ -336,6 +338,7 @@ class WorkerPool:
                 self.envs.release(worker.env)
         worker.dead = True
         self.workers.pop(worker.worker_id, None)
+        self._leaving.discard(worker)
         if worker in self._idle:
             self._idle.remove(worker)
         if worker in self._starting:
@@ -352,16 +355,24 @@ class WorkerPool:
         self._dying = [p for p in self._dying if p.poll() is None]
         return dead
 
-    def reap_idle(self) -> None:
-        """Kill idle workers beyond the soft limit once idle long enough."""
+    def reap_idle(self) -> list[WorkerProcess]:
+        """Idle workers beyond the soft limit, idle long enough: taken out
+        of the idle list (never handed out meanwhile) for the raylet to ask
+        them to exit (ExitWorker if_idle). One that refuses (it owns objects
+        still in use, as in Ray) comes back with push_idle."""
         now = time.monotonic()
-        excess = len(self.workers) - self.soft_limit
+        excess = len(self.workers) - len(self._leaving) - self.soft_limit
+        asked = []
         for worker in sorted(self._idle, key=lambda w: w.idle_since or now):
             if excess <= 0:
                 break
             if now - (worker.idle_since or now) >= config.IDLE_WORKER_TIMEOUT_S:
-                self.kill(worker, detail="idle for too long")
+                self._idle.remove(worker)
+                worker.exit = ("INTENDED_SYSTEM_EXIT", "idle for too long")
+                asked.append(worker)
                 excess -= 1
+        self._leaving.update(asked)
+        return asked
 
     def _record_exit(self, worker: WorkerProcess) -> None:
         if worker.exit is not None:
