@@ -102,3 +102,37 @@ def test_table_is_bounded_and_filters_by_job_and_task():
     assert len(table.get(limit=2)[0]) == 2 and table.get(limit=2)[1] == 3
     table.add([], num_dropped=4)                    # a reporter's own drops
     assert table.num_dropped == 6
+
+
+def test_a_retry_is_reported_as_a_named_attempt_of_its_own():
+    """The owner's submitter, without sockets: a task retried after its
+    worker died reports the new attempt under the task's name at once (it
+    may wait long for a worker before anything else names it)."""
+    from miniray.common.ids import WorkerID
+    from miniray.core_worker.submitter import NormalTaskSubmitter, _Task
+
+    class Worker:                      # what the submitter uses of its CoreWorker
+        task_events = TaskEventBuffer(enabled=True)
+        worker_id = WorkerID.from_random()
+
+        @staticmethod
+        def spawn(coroutine):
+            coroutine.close()          # no lease requests here
+
+        @staticmethod
+        async def warn_if_infeasible(*args):
+            return None
+
+    submitter = NormalTaskSubmitter(Worker())
+    task = _Task(spec("flaky"), [])
+    task.spec.max_retries = task.retries_left = 1
+    submitter._tasks[task.task_id] = task
+    submitter._retry(task)
+    table = TaskEventTable(max_tasks=10)
+    table.add_request(gcs_pb2.AddTaskEventsRequest.FromString(
+        Worker.task_events.drain().SerializeToString()))
+    attempts, _ = table.get(task_id=task.spec.task_id)
+    by_attempt = {event.attempt: event for event in attempts}
+    assert latest_status(by_attempt[0]) == gcs_pb2.FAILED
+    assert latest_status(by_attempt[1]) == gcs_pb2.PENDING_NODE_ASSIGNMENT
+    assert by_attempt[1].name == "flaky"

@@ -214,7 +214,7 @@ class NormalTaskSubmitter:
         on_ready(task)
 
     # --- leasing and pushing (decisions in LeaseManager) -------------------------------
-    def _enqueue(self, task: _Task, front: bool = False) -> None:
+    def _enqueue(self, task: _Task, front: bool = False, describe: int = 0) -> None:
         spec = task.spec
         strategy = spec.scheduling_strategy
         resources = dict(spec.resources)
@@ -230,7 +230,7 @@ class NormalTaskSubmitter:
             self.worker.spawn(self.worker.warn_if_infeasible(
                 resources, spec.function_name, task.task_id, strategy))
         task.key = key
-        self.events.record(spec, task_events.PENDING_NODE_ASSIGNMENT)
+        self.events.record(spec, task_events.PENDING_NODE_ASSIGNMENT, describe=describe)
         self._apply(self._policy.enqueue(key, task.task_id, time.monotonic(), front))
 
     def _apply(self, actions) -> None:
@@ -424,7 +424,8 @@ class NormalTaskSubmitter:
             task.retries_left -= 1
         self.events.record(task.spec, task_events.FAILED)     # this attempt
         task.spec.attempt += 1
-        self._enqueue(task, front=True)
+        # The next attempt is a record of its own: named, like the first.
+        self._enqueue(task, front=True, describe=task_events.NAME)
 
     def _return_ids(self, task: _Task) -> list[ObjectID]:
         return [ObjectID.for_return(task.task_id, i + 1)
