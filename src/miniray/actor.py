@@ -17,6 +17,7 @@ import cloudpickle
 from miniray import option_rules
 from miniray.common.ids import ActorID, ObjectID
 from miniray.common.serialization import note_nested_ref
+from miniray.core_worker.function_manager import module_name
 from miniray.core_worker.submitter import RefInfo
 from miniray.remote_function import (
     TASK_OPTIONS, bind_or_raise, explicit_strategy, resource_request, scheduling_strategy,
@@ -216,6 +217,7 @@ class ActorClass:
         spec = common_pb2.TaskSpec(
             type=common_pb2.ACTOR_CREATION_TASK, function_id=function_id,
             function_name=f"{self._cls.__name__}.__init__", resources=lifetime,
+            function_descriptor=f"{module_name(self._cls)}.{self._cls.__name__}.__init__",
             num_returns=0, name=name, scheduling_strategy=strategy,
             runtime_env=worker.task_runtime_env(options.get("runtime_env")))
         detached = (options["lifetime"] == "detached" if options.get("lifetime")

@@ -10,6 +10,7 @@ from miniray import option_rules
 from miniray.common import config
 from miniray.common.resources import validate_request
 from miniray.common.validation import MAX_NUM_RETURNS, InvalidArgument, check_amount
+from miniray.core_worker.function_manager import module_name
 from miniray.protocol import common_pb2
 from miniray.util.scheduling_strategies import bundle_request, check_fits_bundles
 
@@ -195,6 +196,7 @@ class RemoteFunction:
         self._options = options
         self._name = function.__name__
         self._qualified = f"{function.__module__}.{function.__name__}"
+        self._descriptor = f"{module_name(function)}.{function.__name__}"
         self._is_generator = inspect.isgeneratorfunction(function)
         self._pickled = None          # (FunctionID, bytes), made on first use
         self._template = None         # (core worker, TaskSpec) for self._options
@@ -285,6 +287,7 @@ class RemoteFunction:
             if isinstance(retry, (list, tuple)) else b"",
             name=options.get("name") or "",
             scheduling_strategy=strategy, max_calls=self._options.get("max_calls") or 0,
+            function_descriptor=self._descriptor,
             runtime_env=worker.task_runtime_env(options.get("runtime_env")))
 
 

@@ -75,6 +75,14 @@ class RuntimeContext:
             raise RuntimeError("This method is only available in an actor task.")
         return context.task_id in actor.canceled
 
+    def get_task_function_name(self) -> str | None:
+        """<module>.<function> of the running task (<module>.<Class>.<method>
+        in an actor); None in the driver."""
+        context = task_context.current()
+        if context is None or not context.function_descriptor:
+            return None
+        return context.function_descriptor
+
     def get_task_name(self) -> str | None:
         return self._worker.current_task_name or None
 

@@ -218,3 +218,35 @@ def _ids_of_what_a_task_makes(use_a_thread):
 def test_everything_a_task_makes_carries_the_job_id(use_a_thread):
     job = ray.get_runtime_context().get_job_id()
     assert ray.get(_ids_of_what_a_task_makes.remote(use_a_thread)) == [job] * 5
+
+
+@ray.remote
+def function_name_of_self():
+    return ray.get_runtime_context().get_task_function_name()
+
+
+@ray.remote
+class Described:
+    def __init__(self):
+        self.at_init = ray.get_runtime_context().get_task_function_name()
+
+    def names(self):
+        return self.at_init, ray.get_runtime_context().get_task_function_name()
+
+    async def later(self):
+        await asyncio.sleep(0)
+        return ray.get_runtime_context().get_task_function_name()
+
+
+def test_task_function_name_is_module_and_qualified_name():
+    """Ray's get_task_function_name: <module>.<function>, or
+    <module>.<Class>.<method> in an actor (its creation: __init__), whatever
+    name the call was given; None in the driver."""
+    module = __name__
+    assert ray.get_runtime_context().get_task_function_name() is None
+    assert ray.get(function_name_of_self.options(name="renamed").remote()) == \
+        f"{module}.function_name_of_self"
+    actor = Described.remote()
+    assert ray.get(actor.names.remote()) == (f"{module}.Described.__init__",
+                                             f"{module}.Described.names")
+    assert ray.get(actor.later.remote()) == f"{module}.Described.later"

@@ -295,7 +295,8 @@ def _task_spec_ok(spec) -> bool:
             and spec.attempt >= 0 and spec.max_calls >= 0 and spec.sequence_number >= 0
             and len(spec.args) <= MAX_TASK_ARGS and len(spec.kwarg_names) <= len(spec.args)):
         return False
-    for text in (spec.function_name, spec.name, spec.method_name):
+    for text in (spec.function_name, spec.name, spec.method_name,
+                 spec.function_descriptor):
         if len(text) > MAX_NAME_LENGTH:
             return False
     for arg in spec.args:
@@ -334,6 +335,7 @@ def _explain_task_spec(spec, what: str) -> None:
     check_name(spec.function_name, f"{what}.function_name")
     check_name(spec.name, f"{what}.name")
     check_name(spec.method_name, f"{what}.method_name")
+    check_name(spec.function_descriptor, f"{what}.function_descriptor")
     check_int(spec.num_returns, f"{what}.num_returns", 0, MAX_NUM_RETURNS)
     check_int(spec.max_retries, f"{what}.max_retries", -1)
     check_int(spec.attempt, f"{what}.attempt", 0)

@@ -42,6 +42,8 @@ class ActorRuntime:
         self.actor_id = ActorID(spec.actor_id)
         self.strategy = spec.scheduling_strategy      # its placement group, if any
         self.root_detached = task_context.root_detached_of(spec)
+        # <module>.<Class>: what its calls' function descriptors start with.
+        self.class_descriptor = spec.function_descriptor.rpartition(".")[0]
         self.name = options.name
         self.num_restarts = options.num_restarts
         self.class_name = options.class_name

@@ -299,7 +299,8 @@ class TaskExecutor:
         actor = self.actor if spec.type == common_pb2.ACTOR_TASK else None
         if actor is None:
             return task_context.for_spec(spec)
-        return task_context.for_spec(spec, actor.strategy, actor.root_detached)
+        return task_context.for_spec(spec, actor.strategy, actor.root_detached,
+                                     actor.class_descriptor)
 
     @staticmethod
     def return_ids(spec) -> list[ObjectID]:

@@ -7,6 +7,8 @@ first time it runs it and keeps it cached.
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import threading
 import warnings
 
@@ -15,6 +17,18 @@ import cloudpickle
 from miniray.common import config, serialization
 from miniray.common.ids import FunctionID
 from miniray.protocol import gcs_pb2
+
+
+def module_name(obj) -> str:
+    """The module a function or class is defined in, as Ray names it in
+    function descriptors: a script run as ``__main__`` by its file name."""
+    module = getattr(obj, "__module__", None) or "__main__"
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        path = getattr(main, "__file__", None)
+        if path:
+            return os.path.splitext(os.path.basename(path))[0]
+    return module
 
 
 def pickle_function(function) -> tuple[FunctionID, bytes]:

@@ -18,11 +18,11 @@ from miniray.protocol import common_pb2
 
 class TaskContext:
     __slots__ = ("task_id", "name", "placement_group", "capture_child_tasks",
-                 "depth", "root_detached", "_puts")
+                 "depth", "root_detached", "function_descriptor", "_puts")
 
     def __init__(self, task_id: TaskID, name: str = "", placement_group=None,
                  capture_child_tasks: bool = False, depth: int = 0,
-                 root_detached: bytes = b""):
+                 root_detached: bytes = b"", function_descriptor: str = ""):
         self.task_id = task_id
         self.depth = depth          # 0 outside tasks (the driver); see TaskSpec.depth
         self.name = name
@@ -33,6 +33,7 @@ class TaskContext:
         # The detached actor this code descends from (b"": the driver's job):
         # what it submits carries it (TaskSpec.root_detached_actor_id).
         self.root_detached = root_detached
+        self.function_descriptor = function_descriptor   # see TaskSpec
         self._puts = itertools.count(1)       # next() is atomic under the GIL
 
     def next_put_id(self) -> ObjectID:
@@ -55,17 +56,21 @@ def leave(token: Token) -> None:
     _current.reset(token)
 
 
-def for_spec(spec, actor_strategy=None, actor_root: bytes | None = None) -> TaskContext:
+def for_spec(spec, actor_strategy=None, actor_root: bytes | None = None,
+             actor_class: str = "") -> TaskContext:
     """The context of a task about to run; an actor's calls belong to the
-    actor's placement group (``actor_strategy``, its creation strategy) and
-    descend from what the actor descends from (``actor_root``)."""
+    actor's placement group (``actor_strategy``, its creation strategy),
+    descend from what the actor descends from (``actor_root``) and are
+    methods of its class (``actor_class``, <module>.<Class>)."""
     strategy = actor_strategy if actor_strategy is not None else spec.scheduling_strategy
     if strategy.kind != strategy.PLACEMENT_GROUP:
         strategy = None
     return TaskContext(TaskID(spec.task_id), spec.function_name, strategy,
                        bool(strategy is not None and strategy.capture_child_tasks),
                        spec.depth, root_detached_of(spec) if actor_root is None
-                       else actor_root)
+                       else actor_root,
+                       f"{actor_class}.{spec.method_name}" if actor_class
+                       else spec.function_descriptor)
 
 
 def root_detached_of(spec) -> bytes:
