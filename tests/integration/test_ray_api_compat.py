@@ -375,3 +375,28 @@ def test_on_completed_callback_gets_the_value_or_the_error(ray_start):
     ray.get(ready)
     ready._on_completed(results.put)            # already there: called soon
     assert results.get(timeout=20) == "ready"
+
+
+def test_a_keyboard_interrupt_out_of_a_task_is_its_cancellation(ray_start):
+    """As in Ray (which cancels a running task with SIGINT): a task or sync
+    actor method that raises KeyboardInterrupt fails with a RayTaskError
+    that is also a TaskCancelledError, and the actor lives on."""
+    @ray.remote(max_retries=0)
+    def interrupted():
+        raise KeyboardInterrupt()
+
+    @ray.remote
+    class Interrupted:
+        def interrupted(self):
+            raise KeyboardInterrupt()
+
+        def alive(self):
+            return "alive"
+
+    with pytest.raises(ray.exceptions.TaskCancelledError) as info:
+        ray.get(interrupted.remote(), timeout=30)
+    assert isinstance(info.value, ray.exceptions.RayTaskError)
+    actor = Interrupted.remote()
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(actor.interrupted.remote(), timeout=30)
+    assert ray.get(actor.alive.remote(), timeout=30) == "alive"

@@ -178,6 +178,12 @@ class TaskExecutor:
                 # task it cancelled before it ran as FAILED, TASK_CANCELLED).
                 self._store_error(reply, return_ids, caller,
                                   self.task_error(spec.function_name, exc))
+            except KeyboardInterrupt:
+                # As in Ray, where a cancel interrupts the task with SIGINT:
+                # a KeyboardInterrupt out of a task is its cancellation.
+                cancelled = exceptions.TaskCancelledError(task_id.hex())
+                self._store_error(reply, return_ids, caller,
+                                  self.task_error(spec.function_name, cancelled))
             except _ArgumentError as exc:
                 # A failure of the call (not retried: the argument stays
                 # failed); for an actor's constructor, the actor dies of it.
