@@ -376,6 +376,17 @@ def test_on_completed_callback_gets_the_value_or_the_error(ray_start):
     ready._on_completed(results.put)            # already there: called soon
     assert results.get(timeout=20) == "ready"
 
+    # A callback that raises is reported, and released like any other
+    # (nothing keeps it alive: no traceback held by a log handler).
+    def raises(value):
+        results.put(value)
+        raise RuntimeError("in the callback")
+
+    before = sys.getrefcount(raises)
+    half.remote(2)._on_completed(raises)
+    assert results.get(timeout=20) == 1
+    wait_for_condition(lambda: sys.getrefcount(raises) == before, timeout=20)
+
 
 def test_a_keyboard_interrupt_out_of_a_task_is_its_cancellation(ray_start):
     """As in Ray (which cancels a running task with SIGINT): a task or sync

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 
 from miniray.common import config
 from miniray.common.address import WorkerAddress
@@ -105,7 +106,14 @@ class ObjectRef:
         of miniray's; it must not block."""
         def done(future: concurrent.futures.Future) -> None:
             error = future.exception()
-            callback(future.result() if error is None else error)
+            try:
+                callback(future.result() if error is None else error)
+            except Exception as exc:     # noqa: BLE001 - the caller's code
+                # Logged without its traceback: one kept by a log handler
+                # would keep the callback alive (Ray releases it).
+                logging.getLogger("miniray").error(
+                    "ObjectRef._on_completed callback raised %s: %s",
+                    type(exc).__name__, str(exc))
         self.future().add_done_callback(done)
 
     def __await__(self):
