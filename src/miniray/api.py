@@ -289,6 +289,9 @@ def _running_cluster() -> str | None:
     found = node_module.read_current_cluster()
     if not found:
         return None
+    # Its token first: a live cluster refuses a probe without it (a new
+    # head started instead makes a token of its own).
+    auth.load_for_cluster(found)
     try:
         node_module.get_nodes(found, timeout=1)
     except Exception:

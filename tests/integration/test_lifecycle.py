@@ -384,3 +384,27 @@ def _running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_a_plain_init_joins_the_cluster_recorded_on_this_machine(tmp_path):
+    """As in Ray: a driver's init() with no address joins the cluster that
+    `miniray start` (or a testing.Cluster, like Ray's) recorded on this
+    machine, reading its token, instead of starting a cluster of its own."""
+    from miniray.testing import Cluster
+    cluster = Cluster()
+    cluster.add_node(num_cpus=1)
+    try:
+        script = tmp_path / "driver.py"
+        script.write_text(textwrap.dedent("""
+            import miniray as ray
+            ray.init()
+            print(ray.get_runtime_context().gcs_address, flush=True)
+        """))
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MINIRAY_ADDRESS", "RAY_ADDRESS", "MINIRAY_AUTH_TOKEN")}
+        out = subprocess.run([sys.executable, str(script)], capture_output=True,
+                             text=True, timeout=60, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[-1] == cluster.address
+    finally:
+        cluster.shutdown()
