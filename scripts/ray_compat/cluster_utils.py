@@ -2,10 +2,10 @@
 
 Differences adapted here: Ray's constructor also takes ``shutdown_at_exit``
 (miniray's nodes die with the process that started them anyway); Ray's
-``address`` is None before the head node is added; Ray records the head as
-the machine's current cluster; Ray's node objects carry ``unique_id`` (the
-node id in hex) and ``address``. The run has its own miniray temp dir, so
-the "current cluster" file is the run's, not the machine's.
+``address`` is None before the head node is added; Ray's node objects carry
+``unique_id`` (the node id in hex) and ``address``. (Both record the head
+as the machine's current cluster; the run has its own miniray temp dir, so
+that file is the run's, not the machine's.)
 """
 from __future__ import annotations
 
@@ -52,18 +52,12 @@ class Cluster(testing.Cluster):
             # restarts it at once, from its own store; "start" waits for that.
             node.kill_gcs_server = lambda: testing.kill_gcs(node.gcs_address)
             node.start_gcs_server = lambda: _wait_for_gcs(node.gcs_address)
-        if is_head:
-            # Ray records the head as this machine's current cluster, so that
-            # ``init()`` and ``init(address="auto")`` connect to it.
-            _write_current_cluster(node.gcs_address)
         return node
 
     def shutdown(self) -> None:
         if self in _live:
             _live.remove(self)
         super().shutdown()
-        from miniray.node import forget_current_cluster
-        forget_current_cluster()
 
 
 def _kill(node, module: str) -> None:
@@ -77,11 +71,6 @@ def _kill(node, module: str) -> None:
 def _wait_for_gcs(address: str, timeout: float = 60.0) -> None:
     from miniray.node import get_cluster
     get_cluster(address, wait_s=timeout)
-
-
-def _write_current_cluster(address: str) -> None:
-    from miniray.node import write_current_cluster
-    write_current_cluster(address)
 
 
 def __getattr__(name):

@@ -2,6 +2,7 @@
 started (real child processes, no cluster)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ def test_descendants_include_grandchildren_and_can_be_killed():
     shell = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
     try:
         wait_for_condition(lambda: len(descendants(shell.pid)) == 2, timeout=10)
-        found = descendants()
+        found = descendants(os.getpid())
         assert shell.pid in found and set(descendants(shell.pid)) <= set(found)
         assert found.index(shell.pid) < min(found.index(p) for p in descendants(shell.pid))
         grandchildren = descendants(shell.pid)

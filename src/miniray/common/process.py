@@ -47,8 +47,10 @@ def name_process(name: str) -> None:
 
 
 def descendants(*pids: int) -> list[int]:
-    """The processes ``pids`` (default: this one) started, and theirs, from
-    /proc (children before their own children)."""
+    """The processes ``pids`` started, and theirs, from /proc (children
+    before their own children); none for no pids."""
+    if not pids:
+        return []
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -62,7 +64,7 @@ def descendants(*pids: int) -> list[int]:
         fields = stat[stat.rfind(b")") + 2:].split()
         if len(fields) > 1:
             children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], list(pids or [os.getpid()])
+    found, todo = [], list(pids)
     while todo:
         for child in children.get(todo.pop(), ()):
             found.append(child)
@@ -71,8 +73,8 @@ def descendants(*pids: int) -> list[int]:
 
 
 def kill_descendants(*pids: int, found: list[int] | None = None) -> None:
-    """SIGKILL what ``pids`` (default: this process) started, or the
-    processes ``found`` before, as Ray's workers do when they exit
+    """SIGKILL what ``pids`` started, or the processes ``found`` before, as
+    Ray's workers do when they exit
     (kill_child_processes_on_worker_exit): a task's subprocesses never
     outlive its worker."""
     for child in descendants(*pids) if found is None else found:
@@ -84,5 +86,5 @@ def kill_descendants(*pids: int, found: list[int] | None = None) -> None:
 
 def exit_worker(code: int = 0) -> None:
     """End a worker process now, with the processes it started."""
-    kill_descendants()
+    kill_descendants(os.getpid())
     os._exit(code)

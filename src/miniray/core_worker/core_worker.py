@@ -552,7 +552,8 @@ class CoreWorker(ObjectAccess):
         context = self.task_context
         spec.parent_task_id = context.task_id
         spec.depth = context.depth + 1
-        spec.root_detached_actor_id = context.root_detached
+        if context.root_detached:
+            spec.root_detached_actor_id = context.root_detached
         self.address.to_proto(spec.caller)
         spec.num_returns = num_returns
         spec.streaming = streaming

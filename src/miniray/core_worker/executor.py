@@ -170,20 +170,17 @@ class TaskExecutor:
                     self._stream(spec, reply, caller, result)
                 else:
                     self._store_returns(spec, reply, return_ids, caller, result)
-            except exceptions.TaskCancelledError as exc:
+            except (exceptions.TaskCancelledError, KeyboardInterrupt) as exc:
                 # Raised in the task's own code (as in Ray): a RayTaskError
                 # that is also a TaskCancelledError, with the task's traceback.
                 # The state API shows the task FINISHED, as Ray 2.60 does:
                 # it ran to its end, which was the error (the owner shows a
                 # task it cancelled before it ran as FAILED, TASK_CANCELLED).
+                # A KeyboardInterrupt is one too: Ray cancels with SIGINT.
+                if isinstance(exc, KeyboardInterrupt):
+                    exc = exceptions.TaskCancelledError(task_id.hex())
                 self._store_error(reply, return_ids, caller,
                                   self.task_error(spec.function_name, exc))
-            except KeyboardInterrupt:
-                # As in Ray, where a cancel interrupts the task with SIGINT:
-                # a KeyboardInterrupt out of a task is its cancellation.
-                cancelled = exceptions.TaskCancelledError(task_id.hex())
-                self._store_error(reply, return_ids, caller,
-                                  self.task_error(spec.function_name, cancelled))
             except _ArgumentError as exc:
                 # A failure of the call (not retried: the argument stays
                 # failed); for an actor's constructor, the actor dies of it.

@@ -18,11 +18,12 @@ from miniray.protocol import common_pb2
 
 class TaskContext:
     __slots__ = ("task_id", "name", "placement_group", "capture_child_tasks",
-                 "depth", "root_detached", "function_descriptor", "_puts")
+                 "depth", "root_detached", "_descriptor", "_method", "_puts")
 
     def __init__(self, task_id: TaskID, name: str = "", placement_group=None,
                  capture_child_tasks: bool = False, depth: int = 0,
-                 root_detached: bytes = b"", function_descriptor: str = ""):
+                 root_detached: bytes = b"", function_descriptor: str = "",
+                 method: str = ""):
         self.task_id = task_id
         self.depth = depth          # 0 outside tasks (the driver); see TaskSpec.depth
         self.name = name
@@ -33,8 +34,18 @@ class TaskContext:
         # The detached actor this code descends from (b"": the driver's job):
         # what it submits carries it (TaskSpec.root_detached_actor_id).
         self.root_detached = root_detached
-        self.function_descriptor = function_descriptor   # see TaskSpec
+        # TaskSpec.function_descriptor; for an actor's call, its class's
+        # (<module>.<Class>) and the method, joined only when asked for.
+        self._descriptor = function_descriptor
+        self._method = method
         self._puts = itertools.count(1)       # next() is atomic under the GIL
+
+    @property
+    def function_descriptor(self) -> str:
+        """<module>.<function>, or <module>.<Class>.<method> ("": unknown)."""
+        if self._method and self._descriptor:
+            return f"{self._descriptor}.{self._method}"
+        return self._descriptor
 
     def next_put_id(self) -> ObjectID:
         return ObjectID.for_put(self.task_id, next(self._puts))
@@ -69,8 +80,8 @@ def for_spec(spec, actor_strategy=None, actor_root: bytes | None = None,
                        bool(strategy is not None and strategy.capture_child_tasks),
                        spec.depth, root_detached_of(spec) if actor_root is None
                        else actor_root,
-                       f"{actor_class}.{spec.method_name}" if actor_class
-                       else spec.function_descriptor)
+                       actor_class or spec.function_descriptor,
+                       spec.method_name if actor_class else "")
 
 
 def root_detached_of(spec) -> bytes:

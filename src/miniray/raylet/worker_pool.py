@@ -316,14 +316,14 @@ class WorkerPool:
             self._idle.remove(worker)      # only idle workers are handed out
 
     def kill(self, worker: WorkerProcess, exit_type: str = "INTENDED_SYSTEM_EXIT",
-             detail: str = "stopped by the raylet") -> None:
+             detail: str = "stopped by the raylet", *, with_children: bool = True) -> None:
+        """SIGKILL the worker and (``with_children``) what its tasks started,
+        found first: once the worker is gone they belong to init."""
         if worker.exit is None:
             worker.exit = (exit_type, detail)
         self._forget(worker)
         if worker.process and worker.process.poll() is None:
-            # What its tasks started dies with it (found first: once the
-            # worker is gone they belong to init).
-            started = descendants(worker.process.pid)
+            started = descendants(worker.process.pid) if with_children else []
             try:
                 worker.process.kill()
             except ProcessLookupError:
@@ -407,8 +407,11 @@ class WorkerPool:
 
     def kill_all(self) -> None:
         workers = list(self.workers.values())
+        # One look at /proc for all of them, not one per worker.
+        started = descendants(*[w.pid for w in workers if w.process])
         for worker in workers:
-            self.kill(worker)
+            self.kill(worker, with_children=False)
+        kill_descendants(found=started)
         deadline = time.monotonic() + 2
         for worker in workers:
             if worker.process:
